@@ -1,0 +1,63 @@
+#pragma once
+// The ops the model and the presses need, behind one interface so a CUDA backend can slot
+// in without touching model or press code. Activations are F32 tensors on the backend's
+// device; weights may be any DType. Every op has a scalar CPU reference
+// (backend/cpu/reference.h) that each backend is tested against.
+#include <cstdint>
+#include <memory>
+
+#include "core/tensor.h"
+
+namespace kvp {
+
+// Rotary embedding parameters, resolved from the model config.
+struct RopeParams {
+  int head_dim = 0;       // rotated dims (the whole head here)
+  float theta = 10000.f;  // base
+  // llama3-style frequency scaling; factor == 0 means none.
+  float llama3_factor = 0.f;
+  float llama3_low_freq_factor = 1.f;
+  float llama3_high_freq_factor = 4.f;
+  int llama3_original_max_positions = 8192;
+};
+
+// One layer's K or V rows in the segmented cache: segment s (= batch * n_kv_heads + kv_head)
+// holds rows [offset[s], offset[s] + len[s]) of `rows`, each head_dim floats.
+struct KvSegments {
+  const float* k = nullptr;
+  const float* v = nullptr;
+  const int64_t* offset = nullptr;
+  const int64_t* len = nullptr;
+  int n_segments = 0;
+  int head_dim = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual int threads() const = 0;
+
+  // y[t, o] = sum_i x[t, i] * w[o, i]. x: [T, in] F32; w: [out, in] any DType; y: [T, out] F32.
+  virtual void matmul(const Tensor& x, const Tensor& w, Tensor& y) = 0;
+  // y[t, :] = x[t, :] / rms(x[t, :]) * weight, rows of length weight.numel(); in place allowed.
+  virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) = 0;
+  // Rotates x: [T, heads, head_dim] in place, Hugging Face (rotate_half) layout, positions[T].
+  virtual void rope(Tensor& x, const int32_t* positions, const RopeParams& params) = 0;
+  // gate = silu(gate) * up, elementwise.
+  virtual void silu_mul(Tensor& gate, const Tensor& up) = 0;
+  // y += x, elementwise.
+  virtual void add(Tensor& y, const Tensor& x) = 0;
+  // y[t, :] += bias for every row t.
+  virtual void add_bias(Tensor& y, const Tensor& bias) = 0;
+  // out[t, :] = table[ids[t], :] as F32. table: [vocab, dim] any DType.
+  virtual void embed(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out) = 0;
+  // Causal attention of T new queries over the segmented cache of batch row 0, whose last T
+  // rows per segment are the new tokens: query t sees rows [0, len - T + t]. q: [T, Hq, D];
+  // out: [T, Hq, D]. Query head h reads kv segment h / (Hq / n_segments) (GQA, no repeat).
+  virtual void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+
+}  // namespace kvp

@@ -1,0 +1,83 @@
+#include "core/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace kvp {
+
+namespace {
+
+std::array<int64_t, 4> to_shape(std::initializer_list<int64_t> shape, int* ndim) {
+  check(shape.size() <= 4, "tensors have at most 4 dims");
+  std::array<int64_t, 4> s{0, 0, 0, 0};
+  size_t i = 0;
+  for (int64_t d : shape) {
+    check(d >= 0, "negative tensor dimension");
+    s[i++] = d;
+  }
+  *ndim = static_cast<int>(shape.size());
+  return s;
+}
+
+}  // namespace
+
+Tensor Tensor::empty(DType dtype, std::initializer_list<int64_t> shape) {
+  int ndim = 0;
+  auto s = to_shape(shape, &ndim);
+  return empty(dtype, s, ndim);
+}
+
+Tensor Tensor::empty(DType dtype, const std::array<int64_t, 4>& shape, int ndim) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.ndim_ = ndim;
+  t.shape_ = shape;
+  const size_t bytes = t.nbytes();
+  const size_t rounded = (bytes + 63) / 64 * 64;
+  void* p = rounded == 0 ? nullptr : std::aligned_alloc(64, rounded);
+  check(rounded == 0 || p != nullptr, "out of memory allocating " + std::to_string(bytes) + " bytes");
+  if (p) std::memset(p, 0, rounded);
+  t.storage_ = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  t.data_ = p;
+  return t;
+}
+
+Tensor Tensor::view(DType dtype, std::initializer_list<int64_t> shape, void* data, Device device) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = to_shape(shape, &t.ndim_);
+  t.data_ = data;
+  t.device_ = device;
+  return t;
+}
+
+int64_t Tensor::numel() const {
+  if (ndim_ == 0) return 0;
+  int64_t n = 1;
+  for (int i = 0; i < ndim_; ++i) n *= shape_[static_cast<size_t>(i)];
+  return n;
+}
+
+size_t Tensor::row_bytes() const { return kvp::row_bytes(dtype_, cols()); }
+
+size_t Tensor::nbytes() const { return ndim_ == 0 ? 0 : static_cast<size_t>(rows()) * row_bytes(); }
+
+Tensor Tensor::reshaped(std::initializer_list<int64_t> shape) const {
+  Tensor t = *this;
+  t.shape_ = to_shape(shape, &t.ndim_);
+  check(t.numel() == numel(), "reshape from " + shape_string() + " changes the element count");
+  return t;
+}
+
+std::string Tensor::shape_string() const {
+  std::string s = "[";
+  for (int i = 0; i < ndim_; ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape_[static_cast<size_t>(i)]);
+  }
+  return s + "]";
+}
+
+}  // namespace kvp

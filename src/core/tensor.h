@@ -1,0 +1,70 @@
+#pragma once
+// A contiguous, row-major tensor of up to 4 dims. It either owns its storage (shared, so
+// copies of a Tensor are cheap handles, never copies of data) or views memory owned by
+// someone else, such as a mapped model file. No autograd, no broadcasting.
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+
+#include "core/dtype.h"
+
+namespace kvp {
+
+enum class Device { CPU, CUDA };
+
+class Tensor {
+ public:
+  Tensor() = default;
+
+  // Allocates zeroed host memory, 64-byte aligned.
+  static Tensor empty(DType dtype, std::initializer_list<int64_t> shape);
+  static Tensor empty(DType dtype, const std::array<int64_t, 4>& shape, int ndim);
+  // Wraps memory this tensor does not own; the caller keeps it alive.
+  static Tensor view(DType dtype, std::initializer_list<int64_t> shape, void* data,
+                     Device device = Device::CPU);
+
+  DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
+  int ndim() const { return ndim_; }
+  int64_t dim(int i) const { return shape_[static_cast<size_t>(i)]; }
+  const std::array<int64_t, 4>& shape() const { return shape_; }
+  int64_t numel() const;
+  // Elements of the last dim form rows; quantised types are counted in bytes per row.
+  int64_t rows() const { return ndim_ == 0 ? 0 : numel() / shape_[static_cast<size_t>(ndim_ - 1)]; }
+  int64_t cols() const { return ndim_ == 0 ? 0 : shape_[static_cast<size_t>(ndim_ - 1)]; }
+  size_t row_bytes() const;
+  size_t nbytes() const;
+  bool defined() const { return data_ != nullptr; }
+
+  void* data() { return data_; }
+  const void* data() const { return data_; }
+  template <typename T>
+  T* ptr() {
+    return static_cast<T*>(data_);
+  }
+  template <typename T>
+  const T* ptr() const {
+    return static_cast<const T*>(data_);
+  }
+  // Pointer to row r (of the flattened leading dims).
+  uint8_t* row_ptr(int64_t r) { return static_cast<uint8_t*>(data_) + static_cast<size_t>(r) * row_bytes(); }
+  const uint8_t* row_ptr(int64_t r) const {
+    return static_cast<const uint8_t*>(data_) + static_cast<size_t>(r) * row_bytes();
+  }
+
+  // Same storage, new shape with the same number of elements.
+  Tensor reshaped(std::initializer_list<int64_t> shape) const;
+  std::string shape_string() const;
+
+ private:
+  DType dtype_ = DType::F32;
+  Device device_ = Device::CPU;
+  int ndim_ = 0;
+  std::array<int64_t, 4> shape_{0, 0, 0, 0};
+  void* data_ = nullptr;
+  std::shared_ptr<void> storage_;
+};
+
+}  // namespace kvp
