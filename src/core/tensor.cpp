@@ -39,7 +39,7 @@ Tensor Tensor::empty(DType dtype, const std::array<int64_t, 4>& shape, int ndim)
   void* p = rounded == 0 ? nullptr : std::aligned_alloc(64, rounded);
   check(rounded == 0 || p != nullptr, "out of memory allocating " + std::to_string(bytes) + " bytes");
   if (p) std::memset(p, 0, rounded);
-  t.storage_ = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  t.storage_ = std::shared_ptr<const void>(p, [](const void* q) { std::free(const_cast<void*>(q)); });
   t.data_ = p;
   return t;
 }
@@ -50,6 +50,18 @@ Tensor Tensor::view(DType dtype, std::initializer_list<int64_t> shape, void* dat
   t.shape_ = to_shape(shape, &t.ndim_);
   t.data_ = data;
   t.device_ = device;
+  return t;
+}
+
+Tensor Tensor::view(DType dtype, const std::array<int64_t, 4>& shape, int ndim, const void* data,
+                    std::shared_ptr<const void> owner) {
+  check(ndim >= 0 && ndim <= 4, "tensors have at most 4 dims");
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = shape;
+  t.ndim_ = ndim;
+  t.data_ = const_cast<void*>(data);  // constness is the owner's business, as with a mapping
+  t.storage_ = std::move(owner);
   return t;
 }
 

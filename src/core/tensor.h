@@ -24,6 +24,9 @@ class Tensor {
   // Wraps memory this tensor does not own; the caller keeps it alive.
   static Tensor view(DType dtype, std::initializer_list<int64_t> shape, void* data,
                      Device device = Device::CPU);
+  // Wraps memory kept alive by `owner` (for example a mapped file).
+  static Tensor view(DType dtype, const std::array<int64_t, 4>& shape, int ndim, const void* data,
+                     std::shared_ptr<const void> owner);
 
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }
@@ -64,7 +67,7 @@ class Tensor {
   int ndim_ = 0;
   std::array<int64_t, 4> shape_{0, 0, 0, 0};
   void* data_ = nullptr;
-  std::shared_ptr<void> storage_;
+  std::shared_ptr<const void> storage_;
 };
 
 }  // namespace kvp
