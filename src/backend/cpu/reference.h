@@ -1,0 +1,24 @@
+#pragma once
+// Scalar reference implementations of every op: plain loops, f32 (dequantisation exact to
+// the format), written for clarity. Each backend's ops are tested against these.
+#include <cstdint>
+
+#include "backend/backend.h"
+
+namespace kvp::ref {
+
+// Dequantises n elements (a multiple of the block size) of a row of type t.
+void dequantize_row(DType t, const void* src, float* dst, int64_t n);
+
+void matmul(const Tensor& x, const Tensor& w, Tensor& y);
+void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
+void rope(Tensor& x, const int32_t* positions, const RopeParams& params);
+// inv_freq[i] for i < head_dim / 2, llama3 scaling applied when configured.
+void rope_inv_freq(const RopeParams& params, float* inv_freq);
+void silu_mul(Tensor& gate, const Tensor& up);
+void add(Tensor& y, const Tensor& x);
+void add_bias(Tensor& y, const Tensor& bias);
+void embed(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out);
+void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out);
+
+}  // namespace kvp::ref

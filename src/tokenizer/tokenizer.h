@@ -1,0 +1,46 @@
+#pragma once
+// Byte-level BPE tokenizer (GPT-2 style byte mapping, merges ranked by order), built from
+// GGUF metadata or a Hugging Face tokenizer.json. Special tokens (control and user-defined)
+// are matched literally before pre-tokenisation when parse_special is true.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kvp {
+
+class GgufFile;
+
+enum class PreTokenizer { GPT2, LLAMA3, QWEN2, SMOLLM };
+
+class Tokenizer {
+ public:
+  static Tokenizer from_gguf(const GgufFile& gguf);
+  static Tokenizer from_hf_json(const std::string& tokenizer_json_path);
+  ~Tokenizer();
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+
+  // Text to ids. Adds BOS only if the model asks for it (tokenizer.ggml.add_bos_token /
+  // the post-processor) and add_bos is true.
+  std::vector<int32_t> encode(const std::string& text, bool parse_special = true,
+                              bool add_bos = false) const;
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special = true) const;
+  std::string token_text(int32_t id) const;  // the raw vocab entry
+
+  int32_t vocab_size() const;
+  int32_t bos_id() const;  // -1 when none
+  int32_t eos_id() const;
+  // True for ids that end a generation turn (eos, <|im_end|>, <|eot_id|>, <|endoftext|>...).
+  bool is_end_of_generation(int32_t id) const;
+  PreTokenizer pre_tokenizer() const;
+  // The chat template text stored with the model ("" when none).
+  const std::string& chat_template() const;
+
+ private:
+  struct Impl;
+  explicit Tokenizer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvp
