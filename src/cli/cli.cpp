@@ -1,12 +1,93 @@
 #include "cli/cli.h"
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "core/error.h"
 
 namespace kvp {
 
+namespace {
+
+const char* kTopHelp =
+    "kvpress: compress a language model's KV cache while it reads a long context, then answer\n"
+    "questions from what is left.\n\n"
+    "usage: kvpress <command> [options]\n\n"
+    "commands:\n"
+    "  generate    answer questions about a context (optionally with a compressed cache)\n"
+    "  help        show this help, or `kvpress <command> --help` for one command\n\n"
+    "The default model is SmolLM2-135M-Instruct (Q4_1 GGUF), fetched by scripts/fetch-model.sh\n"
+    "into models/. Any Llama, Mistral, Qwen2 or Qwen3 GGUF file or Hugging Face directory\n"
+    "works with --model.\n\n"
+    "example:\n"
+    "  kvpress generate --context \"The secret code is 4719. Remember it.\" \\\n"
+    "                   --question \"What is the secret code?\"\n";
+
+}  // namespace
+
+std::string default_model_path() {
+  namespace fs = std::filesystem;
+  if (const char* env = std::getenv("KVPRESS_MODEL"); env && *env) return env;
+  const std::string name = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  std::vector<fs::path> roots = {fs::current_path()};
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    for (fs::path p = exe.parent_path(); !p.empty() && p != p.root_path(); p = p.parent_path()) {
+      roots.push_back(p);
+    }
+  }
+  for (const auto& r : roots) {
+    if (fs::exists(r / name, ec)) return (r / name).string();
+  }
+  throw Error("no --model given and the default model was not found (" + name +
+              "); run scripts/fetch-model.sh or pass --model PATH");
+}
+
+std::string read_text_argument(const std::string& value, const std::string& what) {
+  if (value.empty() || value[0] != '@') return value;
+  const std::string path = value.substr(1);
+  std::ifstream in(path, std::ios::binary);
+  check(static_cast<bool>(in), "cannot read " + what + " file '" + path + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int default_threads() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(std::min(n, 64u));
+}
+
 int run_cli(int argc, char** argv) {
-  std::fprintf(stderr, "kvpress: not built yet\n");
-  return 2;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "help" || args[0] == "--help" || args[0] == "-h") {
+    std::fputs(kTopHelp, args.empty() ? stderr : stdout);
+    return args.empty() ? 2 : 0;
+  }
+  const std::string command = args[0];
+  args.erase(args.begin());
+  try {
+    if (command == "generate") return cmd_generate(args);
+    const std::string near = closest(command, {"generate", "help"});
+    throw Error("unknown command '" + command + "'" +
+                (near.empty() ? "" : " (did you mean '" + near + "'?)") + "; see kvpress --help");
+  } catch (const Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory\n");
+    return 1;
+  }
 }
 
 }  // namespace kvp

@@ -1,0 +1,150 @@
+#include "cache/kv_cache.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "core/error.h"
+
+namespace kvp {
+
+std::atomic<uint64_t> KVCache::allocations_{0};
+
+KVCache::KVCache(int n_layers, int n_kv_heads, int head_dim, int64_t capacity)
+    : n_segments_(n_kv_heads), head_dim_(head_dim), layers_(static_cast<size_t>(n_layers)) {
+  check(n_layers > 0 && n_kv_heads > 0 && head_dim > 0 && capacity >= 0, "invalid KV cache shape");
+  for (auto& layer : layers_) {
+    layer.offset.assign(static_cast<size_t>(n_segments_), 0);
+    layer.len.assign(static_cast<size_t>(n_segments_), 0);
+    layer.cap.assign(static_cast<size_t>(n_segments_), 0);
+    reallocate(layer, std::vector<int64_t>(static_cast<size_t>(n_segments_), capacity), nullptr);
+  }
+}
+
+void KVCache::reallocate(Layer& layer, const std::vector<int64_t>& new_cap,
+                         const std::vector<std::vector<int32_t>>* keep) {
+  int64_t total = 0;
+  std::vector<int64_t> new_offset(new_cap.size());
+  for (size_t s = 0; s < new_cap.size(); ++s) {
+    new_offset[s] = total;
+    total += new_cap[s];
+  }
+  const size_t row = static_cast<size_t>(head_dim_);
+  std::unique_ptr<float[]> k(total > 0 ? new float[static_cast<size_t>(total) * row] : nullptr);
+  std::unique_ptr<float[]> v(total > 0 ? new float[static_cast<size_t>(total) * row] : nullptr);
+  allocations_ += 2;
+  for (size_t s = 0; s < new_cap.size(); ++s) {
+    const float* src_k = layer.k.get() + layer.offset[s] * head_dim_;
+    const float* src_v = layer.v.get() + layer.offset[s] * head_dim_;
+    float* dst_k = k.get() + new_offset[s] * head_dim_;
+    float* dst_v = v.get() + new_offset[s] * head_dim_;
+    if (keep) {
+      const auto& rows = (*keep)[s];
+      for (size_t i = 0; i < rows.size(); ++i) {
+        std::memcpy(dst_k + i * row, src_k + static_cast<size_t>(rows[i]) * row, row * sizeof(float));
+        std::memcpy(dst_v + i * row, src_v + static_cast<size_t>(rows[i]) * row, row * sizeof(float));
+      }
+      layer.len[s] = static_cast<int64_t>(rows.size());
+    } else if (layer.len[s] > 0) {
+      std::memcpy(dst_k, src_k, static_cast<size_t>(layer.len[s]) * row * sizeof(float));
+      std::memcpy(dst_v, src_v, static_cast<size_t>(layer.len[s]) * row * sizeof(float));
+    }
+  }
+  layer.k = std::move(k);
+  layer.v = std::move(v);
+  layer.offset = std::move(new_offset);
+  layer.cap = new_cap;
+  layer.total_rows = total;
+}
+
+void KVCache::append(int layer_index, const float* k, const float* v, int64_t T) {
+  check(layer_index >= 0 && layer_index < n_layers(), "KV cache: layer out of range");
+  Layer& layer = layers_[static_cast<size_t>(layer_index)];
+  bool full = false;
+  for (int s = 0; s < n_segments_; ++s) full = full || layer.len[s] + T > layer.cap[s];
+  if (full) {
+    std::vector<int64_t> cap(layer.cap);
+    for (int s = 0; s < n_segments_; ++s) {
+      cap[s] = std::max(layer.len[s] + T, std::max<int64_t>(2 * cap[s], 16));
+    }
+    reallocate(layer, cap, nullptr);
+  }
+  const size_t row = static_cast<size_t>(head_dim_);
+  for (int s = 0; s < n_segments_; ++s) {
+    float* dst_k = layer.k.get() + (layer.offset[s] + layer.len[s]) * head_dim_;
+    float* dst_v = layer.v.get() + (layer.offset[s] + layer.len[s]) * head_dim_;
+    for (int64_t t = 0; t < T; ++t) {
+      const size_t src = (static_cast<size_t>(t) * n_segments_ + static_cast<size_t>(s)) * row;
+      std::memcpy(dst_k + t * head_dim_, k + src, row * sizeof(float));
+      std::memcpy(dst_v + t * head_dim_, v + src, row * sizeof(float));
+    }
+    layer.len[s] += T;
+  }
+}
+
+KvSegments KVCache::view(int layer_index) const {
+  const Layer& layer = layers_.at(static_cast<size_t>(layer_index));
+  KvSegments view;
+  view.k = layer.k.get();
+  view.v = layer.v.get();
+  view.offset = layer.offset.data();
+  view.len = layer.len.data();
+  view.n_segments = n_segments_;
+  view.head_dim = head_dim_;
+  return view;
+}
+
+int64_t KVCache::length(int layer, int segment) const {
+  return layers_.at(static_cast<size_t>(layer)).len.at(static_cast<size_t>(segment));
+}
+
+std::vector<std::vector<int64_t>> KVCache::lengths() const {
+  std::vector<std::vector<int64_t>> out;
+  for (const auto& layer : layers_) out.push_back(layer.len);
+  return out;
+}
+
+void KVCache::truncate(const std::vector<std::vector<int64_t>>& lengths) {
+  check(lengths.size() == layers_.size(), "KV cache: truncate needs one length list per layer");
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    check(lengths[l].size() == static_cast<size_t>(n_segments_), "KV cache: truncate needs one length per segment");
+    for (int s = 0; s < n_segments_; ++s) {
+      check(lengths[l][s] >= 0 && lengths[l][s] <= layers_[l].len[s],
+            "KV cache: truncate can only shrink a segment");
+      layers_[l].len[s] = lengths[l][s];
+    }
+  }
+}
+
+void KVCache::compact(int layer_index, const std::vector<std::vector<int32_t>>& keep, int64_t reserve) {
+  check(layer_index >= 0 && layer_index < n_layers(), "KV cache: layer out of range");
+  check(keep.size() == static_cast<size_t>(n_segments_), "KV cache: compact needs one row list per segment");
+  check(reserve >= 0, "KV cache: negative reserve");
+  Layer& layer = layers_[static_cast<size_t>(layer_index)];
+  std::vector<int64_t> cap(static_cast<size_t>(n_segments_));
+  for (int s = 0; s < n_segments_; ++s) {
+    const auto& rows = keep[s];
+    for (size_t i = 0; i < rows.size(); ++i) {
+      check(rows[i] >= 0 && rows[i] < layer.len[s] && (i == 0 || rows[i] > rows[i - 1]),
+            "KV cache: kept rows of segment " + std::to_string(s) + " must be sorted, unique and in range");
+    }
+    cap[s] = static_cast<int64_t>(rows.size()) + reserve;
+  }
+  reallocate(layer, cap, &keep);
+}
+
+size_t KVCache::allocated_bytes() const {
+  size_t rows = 0;
+  for (const auto& layer : layers_) rows += static_cast<size_t>(layer.total_rows);
+  return 2 * rows * static_cast<size_t>(head_dim_) * sizeof(float);
+}
+
+size_t KVCache::used_bytes() const {
+  size_t rows = 0;
+  for (const auto& layer : layers_) {
+    for (int64_t l : layer.len) rows += static_cast<size_t>(l);
+  }
+  return 2 * rows * static_cast<size_t>(head_dim_) * sizeof(float);
+}
+
+}  // namespace kvp

@@ -1,0 +1,62 @@
+#pragma once
+// The KV cache: per layer, K and V each live in one buffer of rows of head_dim floats. The
+// rows of (batch b, kv head h) form segment s = b * n_kv_heads + h: rows
+// [offset[s], offset[s] + len[s]) with capacity cap[s] >= len[s]. Before compression all
+// segments have one length (the dense layout); compression re-packs each segment to its own
+// kept rows in a new, smaller buffer, which is where memory is freed.
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace kvp {
+
+class KVCache {
+ public:
+  // Batch of one; each segment starts with room for capacity rows.
+  KVCache(int n_layers, int n_kv_heads, int head_dim, int64_t capacity);
+
+  int n_layers() const { return static_cast<int>(layers_.size()); }
+  int n_segments() const { return n_segments_; }
+  int head_dim() const { return head_dim_; }
+
+  // Appends T rows to every segment of a layer. k, v: [T, n_kv_heads, head_dim] as the
+  // projections produce them. Grows a full layer by doubling (amortised; never per token
+  // when capacity suffices).
+  void append(int layer, const float* k, const float* v, int64_t T);
+  KvSegments view(int layer) const;
+  int64_t length(int layer, int segment) const;
+  // Kept rows of every segment of every layer: lengths[layer][segment].
+  std::vector<std::vector<int64_t>> lengths() const;
+  // Shrinks segments back to earlier lengths (for the next question): O(segments), no copy.
+  void truncate(const std::vector<std::vector<int64_t>>& lengths);
+  // Re-packs one layer: segment s keeps rows keep[s] (sorted, unique, < length) in a new
+  // buffer with `reserve` free rows after each segment; the old buffer is freed.
+  void compact(int layer, const std::vector<std::vector<int32_t>>& keep, int64_t reserve);
+
+  // Bytes of K and V buffers currently allocated (capacity, not length).
+  size_t allocated_bytes() const;
+  // Bytes of K and V rows currently in use.
+  size_t used_bytes() const;
+  // Buffer allocations made by any cache since the process started: tests use it to prove
+  // that decoding within the reserve allocates nothing.
+  static uint64_t allocation_count() { return allocations_.load(); }
+
+ private:
+  struct Layer {
+    std::unique_ptr<float[]> k, v;
+    std::vector<int64_t> offset, len, cap;
+    int64_t total_rows = 0;
+  };
+  void reallocate(Layer& layer, const std::vector<int64_t>& new_cap,
+                  const std::vector<std::vector<int32_t>>* keep);
+
+  int n_segments_;
+  int head_dim_;
+  std::vector<Layer> layers_;
+  static std::atomic<uint64_t> allocations_;
+};
+
+}  // namespace kvp

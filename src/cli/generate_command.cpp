@@ -1,0 +1,82 @@
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "core/error.h"
+#include "pipeline/pipeline.h"
+
+namespace kvp {
+
+namespace {
+
+const std::vector<OptionSpec> kSpecs = {
+    {"model", "PATH", "GGUF file or Hugging Face directory (default: the fetched SmolLM2-135M)"},
+    {"context", "TEXT|@FILE", "the context to read (required)"},
+    {"question", "TEXT", "a question about the context (required)", true},
+    {"max-new-tokens", "N", "answer length limit in tokens (default 64)"},
+    {"answer-prefix", "TEXT", "text the answer starts with (prefilled after the question)"},
+    {"max-context-length", "N", "truncate the context to N tokens"},
+    {"no-chat-template", "", "feed the raw text, without the model's chat template"},
+    {"threads", "N", "CPU threads (default: all cores)"},
+    {"json", "", "print one JSON object instead of text"},
+    {"help", "", "show this help"},
+};
+
+}  // namespace
+
+int cmd_generate(const std::vector<std::string>& argv) {
+  const Args args = Args::parse(argv, kSpecs);
+  if (args.has("help")) {
+    std::cout << format_help("kvpress generate --context TEXT|@FILE --question TEXT [options]",
+                             "Reads the context once, then answers each question from the shared KV cache.",
+                             kSpecs);
+    return 0;
+  }
+  check(args.positional().empty(), "unexpected argument '" + (args.positional().empty() ? "" : args.positional()[0]) + "'");
+  check(args.has("context"), "--context is required (text, or @file to read it from a file)");
+  check(args.has("question"), "at least one --question is required");
+  const std::string context = read_text_argument(args.get("context"), "context");
+  check(!context.empty(), "the context is empty");
+  PipelineOptions options;
+  options.max_new_tokens = args.get_int("max-new-tokens", 64, 0, 1 << 20);
+  options.answer_prefix = args.get("answer-prefix");
+  options.max_context_length = args.get_int("max-context-length", 0, 1, 1 << 30);
+  const int threads = args.get_int("threads", default_threads(), 1, 256);
+  const std::string model_path = args.has("model") ? args.get("model") : default_model_path();
+
+  auto backend = make_cpu_backend(threads);
+  LoadedModel loaded = load(model_path, *backend, !args.has("no-chat-template"));
+  Pipeline pipeline(loaded);
+  const PipelineResult r = pipeline.run(context, args.all("question"), options);
+
+  const double decode_s = r.decode_s();
+  const double tok_s = decode_s > 0 ? static_cast<double>(r.decode_tokens()) / decode_s : 0;
+  if (args.has("json")) {
+    nlohmann::json j;
+    j["model"] = model_path;
+    j["context_tokens"] = r.context_tokens;
+    j["answers"] = nlohmann::json::array();
+    for (const auto& a : r.answers) {
+      j["answers"].push_back({{"question", a.question}, {"answer", a.text}, {"tokens", a.tokens.size()}});
+    }
+    j["timing"] = {{"prefill_s", r.context_prefill_s},
+                   {"prefill_tokens_per_s", r.context_tokens / std::max(r.context_prefill_s, 1e-9)},
+                   {"decode_s", decode_s},
+                   {"decode_tokens_per_s", tok_s},
+                   {"threads", threads}};
+    std::cout << j.dump(2) << "\n";
+  } else {
+    for (const auto& a : r.answers) {
+      std::cout << "Q: " << a.question << "\nA: " << a.text << "\n\n";
+    }
+    std::fprintf(stderr, "context %lld tokens, prefill %.2f s (%.0f tok/s), decode %.1f tok/s, %d threads\n",
+                 static_cast<long long>(r.context_tokens), r.context_prefill_s,
+                 r.context_tokens / std::max(r.context_prefill_s, 1e-9), tok_s, threads);
+  }
+  return 0;
+}
+
+}  // namespace kvp

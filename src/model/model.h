@@ -1,0 +1,66 @@
+#pragma once
+// The Llama-family transformer forward pass over the segmented KV cache. Model code calls
+// ops only through Backend, so the same forward runs on every backend.
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+#include "cache/kv_cache.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace kvp {
+
+// What a press sees right after a layer's attention during a context prefill.
+struct LayerView {
+  int layer = 0;
+  const ModelConfig* config = nullptr;
+  const LayerWeights* weights = nullptr;
+  const Tensor* hidden_states = nullptr;  // [T, hidden]: the attention block's normed input
+  const Tensor* queries = nullptr;        // [T, n_heads, head_dim], after RoPE
+  const int32_t* positions = nullptr;     // [T]
+  int64_t n_tokens = 0;                   // T: the new tokens, the last T rows of each segment
+  KVCache* cache = nullptr;               // keys after RoPE and values of this layer
+};
+
+class LayerHook {
+ public:
+  virtual ~LayerHook() = default;
+  virtual void after_attention(LayerView& view) = 0;
+};
+
+class Model {
+ public:
+  Model(ModelConfig config, ModelWeights weights, Backend& backend);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  Backend& backend() { return backend_; }
+
+  // Runs T tokens through every layer, appending their keys and values to the cache, and
+  // returns the logits of the last token ([vocab], F32; valid until the next call).
+  // The hook, when given, runs after each layer's attention.
+  const Tensor& forward(const int32_t* ids, const int32_t* positions, int64_t T, KVCache& cache,
+                        LayerHook* hook = nullptr);
+
+  // A cache sized for `capacity` tokens per segment.
+  KVCache make_cache(int64_t capacity) const;
+
+ private:
+  struct Scratch {
+    int64_t capacity = 0;
+    Tensor x, normed, q, k, v, attn, proj, gate, up, last, logits;
+  };
+  void ensure_scratch(int64_t T);
+
+  ModelConfig config_;
+  ModelWeights weights_;
+  Backend& backend_;
+  Scratch s_;
+};
+
+// Loads a model from a GGUF file or a Hugging Face directory (config.json + safetensors).
+std::unique_ptr<Model> load_model(const std::string& path, Backend& backend);
+
+}  // namespace kvp

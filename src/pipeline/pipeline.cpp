@@ -1,0 +1,150 @@
+#include "pipeline/pipeline.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+
+#include "core/error.h"
+#include "io/gguf.h"
+
+namespace kvp {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int32_t argmax(const Tensor& logits) {
+  const float* p = logits.ptr<float>();
+  const int64_t n = logits.numel();
+  return static_cast<int32_t>(std::max_element(p, p + n) - p);
+}
+
+}  // namespace
+
+LoadedModel load(const std::string& path, Backend& backend, bool use_chat_template) {
+  namespace fs = std::filesystem;
+  LoadedModel m;
+  m.path = path;
+  m.model = load_model(path, backend);
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    const std::string tok = (fs::path(path) / "tokenizer.json").string();
+    check(fs::exists(tok, ec), "model directory " + path + " has no tokenizer.json");
+    m.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_hf_json(tok));
+  } else {
+    m.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_gguf(GgufFile::open(path)));
+  }
+  check(m.tokenizer->vocab_size() <= m.model->config().vocab_size,
+        "tokenizer has more tokens (" + std::to_string(m.tokenizer->vocab_size()) +
+            ") than the model's vocabulary (" + std::to_string(m.model->config().vocab_size) + ")");
+  m.chat = use_chat_template ? ChatTemplate::detect(m.tokenizer->chat_template()) : ChatTemplate::none();
+  return m;
+}
+
+int64_t PipelineResult::decode_tokens() const {
+  int64_t n = 0;
+  for (const auto& a : answers) n += static_cast<int64_t>(a.tokens.size());
+  return n;
+}
+
+double PipelineResult::decode_s() const {
+  double s = 0;
+  for (const auto& a : answers) s += a.decode_s;
+  return s;
+}
+
+PromptParts split_prompt(const ChatTemplate& chat, const Tokenizer& tokenizer,
+                         const std::string& context) {
+  PromptParts parts;
+  if (chat.format() == ChatFormat::NONE) {
+    // As kvpress: without a template, BOS (when the model has one it adds) starts the context
+    // and a newline separates the question from the answer.
+    parts.context = context;
+    parts.question_suffix = "\n";
+    return parts;
+  }
+  // Render the conversation with a marker after the context, then cut at the marker: the
+  // text before is the context prefix, the text after is what follows every question.
+  const std::string marker = "\n\x01kvpress-split\x01";
+  const std::string rendered = chat.render({{"user", context + marker}}, true);
+  const size_t at = rendered.rfind(marker);
+  check(at != std::string::npos, "chat template dropped the context");
+  parts.context = rendered.substr(0, at);
+  parts.question_suffix = rendered.substr(at + marker.size());
+  (void)tokenizer;
+  return parts;
+}
+
+PipelineResult Pipeline::run(const std::string& context, const std::vector<std::string>& questions,
+                             const PipelineOptions& options, LayerHook* hook) {
+  Model& model = *m_.model;
+  const Tokenizer& tok = *m_.tokenizer;
+  const ModelConfig& cfg = model.config();
+  check(!context.empty(), "the context is empty");
+  check(!questions.empty(), "no question given");
+  check(options.max_new_tokens >= 0, "max_new_tokens must be >= 0");
+
+  const PromptParts parts = split_prompt(m_.chat, tok, context);
+  std::vector<int32_t> context_ids = tok.encode(parts.context, true, m_.chat.format() == ChatFormat::NONE);
+  if (options.max_context_length > 0 && static_cast<int64_t>(context_ids.size()) > options.max_context_length) {
+    context_ids.resize(static_cast<size_t>(options.max_context_length));
+  }
+  std::vector<std::vector<int32_t>> question_ids;
+  int64_t longest_question = 0;
+  for (const auto& q : questions) {
+    question_ids.push_back(tok.encode(q + parts.question_suffix + options.answer_prefix, true, false));
+    longest_question = std::max<int64_t>(longest_question, static_cast<int64_t>(question_ids.back().size()));
+  }
+  const int64_t T = static_cast<int64_t>(context_ids.size());
+  check(T > 0, "the context is empty after tokenisation");
+  const int64_t needed = T + longest_question + options.max_new_tokens;
+  check(needed <= cfg.max_positions,
+        "context (" + std::to_string(T) + " tokens) + question (" + std::to_string(longest_question) +
+            ") + max_new_tokens (" + std::to_string(options.max_new_tokens) +
+            ") exceeds the model's maximum of " + std::to_string(cfg.max_positions) + " positions");
+
+  PipelineResult result;
+  result.context_tokens = T;
+  const int64_t reserve = longest_question + options.max_new_tokens;
+  KVCache cache = model.make_cache(T + reserve);
+
+  std::vector<int32_t> positions(static_cast<size_t>(std::max(T, longest_question)));
+  for (int64_t i = 0; i < T; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  auto t0 = std::chrono::steady_clock::now();
+  result.kv_bytes_before = cache.allocated_bytes();
+  model.forward(context_ids.data(), positions.data(), T, cache, hook);
+  result.context_prefill_s = seconds_since(t0);
+  result.kv_bytes_after = cache.allocated_bytes();
+  result.head_lens = cache.lengths();
+  const auto context_lengths = cache.lengths();
+
+  for (size_t qi = 0; qi < questions.size(); ++qi) {
+    Answer answer;
+    answer.question = questions[qi];
+    const auto& qids = question_ids[qi];
+    const int64_t n = static_cast<int64_t>(qids.size());
+    // Positions continue from the original (uncompressed) context length.
+    for (int64_t i = 0; i < n; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(T + i);
+    t0 = std::chrono::steady_clock::now();
+    int32_t next = argmax(model.forward(qids.data(), positions.data(), n, cache));
+    answer.prefill_s = seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    int32_t pos = static_cast<int32_t>(T + n);
+    for (int step = 0; step < options.max_new_tokens; ++step) {
+      if (tok.is_end_of_generation(next)) break;
+      answer.tokens.push_back(next);
+      if (step + 1 == options.max_new_tokens) break;
+      next = argmax(model.forward(&next, &pos, 1, cache));
+      ++pos;
+    }
+    answer.decode_s = seconds_since(t0);
+    answer.text = tok.decode(answer.tokens);
+    result.answers.push_back(std::move(answer));
+    cache.truncate(context_lengths);
+  }
+  return result;
+}
+
+}  // namespace kvp
