@@ -1,0 +1,49 @@
+#pragma once
+// The CPU backend: one class that checks arguments and dispatches to one file per op family
+// (matmul_cpu.cpp, attention_cpu.cpp, elementwise_cpu.cpp; the quantised kernels live in
+// quant_dot.cpp). Internal to backend/cpu; others use make_cpu_backend() from backend.h.
+#include <memory>
+
+#include "backend/backend.h"
+#include "core/thread_pool.h"
+
+namespace kvp::cpu {
+
+void matmul(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y);
+void attention(ThreadPool& pool, const Tensor& q, const KvSegments& kv, float scale, Tensor& out);
+void rms_norm(ThreadPool& pool, const Tensor& x, const Tensor& weight, float eps, Tensor& y);
+void rope(ThreadPool& pool, Tensor& x, const int32_t* positions, const RopeParams& params);
+void silu_mul(ThreadPool& pool, Tensor& gate, const Tensor& up);
+void add(ThreadPool& pool, Tensor& y, const Tensor& x);
+void add_bias(ThreadPool& pool, Tensor& y, const Tensor& bias);
+void embed(ThreadPool& pool, const Tensor& table, const int32_t* ids, int64_t n, Tensor& out);
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int n_threads) : pool_(n_threads) {}
+  Device device() const override { return Device::CPU; }
+  int threads() const override { return pool_.size(); }
+  ThreadPool& pool() { return pool_; }
+
+  void matmul(const Tensor& x, const Tensor& w, Tensor& y) override { cpu::matmul(pool_, x, w, y); }
+  void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override {
+    cpu::rms_norm(pool_, x, weight, eps, y);
+  }
+  void rope(Tensor& x, const int32_t* positions, const RopeParams& params) override {
+    cpu::rope(pool_, x, positions, params);
+  }
+  void silu_mul(Tensor& gate, const Tensor& up) override { cpu::silu_mul(pool_, gate, up); }
+  void add(Tensor& y, const Tensor& x) override { cpu::add(pool_, y, x); }
+  void add_bias(Tensor& y, const Tensor& bias) override { cpu::add_bias(pool_, y, bias); }
+  void embed(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out) override {
+    cpu::embed(pool_, table, ids, n, out);
+  }
+  void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) override {
+    cpu::attention(pool_, q, kv, scale, out);
+  }
+
+ private:
+  ThreadPool pool_;
+};
+
+}  // namespace kvp::cpu

@@ -1,0 +1,453 @@
+// Every op of the CPU backend against the scalar references in kvp::ref, on random inputs of
+// odd sizes, every weight type, with 1 and 2 threads; the references' dequantisation against
+// golden files written by gguf-py; rope against known values.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <numbers>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cpu/quant.h"
+#include "backend/cpu/reference.h"
+#include "core/error.h"
+#include "core/half.h"
+#include "core/tensor.h"
+
+namespace kvp {
+namespace {
+
+const DType kAllTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q4_0,
+                           DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K};
+
+Tensor random_f32(std::mt19937& rng, std::initializer_list<int64_t> shape, float lo = -1.f, float hi = 1.f) {
+  Tensor t = Tensor::empty(DType::F32, shape);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  for (int64_t i = 0; i < t.numel(); ++i) t.ptr<float>()[i] = dist(rng);
+  return t;
+}
+
+void put_f16(uint8_t* p, float v) {
+  const uint16_t h = f32_to_f16(v);
+  std::memcpy(p, &h, 2);
+}
+
+// A [rows, cols] weight of type t with random but well-formed blocks: scales are small
+// finite halves, quants are random bytes.
+Tensor random_weight(std::mt19937& rng, DType t, int64_t rows, int64_t cols) {
+  Tensor w = Tensor::empty(t, {rows, cols});
+  std::uniform_real_distribution<float> val(-1.f, 1.f), scale(0.001f, 0.05f);
+  std::uniform_int_distribution<int> byte(0, 255);
+  auto* p = static_cast<uint8_t*>(w.data());
+  const size_t nbytes = w.nbytes();
+  for (size_t i = 0; i < nbytes; ++i) p[i] = static_cast<uint8_t>(byte(rng));
+  const size_t bb = block_bytes(t);
+  const size_t nblocks = nbytes / bb;
+  for (size_t b = 0; b < nblocks; ++b) {
+    uint8_t* q = p + b * bb;
+    switch (t) {
+      case DType::F32: {
+        const float v = val(rng);
+        std::memcpy(q, &v, 4);
+        break;
+      }
+      case DType::F16: put_f16(q, val(rng)); break;
+      case DType::BF16: {
+        const float v = val(rng);
+        uint32_t bits;
+        std::memcpy(&bits, &v, 4);
+        const uint16_t h = static_cast<uint16_t>(bits >> 16);
+        std::memcpy(q, &h, 2);
+        break;
+      }
+      case DType::Q4_0: case DType::Q8_0: put_f16(q, scale(rng)); break;
+      case DType::Q4_1: put_f16(q, scale(rng)); put_f16(q + 2, -8 * scale(rng)); break;
+      case DType::Q4_K: put_f16(q, scale(rng) * 0.1f); put_f16(q + 2, scale(rng) * 0.1f); break;
+      case DType::Q6_K: put_f16(q + 208, scale(rng) * 0.01f); break;
+      default: break;
+    }
+  }
+  return w;
+}
+
+float max_abs(const float* p, int64_t n) {
+  float m = 0.f;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(p[i]));
+  return m;
+}
+
+std::vector<float> dequantized(const Tensor& w) {
+  std::vector<float> out(static_cast<size_t>(w.rows() * w.cols()));
+  for (int64_t r = 0; r < w.rows(); ++r) ref::dequantize_row(w.dtype(), w.row_ptr(r), out.data() + r * w.cols(), w.cols());
+  return out;
+}
+
+class CpuOps : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override { be_ = make_cpu_backend(GetParam()); }
+  std::unique_ptr<Backend> be_;
+  std::mt19937 rng_{1234};
+};
+
+// --- dequantisation ---------------------------------------------------------------------
+
+// The backend's SIMD dequantisation is bit-identical to the reference.
+TEST(CpuQuant, FastDequantMatchesReferenceExactly) {
+  std::mt19937 rng(7);
+  for (DType t : kAllTypes) {
+    for (int64_t cols : {256, 512, 1536}) {
+      Tensor w = random_weight(rng, t, 3, cols);
+      std::vector<float> a(static_cast<size_t>(cols)), b(static_cast<size_t>(cols));
+      for (int64_t r = 0; r < 3; ++r) {
+        ref::dequantize_row(t, w.row_ptr(r), a.data(), cols);
+        cpu::dequantize_row(t, w.row_ptr(r), b.data(), cols);
+        ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << dtype_name(t) << " cols " << cols;
+      }
+    }
+  }
+}
+
+TEST(RefQuant, HandWrittenBlocks) {
+  // Q4_0: d = 0.5, byte j = (j+1) | (15-j) << 4 -> low (j+1-8)*0.5, high (15-j-8)*0.5
+  uint8_t q40[18];
+  put_f16(q40, 0.5f);
+  for (int j = 0; j < 16; ++j) q40[2 + j] = static_cast<uint8_t>(((j + 1) & 15) | ((15 - j) << 4));
+  float y[32];
+  ref::dequantize_row(DType::Q4_0, q40, y, 32);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(y[j], static_cast<float>(((j + 1) & 15) - 8) * 0.5f);
+    EXPECT_EQ(y[j + 16], static_cast<float>(15 - j - 8) * 0.5f);
+  }
+  // Q4_1: d = 0.25, m = -1
+  uint8_t q41[20];
+  put_f16(q41, 0.25f);
+  put_f16(q41 + 2, -1.f);
+  for (int j = 0; j < 16; ++j) q41[4 + j] = static_cast<uint8_t>(j | (j << 4));
+  ref::dequantize_row(DType::Q4_1, q41, y, 32);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(y[j], j * 0.25f - 1.f);
+    EXPECT_EQ(y[j + 16], j * 0.25f - 1.f);
+  }
+  // Q8_0: d = 2, q = j - 16
+  uint8_t q80[34];
+  put_f16(q80, 2.f);
+  for (int j = 0; j < 32; ++j) q80[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(j - 16));
+  ref::dequantize_row(DType::Q8_0, q80, y, 32);
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], 2.f * static_cast<float>(j - 16));
+}
+
+TEST(RefQuant, KQuantScalesAndLayout) {
+  // Q4_K with d = 1, dmin = 1, sub-block j scale j+1 and min j, every nibble 1: element i of
+  // sub-block j = (j+1) - j = 1, except through the packing of sub-blocks 4..7.
+  uint8_t b[144] = {};
+  put_f16(b, 1.f);
+  put_f16(b + 2, 1.f);
+  uint8_t* sc = b + 4;
+  const int scale[8] = {1, 2, 3, 4, 50, 6, 7, 63};
+  const int mins[8] = {0, 1, 2, 3, 4, 40, 6, 33};
+  for (int j = 0; j < 4; ++j) {
+    sc[j] = static_cast<uint8_t>(scale[j] | ((scale[j + 4] >> 4) << 6));
+    sc[j + 4] = static_cast<uint8_t>(mins[j] | ((mins[j + 4] >> 4) << 6));
+    sc[j + 8] = static_cast<uint8_t>((scale[j + 4] & 15) | ((mins[j + 4] & 15) << 4));
+  }
+  for (int i = 0; i < 128; ++i) b[16 + i] = 0x21;  // low nibble 1, high nibble 2
+  float y[256];
+  ref::dequantize_row(DType::Q4_K, b, y, 256);
+  for (int j = 0; j < 8; ++j) {
+    const float q = (j % 2 == 0) ? 1.f : 2.f;  // even sub-blocks take low nibbles
+    for (int l = 0; l < 32; ++l) ASSERT_EQ(y[32 * j + l], scale[j] * q - mins[j]) << j << " " << l;
+  }
+  // Q6_K: d = 1, scales k -> k - 8, ql = 0x31 (low nibble 1, high 3), qh = 0b11100100
+  // (2-bit fields 0, 1, 2, 3): element groups of 32 get q = ({1,1,3,3} | {0,1,2,3} << 4) - 32.
+  uint8_t c[210] = {};
+  for (int i = 0; i < 128; ++i) c[i] = 0x31;
+  for (int i = 0; i < 64; ++i) c[128 + i] = 0xE4;
+  for (int k = 0; k < 16; ++k) c[192 + k] = static_cast<uint8_t>(static_cast<int8_t>(k - 8));
+  put_f16(c + 208, 1.f);
+  ref::dequantize_row(DType::Q6_K, c, y, 256);
+  const int low[4] = {1, 1, 3, 3};
+  for (int i = 0; i < 256; ++i) {
+    const int g = (i % 128) / 32;
+    const int q = (low[g] | (g << 4)) - 32;
+    const int s = i / 16 - 8;
+    ASSERT_EQ(y[i], static_cast<float>(s) * static_cast<float>(q)) << i;
+  }
+}
+
+// Golden rows written by gguf-py (tests/golden/quant_<TYPE>.bin: raw blocks; .f32: the
+// little-endian floats gguf-py dequantised them to). Must match bit for bit.
+TEST(RefQuant, MatchesGgufPyGoldens) {
+  const std::filesystem::path dir = std::filesystem::path(KVP_SOURCE_DIR) / "tests" / "golden";
+  if (!std::filesystem::exists(dir / "quant.json")) GTEST_SKIP() << "no " << (dir / "quant.json") << " yet";
+  int checked = 0;
+  for (DType t : kAllTypes) {
+    const auto bin = dir / ("quant_" + dtype_name(t) + ".bin");
+    const auto f32 = dir / ("quant_" + dtype_name(t) + ".f32");
+    if (!std::filesystem::exists(bin) || !std::filesystem::exists(f32)) continue;
+    std::ifstream fb(bin, std::ios::binary), ff(f32, std::ios::binary);
+    std::vector<char> raw((std::istreambuf_iterator<char>(fb)), std::istreambuf_iterator<char>());
+    std::vector<char> fraw((std::istreambuf_iterator<char>(ff)), std::istreambuf_iterator<char>());
+    ASSERT_EQ(fraw.size() % 4, 0u);
+    const int64_t n = static_cast<int64_t>(fraw.size() / 4);
+    ASSERT_EQ(raw.size(), row_bytes(t, n)) << dtype_name(t);
+    std::vector<float> want(static_cast<size_t>(n)), got(static_cast<size_t>(n)), fast(static_cast<size_t>(n));
+    std::memcpy(want.data(), fraw.data(), fraw.size());
+    ref::dequantize_row(t, raw.data(), got.data(), n);
+    cpu::dequantize_row(t, raw.data(), fast.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const size_t k = static_cast<size_t>(i);
+      if (std::isnan(want[k])) {
+        ASSERT_TRUE(std::isnan(got[k]));
+        continue;
+      }
+      ASSERT_EQ(got[k], want[k]) << dtype_name(t) << " element " << i;
+      ASSERT_EQ(fast[k], want[k]) << dtype_name(t) << " element " << i;
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+}
+
+// --- matmul -----------------------------------------------------------------------------
+
+// Bound: |diff| <= 1e-5 * sqrt(K) * max|x| * max|w| + 1e-6. The reference sums in double,
+// the backend in f32 (blocked sums: error grows ~ sqrt(K) * 2^-24 per product magnitude).
+TEST_P(CpuOps, MatmulEveryType) {
+  for (DType t : kAllTypes) {
+    for (int64_t K : {256, 768}) {
+      for (int64_t N : {1, 37, 130}) {
+        for (int64_t T : {1, 3, 17}) {
+          Tensor w = random_weight(rng_, t, N, K);
+          Tensor x = random_f32(rng_, {T, K});
+          Tensor y = Tensor::empty(DType::F32, {T, N}), yr = Tensor::empty(DType::F32, {T, N});
+          be_->matmul(x, w, y);
+          ref::matmul(x, w, yr);
+          const std::vector<float> wf = dequantized(w);
+          const float bound = 1e-5f * std::sqrt(static_cast<float>(K)) * max_abs(x.ptr<float>(), x.numel()) *
+                                  max_abs(wf.data(), static_cast<int64_t>(wf.size())) + 1e-6f;
+          for (int64_t i = 0; i < y.numel(); ++i)
+            ASSERT_NEAR(y.ptr<float>()[i], yr.ptr<float>()[i], bound)
+                << dtype_name(t) << " K=" << K << " N=" << N << " T=" << T << " at " << i;
+        }
+      }
+    }
+  }
+}
+
+TEST_P(CpuOps, MatmulLargeT) {
+  for (DType t : {DType::Q4_1, DType::Q8_0, DType::F32}) {
+    const int64_t K = 576, N = 100, T = 77;
+    Tensor w = random_weight(rng_, t, N, K);
+    Tensor x = random_f32(rng_, {T, K});
+    Tensor y = Tensor::empty(DType::F32, {T, N}), yr = Tensor::empty(DType::F32, {T, N});
+    be_->matmul(x, w, y);
+    ref::matmul(x, w, yr);
+    const std::vector<float> wf = dequantized(w);
+    const float bound = 1e-5f * std::sqrt(static_cast<float>(K)) * max_abs(x.ptr<float>(), x.numel()) *
+                            max_abs(wf.data(), static_cast<int64_t>(wf.size())) + 1e-6f;
+    for (int64_t i = 0; i < y.numel(); ++i) ASSERT_NEAR(y.ptr<float>()[i], yr.ptr<float>()[i], bound) << i;
+  }
+}
+
+TEST_P(CpuOps, MatmulRejectsBadShapes) {
+  Tensor w = random_weight(rng_, DType::Q4_1, 8, 64);
+  Tensor x = random_f32(rng_, {2, 32});
+  Tensor y = Tensor::empty(DType::F32, {2, 8});
+  EXPECT_THROW(be_->matmul(x, w, y), Error);
+  Tensor x2 = random_f32(rng_, {2, 64});
+  Tensor y2 = Tensor::empty(DType::F32, {2, 9});
+  EXPECT_THROW(be_->matmul(x2, w, y2), Error);
+}
+
+// --- elementwise ------------------------------------------------------------------------
+
+// Bound: |diff| <= 1e-5 * |ref| + 1e-6 (the sum of squares differs in order only).
+TEST_P(CpuOps, RmsNorm) {
+  for (int64_t T : {1, 3, 17, 300}) {
+    for (int64_t D : {64, 576, 100}) {
+      Tensor x = random_f32(rng_, {T, D}, -3.f, 3.f), w = random_f32(rng_, {D});
+      Tensor y = Tensor::empty(DType::F32, {T, D}), yr = Tensor::empty(DType::F32, {T, D});
+      be_->rms_norm(x, w, 1e-5f, y);
+      ref::rms_norm(x, w, 1e-5f, yr);
+      for (int64_t i = 0; i < y.numel(); ++i)
+        ASSERT_NEAR(y.ptr<float>()[i], yr.ptr<float>()[i], 1e-5f * std::fabs(yr.ptr<float>()[i]) + 1e-6f);
+      be_->rms_norm(x, w, 1e-5f, x);  // in place
+      for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(x.ptr<float>()[i], y.ptr<float>()[i]);
+    }
+  }
+}
+
+// Bound: exact. Same inv_freq, cos, sin and evaluation order as the reference.
+TEST_P(CpuOps, Rope) {
+  RopeParams p;
+  p.head_dim = 64;
+  p.theta = 100000.f;
+  for (int64_t T : {1, 3, 17, 200}) {
+    for (int heads : {3, 9}) {
+      Tensor x = random_f32(rng_, {T, heads, 64}, -2.f, 2.f);
+      Tensor xr = Tensor::empty(DType::F32, {T, heads, 64});
+      std::memcpy(xr.data(), x.data(), x.nbytes());
+      std::vector<int32_t> pos(static_cast<size_t>(T));
+      for (int64_t t = 0; t < T; ++t) pos[static_cast<size_t>(t)] = static_cast<int32_t>(t * 37 + 5);
+      be_->rope(x, pos.data(), p);
+      ref::rope(xr, pos.data(), p);
+      for (int64_t i = 0; i < x.numel(); ++i)
+        ASSERT_NEAR(x.ptr<float>()[i], xr.ptr<float>()[i], 1e-6f * (1.f + std::fabs(xr.ptr<float>()[i]))) << i;
+    }
+  }
+}
+
+TEST(RefRope, KnownValues) {
+  RopeParams p;
+  p.head_dim = 4;
+  p.theta = 10000.f;
+  float inv[2];
+  ref::rope_inv_freq(p, inv);
+  EXPECT_EQ(inv[0], 1.f);
+  EXPECT_FLOAT_EQ(inv[1], 0.01f);
+  // x = [1, 2, 3, 4] at position 1: pairs (x0, x2) by angle 1, (x1, x3) by angle 0.01.
+  float v[4] = {1, 2, 3, 4};
+  Tensor x = Tensor::view(DType::F32, {1, 1, 4}, v);
+  const int32_t pos = 1;
+  ref::rope(x, &pos, p);
+  EXPECT_NEAR(v[0], 1 * std::cos(1.0) - 3 * std::sin(1.0), 1e-6);
+  EXPECT_NEAR(v[2], 3 * std::cos(1.0) + 1 * std::sin(1.0), 1e-6);
+  EXPECT_NEAR(v[1], 2 * std::cos(0.01) - 4 * std::sin(0.01), 1e-6);
+  EXPECT_NEAR(v[3], 4 * std::cos(0.01) + 2 * std::sin(0.01), 1e-6);
+  // Position 0 is the identity.
+  float w[4] = {1, 2, 3, 4};
+  Tensor x0 = Tensor::view(DType::F32, {1, 1, 4}, w);
+  const int32_t zero = 0;
+  ref::rope(x0, &zero, p);
+  EXPECT_EQ(w[0], 1.f);
+  EXPECT_EQ(w[3], 4.f);
+}
+
+// Llama 3.1's scaling (theta 500000, factor 8, low 1, high 4, original 8192, head_dim 128),
+// against the formula evaluated in double.
+TEST(RefRope, Llama3Scaling) {
+  RopeParams p;
+  p.head_dim = 128;
+  p.theta = 500000.f;
+  p.llama3_factor = 8.f;
+  p.llama3_low_freq_factor = 1.f;
+  p.llama3_high_freq_factor = 4.f;
+  p.llama3_original_max_positions = 8192;
+  float inv[64];
+  ref::rope_inv_freq(p, inv);
+  int low = 0, mid = 0, high = 0;
+  for (int i = 0; i < 64; ++i) {
+    const double f = 1.0 / std::pow(500000.0, 2.0 * i / 128.0);
+    const double wl = 2 * std::numbers::pi / f;
+    double want;
+    if (wl < 8192.0 / 4) {
+      want = f;
+      ++high;
+    } else if (wl > 8192.0 / 1) {
+      want = f / 8;
+      ++low;
+    } else {
+      const double s = (8192.0 / wl - 1) / (4 - 1);
+      want = (1 - s) * f / 8 + s * f;
+      ++mid;
+    }
+    EXPECT_NEAR(inv[i], want, 2e-6 * want) << i;
+  }
+  EXPECT_GT(low, 0);
+  EXPECT_GT(mid, 0);
+  EXPECT_GT(high, 0);
+}
+
+// Bound: |diff| <= 1e-6 * (|ref| + 1) (exp may differ by an ulp or two).
+TEST_P(CpuOps, SiluMulAddBias) {
+  for (int64_t n : {1, 17, 1536, 3 * 1536 + 5}) {
+    Tensor g = random_f32(rng_, {n}, -8.f, 8.f), u = random_f32(rng_, {n});
+    Tensor gr = Tensor::empty(DType::F32, {n});
+    std::memcpy(gr.data(), g.data(), g.nbytes());
+    be_->silu_mul(g, u);
+    ref::silu_mul(gr, u);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_NEAR(g.ptr<float>()[i], gr.ptr<float>()[i], 1e-6f * (std::fabs(gr.ptr<float>()[i]) + 1.f));
+    // add: exact
+    be_->add(g, u);
+    ref::add(gr, u);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_NEAR(g.ptr<float>()[i], gr.ptr<float>()[i], 1e-6f * (std::fabs(gr.ptr<float>()[i]) + 1.f));
+  }
+  for (int64_t T : {1, 3, 70}) {
+    Tensor y = random_f32(rng_, {T, 192}), b = random_f32(rng_, {192});
+    Tensor yr = Tensor::empty(DType::F32, {T, 192});
+    std::memcpy(yr.data(), y.data(), y.nbytes());
+    be_->add_bias(y, b);
+    ref::add_bias(yr, b);
+    for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.ptr<float>()[i], yr.ptr<float>()[i]);
+  }
+}
+
+// Bound: exact (dequantisation is exact).
+TEST_P(CpuOps, EmbedEveryType) {
+  for (DType t : kAllTypes) {
+    Tensor table = random_weight(rng_, t, 50, 512);
+    const std::vector<int32_t> ids = {0, 49, 7, 7, 23};
+    Tensor out = Tensor::empty(DType::F32, {5, 512}), outr = Tensor::empty(DType::F32, {5, 512});
+    be_->embed(table, ids.data(), 5, out);
+    ref::embed(table, ids.data(), 5, outr);
+    ASSERT_EQ(0, std::memcmp(out.data(), outr.data(), out.nbytes())) << dtype_name(t);
+    const int32_t bad = 50;
+    EXPECT_THROW(be_->embed(table, &bad, 1, out), Error);
+  }
+}
+
+// --- attention --------------------------------------------------------------------------
+
+// GQA with 3 kv heads and 9 query heads, segments of different lengths, with spare capacity
+// between them; the last T rows of each segment are the new tokens.
+// Bound: |diff| <= 2e-5 * max|v| (the output is a convex combination of v rows).
+TEST_P(CpuOps, AttentionSegmentsGqa) {
+  const int D = 64, Hkv = 3, Hq = 9;
+  for (int64_t T : {1, 3, 17}) {
+    for (int64_t base : {0, 40, 300}) {
+      std::vector<int64_t> len = {base + T, base / 2 + T + 5, base * 2 + T + 1};
+      std::vector<int64_t> offset(3);
+      int64_t total = 0;
+      for (int s = 0; s < Hkv; ++s) {
+        offset[static_cast<size_t>(s)] = total;
+        total += len[static_cast<size_t>(s)] + 7;  // capacity beyond len
+      }
+      Tensor k = random_f32(rng_, {total, D}, -2.f, 2.f), v = random_f32(rng_, {total, D});
+      Tensor q = random_f32(rng_, {T, Hq, D}, -2.f, 2.f);
+      KvSegments kv{k.ptr<float>(), v.ptr<float>(), offset.data(), len.data(), Hkv, D};
+      Tensor out = Tensor::empty(DType::F32, {T, Hq, D}), outr = Tensor::empty(DType::F32, {T, Hq, D});
+      const float scale = 1.f / std::sqrt(static_cast<float>(D));
+      be_->attention(q, kv, scale, out);
+      ref::attention(q, kv, scale, outr);
+      const float bound = 2e-5f * max_abs(v.ptr<float>(), v.numel());
+      for (int64_t i = 0; i < out.numel(); ++i)
+        ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], bound) << "T=" << T << " base=" << base << " at " << i;
+    }
+  }
+}
+
+TEST_P(CpuOps, AttentionLongPrefill) {
+  const int D = 64, Hkv = 3, Hq = 9;
+  const int64_t T = 700;
+  std::vector<int64_t> len = {T, T, T + 20}, offset = {0, T, 2 * T};
+  Tensor k = random_f32(rng_, {3 * T + 20, D}, -1.f, 1.f), v = random_f32(rng_, {3 * T + 20, D});
+  Tensor q = random_f32(rng_, {T, Hq, D}, -1.f, 1.f);
+  KvSegments kv{k.ptr<float>(), v.ptr<float>(), offset.data(), len.data(), Hkv, D};
+  Tensor out = Tensor::empty(DType::F32, {T, Hq, D}), outr = Tensor::empty(DType::F32, {T, Hq, D});
+  be_->attention(q, kv, 0.125f, out);
+  ref::attention(q, kv, 0.125f, outr);
+  for (int64_t i = 0; i < out.numel(); ++i) ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], 2e-5f) << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, CpuOps, ::testing::Values(1, 2),
+                         [](const ::testing::TestParamInfo<int>& i) { return std::to_string(i.param) + "threads"; });
+
+}  // namespace
+}  // namespace kvp
