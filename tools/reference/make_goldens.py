@@ -64,6 +64,9 @@ def rel(p: Path) -> str:
 
 def setup_torch():
     import torch
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -401,6 +404,139 @@ def _pkg_version(name: str) -> str:
     from importlib.metadata import version
 
     return version(name)
+
+
+# --------------------------------------------------------------------------- 2c tiny models
+
+TINY_VOCAB = 256
+TINY_PROMPT_LENGTHS = (1, 7, 40)
+
+# rope keys as Hugging Face Hub Llama 3.x checkpoints spell them (transformers < 5); see step_tiny
+LLAMA3_ROPE_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                       "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
+
+
+def tiny_specs():
+    """name -> (model class name, config kwargs, save dtype, save kwargs)."""
+    common = dict(vocab_size=TINY_VOCAB, hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+                  max_position_embeddings=256, bos_token_id=1, eos_token_id=2)
+    return {
+        "llama": ("LlamaForCausalLM", dict(
+            common, num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5,
+            rope_theta=10000.0, rope_scaling=dict(LLAMA3_ROPE_SCALING), tie_word_embeddings=False),
+            "float32", dict(max_shard_size="300KB")),
+        "qwen2": ("Qwen2ForCausalLM", dict(
+            common, num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False),
+            "float16", {}),
+        # head_dim 16 with 8 query heads: q_proj is 64 -> 128, so head_dim != hidden / heads
+        "qwen3": ("Qwen3ForCausalLM", dict(
+            common, num_attention_heads=8, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=True, attention_bias=False,
+            use_sliding_window=False),
+            "bfloat16", {}),
+    }
+
+
+def init_random_(model, seed: int, std: float = 0.2) -> None:
+    """Deterministic init, independent of transformers' own init order: every parameter in name
+    order from one generator. Norm weights ~ 1 + 0.1 N (so a decoder that ignores them fails),
+    biases ~ 0.2 N, everything else ~ std N."""
+    torch = setup_torch()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            r = torch.randn(p.shape, generator=g, dtype=torch.float32)
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.1 * r)
+            elif name.endswith(".bias"):
+                p.copy_(0.2 * r)
+            else:
+                p.copy_(std * r)
+
+
+def last_logits_and_greedy(model, ids: list[int], n: int = N_GREEDY):
+    """Logits of the last position for `ids`, and n greedy tokens: an explicit argmax loop that
+    recomputes the whole sequence each step (no KV cache) and never stops at EOS.
+    Also returns the smallest gap between the best and second-best logit over the steps: a C++
+    implementation can only be expected to reproduce the tokens exactly when that gap is not tiny."""
+    torch = setup_torch()
+    seq = list(ids)
+    first = None
+    margin = float("inf")
+    with torch.no_grad():
+        for _ in range(n):
+            out = model(input_ids=torch.tensor([seq]), use_cache=False)
+            logits = out.logits[0, -1].float()
+            if first is None:
+                first = logits.clone()
+            top2 = torch.topk(logits, 2).values
+            margin = min(margin, float(top2[0] - top2[1]))
+            seq.append(int(torch.argmax(logits)))
+    return first.numpy(), seq[len(ids):], margin
+
+
+def step_tiny() -> None:
+    import shutil
+
+    import transformers
+
+    torch = setup_torch()
+    print("[tiny]")
+    for k, (name, (cls_name, cfg_kw, dtype, save_kw)) in enumerate(tiny_specs().items()):
+        cls = getattr(transformers, cls_name)
+        cfg_cls = getattr(transformers, cls_name.replace("ForCausalLM", "Config"))
+        cfg = cfg_cls(**cfg_kw)
+        torch.manual_seed(0)
+        model = cls(cfg).eval()
+        init_random_(model, seed=1234 + k)
+        model = model.to(getattr(torch, dtype))
+        out_dir = TINY_MODELS / f"tiny-{name}"
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        model.save_pretrained(out_dir, safe_serialization=True, **save_kw)
+        (out_dir / "generation_config.json").unlink(missing_ok=True)  # not needed; keeps the dir minimal
+        if name == "llama":
+            # transformers 5 writes {"rope_parameters": {"rope_theta", "rope_type", ...}}; Hub
+            # checkpoints (and transformers 4) use top-level "rope_theta" + "rope_scaling". Store this
+            # model in the Hub spelling, the Qwen ones in the transformers-5 spelling, so the C++
+            # config reader is tested on both; the reload below proves transformers reads it the same.
+            cfg_path = out_dir / "config.json"
+            c = json.loads(cfg_path.read_text())
+            rp = c.pop("rope_parameters")
+            c["rope_theta"] = rp.pop("rope_theta")
+            c["rope_scaling"] = rp
+            cfg_path.write_text(json.dumps(c, indent=2, sort_keys=True) + "\n")
+
+        # reference: the SAVED (rounded) weights, reloaded and widened to float32
+        ref = transformers.AutoModelForCausalLM.from_pretrained(
+            out_dir, dtype=torch.float32, attn_implementation="eager").eval()
+        assert next(ref.parameters()).dtype == torch.float32
+        if name == "llama":
+            assert ref.config.rope_parameters == model.config.rope_parameters, (
+                ref.config.rope_parameters, model.config.rope_parameters)
+        rng = np.random.default_rng(4321 + k)
+        prompts = []
+        for L in TINY_PROMPT_LENGTHS:
+            ids = rng.integers(0, TINY_VOCAB, L).tolist()
+            logits, greedy, margin = last_logits_and_greedy(ref, ids)
+            assert float(logits.std()) > 0.5, (name, L, float(logits.std()))
+            assert len(set(greedy)) > 3, (name, L, greedy)
+            assert margin > 1e-3, (name, L, margin)
+            prompts.append({"ids": ids, "logits": floats9(logits), "greedy": greedy,
+                            "greedy_min_margin": f9(margin)})
+            print(f"  {name} L={L}: logits std {logits.std():.3f}, min top1-top2 margin {margin:.4f}, "
+                  f"greedy {greedy[:10]}...")
+        files = sorted(p.name for p in out_dir.iterdir())
+        size = sum(p.stat().st_size for p in out_dir.iterdir())
+        print(f"  tiny-{name}: {files}, {size} bytes")
+        assert size < 1 << 20
+        write_json(GOLDEN / f"tiny_{name}.json", {
+            "model_dir": rel(out_dir),
+            "source": f"transformers {transformers.__version__}, torch {torch.__version__}: {cls_name} reloaded "
+                      f"from model_dir (weights saved as {dtype}) in float32, eager attention; logits of the "
+                      f"last position; greedy = {N_GREEDY} argmax steps recomputing the full sequence, no EOS stop",
+            "prompts": prompts})
 
 
 # --------------------------------------------------------------------------- main
