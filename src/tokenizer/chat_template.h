@@ -30,6 +30,10 @@ class ChatTemplate {
  private:
   ChatFormat format_ = ChatFormat::NONE;
   std::string default_system_;  // injected when the first message is not a system one
+  // Llama 3.1/3.2: a system turn "Cutting Knowledge Date: ...\nToday Date: {date}\n\n"
+  // is always emitted (holding the system message, if any).
+  bool knowledge_date_system_ = false;
+  std::string date_string_;
 };
 
 }  // namespace kvp

@@ -13,6 +13,13 @@ class GgufFile;
 
 enum class PreTokenizer { GPT2, LLAMA3, QWEN2, SMOLLM };
 
+// Maps a tokenizer.ggml.pre value ("gpt2", "llama-bpe", "qwen2", "smollm", ...) to its
+// kind; throws Error naming the value when it is not supported.
+PreTokenizer pre_tokenizer_from_name(const std::string& name);
+const char* pre_tokenizer_name(PreTokenizer kind);
+// The pre-tokens of text (they concatenate back to text exactly). For tests and tools.
+std::vector<std::string> pre_tokenize(PreTokenizer kind, const std::string& text);
+
 class Tokenizer {
  public:
   static Tokenizer from_gguf(const GgufFile& gguf);
