@@ -35,6 +35,7 @@ class SafetensorsModel {
   std::vector<std::string> names() const;
 
  private:
+  std::string dir_;
   std::vector<SafetensorsFile> shards_;
   std::map<std::string, size_t> where_;
 };
