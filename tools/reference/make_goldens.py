@@ -539,6 +539,93 @@ def step_tiny() -> None:
             "prompts": prompts})
 
 
+# --------------------------------------------------------------------------- 2b SmolLM2 logits
+
+LOGIT_PROMPTS: list[dict] = [
+    {"kind": "plain",
+     "text": "The quick brown fox jumps over the lazy dog. Once upon a time, in a small village "
+             "by the sea, there lived an old"},
+    {"kind": "chat",
+     "messages": [{"role": "user", "content": "What is 12 times 12?"}]},
+    {"kind": "code",
+     "text": "def add(a, b):\n    return a + b\n\n\nprint(add(1234, 5678))  # prints"},
+]
+
+
+def step_logits(gguf_path: Path) -> None:
+    import llama_cpp
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch = setup_torch()
+    print("[logits]")
+    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32,
+        attn_implementation="eager").eval()
+    cfg = model.config
+    assert next(model.parameters()).dtype == torch.float32
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(), "expected tied lm_head"
+    print(f"  config: layers {cfg.num_hidden_layers}, hidden {cfg.hidden_size}, heads {cfg.num_attention_heads}/"
+          f"{cfg.num_key_value_heads}, rope {cfg.rope_parameters}, eps {cfg.rms_norm_eps}, "
+          f"tied {cfg.tie_word_embeddings}")
+
+    # llama.cpp on the same file: ids (the tokenizer golden's implementation) and a logits cross-check
+    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=256, n_threads=1, n_batch=256,
+                          logits_all=True, verbose=False)
+
+    prompts = []
+    for i, spec in enumerate(LOGIT_PROMPTS):
+        if spec["kind"] == "chat":
+            text = tok.apply_chat_template(spec["messages"], tokenize=False, add_generation_prompt=True)
+        else:
+            text = spec["text"]
+        ids = list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        assert ids == list(tok(text, add_special_tokens=False)["input_ids"]), text
+        assert 10 <= len(ids) <= 40, (text, len(ids))
+        logits, greedy, margin = last_logits_and_greedy(model, ids)
+        argmax = int(np.argmax(logits))
+        assert argmax == greedy[0]
+
+        # llama.cpp: quantised matmuls (activations quantised too), so only close, not equal
+        llm.reset()
+        llm.eval(ids)
+        lc = np.asarray(llm.scores[len(ids) - 1], dtype=np.float32)
+        lc_greedy = []
+        for _ in range(N_GREEDY):
+            t = int(np.argmax(np.asarray(llm.scores[llm.n_tokens - 1])))
+            lc_greedy.append(t)
+            llm.eval([t])
+        agree = next((j for j, (a, b) in enumerate(zip(greedy, lc_greedy)) if a != b), N_GREEDY)
+        diff = float(np.max(np.abs(lc - logits)))
+        rms = float(np.sqrt(np.mean((lc - logits).astype(np.float64) ** 2)))
+        print(f"  prompt {i} ({spec['kind']}, {len(ids)} tokens): argmax {argmax} {tok.decode([argmax])!r}, "
+              f"logit std {logits.std():.3f}, min margin {margin:.4f}, llama.cpp max|dlogit| {diff:.4f} rms {rms:.4f}, argmax "
+              f"{int(np.argmax(lc))}, greedy agrees for {agree}/{N_GREEDY}")
+        print(f"    greedy: {tok.decode(greedy)!r}")
+
+        fname = f"smollm2_logits_{i}.f32"
+        write_f32(GOLDEN / fname, logits)
+        prompts.append({"text": text, "ids": ids, "logits_file": fname, "argmax": argmax, "greedy": greedy,
+                        "greedy_min_margin": f9(margin),
+                        "logits_std": f9(logits.std()),
+                        "llama_cpp": {"max_abs_logit_diff": f9(diff), "rms_logit_diff": f9(rms), "argmax": int(np.argmax(lc)),
+                                      "greedy_agree_prefix": agree}})
+
+    write_json(GOLDEN / "smollm2_logits.json", {
+        "model": rel(gguf_path) if gguf_path.is_relative_to(ROOT) else gguf_path.name,
+        "source": f"transformers {transformers.__version__}, torch {torch.__version__}: "
+                  "AutoModelForCausalLM.from_pretrained(gguf_file=..., dtype=float32, attn_implementation='eager'), "
+                  "i.e. every GGUF tensor dequantised to float32 (attn_q/attn_k un-permuted by transformers, "
+                  "lm_head tied to the Q8_0 token_embd), float32 compute. logits_file: raw little-endian float32 "
+                  f"logits of the last prompt position ({cfg.vocab_size} values). greedy: {N_GREEDY} tokens of an "
+                  "explicit argmax loop recomputing the full sequence each step, NOT stopping at EOS. ids: llama.cpp "
+                  "tokenizer (same as tests/golden/smollm2_tokenizer.json), equal to transformers' here. llama_cpp: "
+                  f"llama-cpp-python {llama_cpp.__version__} on the same file (quantised matmuls) for scale of "
+                  "expected differences",
+        "prompts": prompts})
+
+
 # --------------------------------------------------------------------------- main
 
 def main() -> None:
