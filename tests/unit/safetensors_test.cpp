@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <iterator>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -49,11 +50,11 @@ StTensor make(const std::string& name, const std::string& dtype, std::vector<int
 Bytes raw_file(std::string header, const Bytes& data, bool pad = true) {
   if (pad)
     while ((8 + header.size()) % 8 != 0) header += ' ';
-  Bytes b(8);
   const uint64_t n = header.size();
+  Bytes b(8 + header.size() + data.size());
   std::memcpy(b.data(), &n, 8);
-  b.insert(b.end(), header.begin(), header.end());
-  b.insert(b.end(), data.begin(), data.end());
+  std::copy(header.begin(), header.end(), b.begin() + 8);
+  std::copy(data.begin(), data.end(), b.begin() + 8 + static_cast<std::ptrdiff_t>(header.size()));
   return b;
 }
 
@@ -458,6 +459,109 @@ TEST_F(SafetensorsTest, OpenDirErrors) {
   msg = with_index("{\"weight_map\": {\"a\": \"model-1.safetensors\"}}");
   EXPECT_EQ(msg.rfind(m + "/model-1.safetensors", 0), 0u) << msg;
   EXPECT_NE(msg.find("too small"), std::string::npos) << msg;
+}
+
+// ---- the tiny test models (tests/models, made by tools/reference) ---------------------------
+
+namespace tiny {
+
+// Every tensor's bytes, read independently of the reader (plain stream reads and the header).
+void expect_bytes_match_file(const SafetensorsModel& m, const fs::path& dir) {
+  size_t checked = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() != ".safetensors") continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    uint64_t n = 0;
+    std::memcpy(&n, bytes.data(), 8);
+    const json h = json::parse(bytes.substr(8, n));
+    for (const auto& [name, e] : h.items()) {
+      if (name == "__metadata__") continue;
+      ASSERT_TRUE(m.has(name)) << name;
+      const Tensor t = m.tensor(name);
+      const size_t begin = e["data_offsets"][0], end = e["data_offsets"][1];
+      ASSERT_EQ(t.nbytes(), end - begin) << name;
+      EXPECT_EQ(std::memcmp(t.data(), bytes.data() + 8 + n + begin, end - begin), 0) << name;
+      EXPECT_EQ(dtype_name(t.dtype()), e["dtype"].get<std::string>()) << name;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, m.names().size());
+}
+
+struct Dims {
+  int64_t hidden, inter, layers, heads, kv_heads, head_dim, vocab;
+};
+Dims dims_of(const fs::path& dir) {
+  std::ifstream in(dir / "config.json");
+  const json c = json::parse(in);
+  Dims d{};
+  d.hidden = c.at("hidden_size");
+  d.inter = c.at("intermediate_size");
+  d.layers = c.at("num_hidden_layers");
+  d.heads = c.at("num_attention_heads");
+  d.kv_heads = c.at("num_key_value_heads");
+  d.vocab = c.at("vocab_size");
+  d.head_dim = c.contains("head_dim") && c["head_dim"].is_number() ? c["head_dim"].get<int64_t>() : d.hidden / d.heads;
+  return d;
+}
+
+std::string shape(std::initializer_list<int64_t> s) {
+  std::string out = "[";
+  for (int64_t x : s) out += (out.size() > 1 ? ", " : "") + std::to_string(x);
+  return out + "]";
+}
+
+fs::path model_dir(const char* name) { return fs::path(KVP_SOURCE_DIR) / "tests/models" / name; }
+
+}  // namespace tiny
+
+TEST(TinyModels, LlamaShardedF32) {
+  const fs::path dir = tiny::model_dir("tiny-llama");
+  if (!fs::exists(dir / "model.safetensors.index.json")) GTEST_SKIP() << "tests/models/tiny-llama not generated";
+  const auto d = tiny::dims_of(dir);
+  SafetensorsModel m = SafetensorsModel::open_dir(dir.string());
+  EXPECT_EQ(static_cast<int64_t>(m.names().size()), 9 * d.layers + 3);  // untied: lm_head too
+  const Tensor emb = m.tensor("model.embed_tokens.weight");
+  EXPECT_EQ(emb.dtype(), DType::F32);
+  EXPECT_EQ(emb.shape_string(), tiny::shape({d.vocab, d.hidden}));
+  EXPECT_EQ(m.tensor("lm_head.weight").shape_string(), tiny::shape({d.vocab, d.hidden}));
+  EXPECT_EQ(m.tensor("model.layers.0.self_attn.k_proj.weight").shape_string(),
+            tiny::shape({d.kv_heads * d.head_dim, d.hidden}));
+  EXPECT_EQ(m.tensor("model.layers.1.mlp.down_proj.weight").shape_string(), tiny::shape({d.hidden, d.inter}));
+  EXPECT_EQ(m.tensor("model.norm.weight").shape_string(), tiny::shape({d.hidden}));
+  tiny::expect_bytes_match_file(m, dir);
+}
+
+TEST(TinyModels, Qwen2F16) {
+  const fs::path dir = tiny::model_dir("tiny-qwen2");
+  if (!fs::exists(dir / "model.safetensors")) GTEST_SKIP() << "tests/models/tiny-qwen2 not generated";
+  const auto d = tiny::dims_of(dir);
+  SafetensorsModel m = SafetensorsModel::open_dir(dir.string());
+  EXPECT_EQ(static_cast<int64_t>(m.names().size()), 12 * d.layers + 2);  // tied, qkv biases
+  EXPECT_FALSE(m.has("lm_head.weight"));
+  const Tensor bias = m.tensor("model.layers.1.self_attn.q_proj.bias");
+  EXPECT_EQ(bias.dtype(), DType::F16);
+  EXPECT_EQ(bias.shape_string(), tiny::shape({d.heads * d.head_dim}));
+  EXPECT_EQ(m.tensor("model.layers.0.self_attn.v_proj.weight").shape_string(),
+            tiny::shape({d.kv_heads * d.head_dim, d.hidden}));
+  tiny::expect_bytes_match_file(m, dir);
+}
+
+TEST(TinyModels, Qwen3BF16) {
+  const fs::path dir = tiny::model_dir("tiny-qwen3");
+  if (!fs::exists(dir / "model.safetensors")) GTEST_SKIP() << "tests/models/tiny-qwen3 not generated";
+  const auto d = tiny::dims_of(dir);
+  SafetensorsModel m = SafetensorsModel::open_dir(dir.string());
+  EXPECT_EQ(static_cast<int64_t>(m.names().size()), 11 * d.layers + 2);  // tied, q/k norms
+  const Tensor qn = m.tensor("model.layers.0.self_attn.q_norm.weight");
+  EXPECT_EQ(qn.dtype(), DType::BF16);
+  EXPECT_EQ(qn.shape_string(), tiny::shape({d.head_dim}));
+  EXPECT_EQ(m.tensor("model.layers.1.self_attn.q_proj.weight").shape_string(),
+            tiny::shape({d.heads * d.head_dim, d.hidden}));
+  EXPECT_EQ(m.tensor("model.layers.1.self_attn.o_proj.weight").shape_string(),
+            tiny::shape({d.hidden, d.heads * d.head_dim}));
+  tiny::expect_bytes_match_file(m, dir);
 }
 
 }  // namespace
