@@ -1,8 +1,19 @@
 #pragma once
 // A fixed pool of worker threads for data-parallel loops. The calling thread takes part,
 // so a pool of n threads starts n - 1 workers. Work is split into contiguous ranges.
+//
+// Low latency: decode calls parallel_for a few hundred times per token, so between jobs the
+// workers spin on an atomic generation counter for a short while (about 100 us, or
+// KVP_SPIN_US) before sleeping on a condition variable; a job then starts in well under a
+// microsecond. Ranges are handed out dynamically (a shared counter), so a worker that wakes
+// late or is descheduled does not hold the others back. An exception thrown by fn is
+// rethrown to the caller (the first one; the remaining ranges still run). A parallel_for
+// called from inside a job runs inline on that thread; calls from several threads at once
+// are serialised.
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -23,17 +34,27 @@ class ThreadPool {
 
  private:
   void worker_loop(int index);
+  void run_chunks();
 
   int n_threads_;
+  int64_t spin_ns_;
   std::vector<std::thread> workers_;
-  std::mutex mutex_;
-  std::condition_variable start_cv_;
-  std::condition_variable done_cv_;
+  std::mutex call_mutex_;  // one parallel_for at a time
+
+  // The current job, written by the caller before it bumps generation_.
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  int64_t job_chunks_ = 0;
+  std::exception_ptr error_;
+  std::mutex error_mutex_;
+
+  alignas(64) std::atomic<uint64_t> generation_{0};
+  alignas(64) std::atomic<int64_t> next_chunk_{0};
+  alignas(64) std::atomic<int> finished_{0};  // workers done with the current job
+  alignas(64) std::atomic<int> sleepers_{0};
+  std::atomic<bool> stop_{false};
+  std::mutex mutex_;
+  std::condition_variable start_cv_;
 };
 
 }  // namespace kvp

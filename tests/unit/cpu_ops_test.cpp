@@ -254,6 +254,25 @@ TEST_P(CpuOps, MatmulLargeT) {
   }
 }
 
+// Plain types take any K, including ones that are no multiple of the vector width.
+TEST_P(CpuOps, MatmulPlainTypesOddK) {
+  for (DType t : {DType::F32, DType::F16, DType::BF16}) {
+    for (int64_t K : {1, 7, 100}) {
+      for (int64_t T : {1, 2, 9}) {
+        const int64_t N = 45;
+        Tensor w = random_weight(rng_, t, N, K);
+        Tensor x = random_f32(rng_, {T, K});
+        Tensor y = Tensor::empty(DType::F32, {T, N}), yr = Tensor::empty(DType::F32, {T, N});
+        be_->matmul(x, w, y);
+        ref::matmul(x, w, yr);
+        for (int64_t i = 0; i < y.numel(); ++i)
+          ASSERT_NEAR(y.ptr<float>()[i], yr.ptr<float>()[i], 1e-5f * std::sqrt(static_cast<float>(K)) + 1e-6f)
+              << dtype_name(t) << " K=" << K << " T=" << T;
+      }
+    }
+  }
+}
+
 TEST_P(CpuOps, MatmulRejectsBadShapes) {
   Tensor w = random_weight(rng_, DType::Q4_1, 8, 64);
   Tensor x = random_f32(rng_, {2, 32});

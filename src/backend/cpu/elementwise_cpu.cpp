@@ -1,6 +1,8 @@
 // rms_norm, rope, silu_mul, add, add_bias, embed. Small in decode (one row of a few hundred
 // floats: run inline, a parallel_for would cost more than the work), parallel over rows in
 // prefill. Evaluation order follows Hugging Face's f32 code (see reference.cpp).
+#pragma GCC optimize("fp-contract=off")  // rope: products then sums, as PyTorch does
+
 #include <algorithm>
 #include <cmath>
 #include <string>

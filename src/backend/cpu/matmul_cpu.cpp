@@ -1,5 +1,16 @@
 // y[t, o] = sum_i x[t, i] * w[o, i] for weights of any type.
+//
+// Few rows of x (decode, T <= kGemvMaxT): matrix-vector products straight from the stored
+// weights (quant_dot.cpp), parallel over chunks of output rows.
+//
+// Many rows (prefill): the output columns are cut into tiles of kTileRows weight rows. A
+// tile is dequantised once into a thread-local f32 buffer laid out as panels of 32 rows
+// transposed ([k][32], so one k holds 32 consecutive outputs), then a register-blocked
+// micro-kernel computes kMR rows of x against a panel at a time: per k, two loads of the
+// panel, kMR broadcasts of x and 2 kMR FMAs into 2 kMR accumulators. Work items are
+// (tile, chunk of T) pairs, spread over the pool.
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -10,6 +21,194 @@
 
 namespace kvp::cpu {
 
+namespace {
+
+constexpr int64_t kGemvMaxT = 3;       // up to this many rows of x: matrix-vector kernels
+constexpr int64_t kGemvChunkRows = 16;  // output rows per unit of parallel work (decode)
+constexpr int64_t kTileRows = 64;       // weight rows dequantised together (prefill)
+constexpr int64_t kPanel = 32;          // outputs per micro-kernel column block
+constexpr int kMR = 6;                  // rows of x per micro-kernel call
+
+void matmul_gemv(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y) {
+  const int64_t T = x.rows(), K = x.cols(), N = w.rows();
+  const DType dt = w.dtype();
+  const float* xp = x.ptr<float>();
+  float* yp = y.ptr<float>();
+  std::vector<float> xsum;
+  if (gemv_needs_block_sums(dt)) {
+    xsum.resize(static_cast<size_t>(T * (K / 32)));
+    for (int64_t t = 0; t < T; ++t) block_sums32(xp + t * K, K, xsum.data() + t * (K / 32));
+  }
+  const auto* wp = static_cast<const uint8_t*>(w.data());
+  const size_t rb = w.row_bytes();
+  auto run = [&](int64_t o0, int64_t o1) {
+    for (int64_t t = 0; t < T; ++t) {
+      const float* xs = xsum.empty() ? nullptr : xsum.data() + t * (K / 32);
+      if (T == 1) {
+        gemv(dt, wp + o0 * rb, rb, o1 - o0, K, xp, xs, yp + o0);
+      } else {
+        float tmp[kGemvChunkRows];
+        for (int64_t c = o0; c < o1; c += kGemvChunkRows) {
+          const int64_t ce = std::min(o1, c + kGemvChunkRows);
+          gemv(dt, wp + c * rb, rb, ce - c, K, xp + t * K, xs, tmp);
+          std::memcpy(yp + t * N + c, tmp, static_cast<size_t>(ce - c) * sizeof(float));
+        }
+      }
+    }
+  };
+  const int64_t chunks = (N + kGemvChunkRows - 1) / kGemvChunkRows;
+  if (pool.size() == 1 || chunks == 1) {
+    run(0, N);
+    return;
+  }
+  pool.parallel_for(chunks, [&](int64_t c0, int64_t c1) {
+    // Whole chunks for all T rows of x at once, so the weights come from L1 for t > 0.
+    for (int64_t c = c0; c < c1; ++c) run(c * kGemvChunkRows, std::min(N, (c + 1) * kGemvChunkRows));
+  });
+}
+
+#if defined(__AVX512F__)
+
+// Transposes a 16x16 block: rows src[i * lds + j] -> dst[j * ldd + i].
+inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
+    r[4 * i + 2] =
+        _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
+    r[4 * i + 3] =
+        _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
+  }
+  for (int j = 0; j < 4; ++j) {
+    t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+    t[j + 4] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
+    t[j + 8] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+    t[j + 12] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
+  }
+  for (int j = 0; j < 4; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+    r[j + 4] = _mm512_shuffle_f32x4(t[j + 4], t[12 + j], 0x88);
+    r[j + 12] = _mm512_shuffle_f32x4(t[j + 4], t[12 + j], 0xdd);
+  }
+  for (int j = 0; j < 16; ++j) _mm512_storeu_ps(dst + j * ldd, r[j]);
+}
+
+// c[i, 0:32] = sum_k x[i, k] * panel[k, 0:32] for i < MR; stores the first `cols` columns.
+template <int MR>
+void micro_kernel(int64_t K, const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy, int cols) {
+  __m512 c0[MR], c1[MR];
+  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    const __m512 w0 = _mm512_load_ps(panel + k * kPanel), w1 = _mm512_load_ps(panel + k * kPanel + 16);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 xb = _mm512_set1_ps(x[i * ldx + k]);
+      c0[i] = _mm512_fmadd_ps(xb, w0, c0[i]);
+      c1[i] = _mm512_fmadd_ps(xb, w1, c1[i]);
+    }
+  }
+  if (cols == kPanel) {
+    for (int i = 0; i < MR; ++i) {
+      _mm512_storeu_ps(y + i * ldy, c0[i]);
+      _mm512_storeu_ps(y + i * ldy + 16, c1[i]);
+    }
+  } else {
+    const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
+    const __mmask16 m1 = static_cast<__mmask16>(cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
+    for (int i = 0; i < MR; ++i) {
+      _mm512_mask_storeu_ps(y + i * ldy, m0, c0[i]);
+      _mm512_mask_storeu_ps(y + i * ldy + 16, m1, c1[i]);
+    }
+  }
+}
+
+using MicroKernel = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, int);
+constexpr MicroKernel kKernels[kMR + 1] = {nullptr,          micro_kernel<1>, micro_kernel<2>, micro_kernel<3>,
+                                           micro_kernel<4>, micro_kernel<5>, micro_kernel<6>};
+
+#endif  // __AVX512F__
+
+// Dequantises weight rows [o0, o0 + rows) into panels of kPanel transposed rows:
+// panel p, element (k, j) = w[o0 + p * kPanel + j, k] at buf[(p * K + k) * kPanel + j];
+// rows past the end are zero.
+void pack_tile(const Tensor& w, int64_t o0, int64_t rows, std::vector<float>& tmp, float* buf) {
+  const int64_t K = w.cols();
+  const int64_t panels = (rows + kPanel - 1) / kPanel;
+  if (tmp.size() < static_cast<size_t>(kPanel * K)) tmp.resize(static_cast<size_t>(kPanel * K));
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t r0 = p * kPanel, nr = std::min(kPanel, rows - r0);
+    for (int64_t r = 0; r < nr; ++r) dequantize_row(w.dtype(), w.row_ptr(o0 + r0 + r), tmp.data() + r * K, K);
+    if (nr < kPanel) std::memset(tmp.data() + nr * K, 0, static_cast<size_t>((kPanel - nr) * K) * sizeof(float));
+    float* dst = buf + p * K * kPanel;
+    int64_t k = 0;
+#if defined(__AVX512F__)
+    for (; k + 16 <= K; k += 16) {
+      transpose16(tmp.data() + k, K, dst + k * kPanel, kPanel);
+      transpose16(tmp.data() + 16 * K + k, K, dst + k * kPanel + 16, kPanel);
+    }
+#endif
+    for (; k < K; ++k)
+      for (int64_t j = 0; j < kPanel; ++j) dst[k * kPanel + j] = tmp[static_cast<size_t>(j * K + k)];
+  }
+}
+
+void matmul_tiled(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y) {
+  const int64_t T = x.rows(), K = x.cols(), N = w.rows();
+  const float* xp = x.ptr<float>();
+  float* yp = y.ptr<float>();
+  const int64_t tiles = (N + kTileRows - 1) / kTileRows;
+  // Split T as well when there are too few tiles to keep every thread busy.
+  const int64_t want_items = 4 * static_cast<int64_t>(pool.size());
+  int64_t t_chunks = tiles >= want_items ? 1 : (want_items + tiles - 1) / tiles;
+  t_chunks = std::max<int64_t>(1, std::min(t_chunks, T / (4 * kMR)));
+  const int64_t t_step = (T + t_chunks - 1) / t_chunks;
+  pool.parallel_for(tiles * t_chunks, [&](int64_t i0, int64_t i1) {
+    thread_local std::vector<float> tmp;
+    thread_local std::vector<float, std::allocator<float>> packed_storage;
+    const size_t need = static_cast<size_t>(kTileRows * K + 16);
+    if (packed_storage.size() < need) packed_storage.resize(need);
+    // 64-byte aligned view for aligned panel loads.
+    float* packed = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(packed_storage.data()) + 63) & ~uintptr_t{63});
+    int64_t packed_tile = -1;
+    for (int64_t item = i0; item < i1; ++item) {
+      const int64_t tile = item / t_chunks, tc = item % t_chunks;
+      const int64_t o0 = tile * kTileRows, rows = std::min(kTileRows, N - o0);
+      if (tile != packed_tile) {
+        pack_tile(w, o0, rows, tmp, packed);
+        packed_tile = tile;
+      }
+      const int64_t t0 = tc * t_step, t1 = std::min(T, t0 + t_step);
+      const int64_t panels = (rows + kPanel - 1) / kPanel;
+      for (int64_t t = t0; t < t1; t += kMR) {
+        const int mr = static_cast<int>(std::min<int64_t>(kMR, t1 - t));
+        for (int64_t p = 0; p < panels; ++p) {
+          const int cols = static_cast<int>(std::min(kPanel, rows - p * kPanel));
+          const float* panel = packed + p * K * kPanel;
+          float* yo = yp + t * N + o0 + p * kPanel;
+#if defined(__AVX512F__)
+          kKernels[mr](K, xp + t * K, K, panel, yo, N, cols);
+#else
+          for (int i = 0; i < mr; ++i)
+            for (int j = 0; j < cols; ++j) {
+              float s = 0.f;
+              for (int64_t k = 0; k < K; ++k) s += xp[(t + i) * K + k] * panel[k * kPanel + j];
+              yo[i * N + j] = s;
+            }
+#endif
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
 void matmul(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y) {
   check(x.dtype() == DType::F32 && y.dtype() == DType::F32, "matmul: x and y must be F32");
   check(x.device() == Device::CPU && w.device() == Device::CPU && y.device() == Device::CPU,
@@ -19,19 +218,11 @@ void matmul(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y) {
   check(y.rows() == T && y.cols() == N, "matmul: y must be [" + std::to_string(T) + ", " +
                                             std::to_string(N) + "], got " + y.shape_string());
   if (T == 0 || N == 0) return;
-  constexpr int64_t kRows = 16;
-  const int64_t tiles = (N + kRows - 1) / kRows;
-  const float* xp = x.ptr<float>();
-  float* yp = y.ptr<float>();
-  pool.parallel_for(tiles, [&](int64_t b, int64_t e) {
-    std::vector<float> buf(static_cast<size_t>(kRows * K));
-    for (int64_t tile = b; tile < e; ++tile) {
-      const int64_t o0 = tile * kRows, o1 = std::min(N, o0 + kRows);
-      for (int64_t o = o0; o < o1; ++o) dequantize_row(w.dtype(), w.row_ptr(o), buf.data() + (o - o0) * K, K);
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t o = o0; o < o1; ++o) yp[t * N + o] = dot_f32(xp + t * K, buf.data() + (o - o0) * K, K);
-    }
-  });
+  if (T <= kGemvMaxT) {
+    matmul_gemv(pool, x, w, y);
+  } else {
+    matmul_tiled(pool, x, w, y);
+  }
 }
 
 }  // namespace kvp::cpu
