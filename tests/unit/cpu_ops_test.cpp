@@ -452,6 +452,34 @@ TEST_P(CpuOps, AttentionSegmentsGqa) {
   }
 }
 
+// Other head shapes: plain multi-head (G = 1), wide groups (G = 8), a head_dim that is no
+// multiple of 16 (the scalar path), long decode segments (split along the keys).
+TEST_P(CpuOps, AttentionShapes) {
+  struct Case {
+    int D, Hkv, Hq;
+    int64_t T, len;
+  };
+  for (const Case& c : {Case{64, 4, 4, 5, 90}, Case{128, 1, 8, 1, 2000}, Case{24, 2, 6, 3, 70},
+                        Case{64, 2, 4, 1, 1500}, Case{32, 3, 9, 70, 200}}) {
+    std::vector<int64_t> len, offset;
+    int64_t total = 0;
+    for (int s = 0; s < c.Hkv; ++s) {
+      offset.push_back(total);
+      len.push_back(c.len + 13 * s);
+      total += len.back() + 3;
+    }
+    Tensor k = random_f32(rng_, {total, c.D}, -2.f, 2.f), v = random_f32(rng_, {total, c.D});
+    Tensor q = random_f32(rng_, {c.T, c.Hq, c.D}, -2.f, 2.f);
+    KvSegments kv{k.ptr<float>(), v.ptr<float>(), offset.data(), len.data(), c.Hkv, c.D};
+    Tensor out = Tensor::empty(DType::F32, {c.T, c.Hq, c.D}), outr = Tensor::empty(DType::F32, {c.T, c.Hq, c.D});
+    const float scale = 1.f / std::sqrt(static_cast<float>(c.D));
+    be_->attention(q, kv, scale, out);
+    ref::attention(q, kv, scale, outr);
+    for (int64_t i = 0; i < out.numel(); ++i)
+      ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], 2e-5f) << "D=" << c.D << " Hq=" << c.Hq << " at " << i;
+  }
+}
+
 TEST_P(CpuOps, AttentionLongPrefill) {
   const int D = 64, Hkv = 3, Hq = 9;
   const int64_t T = 700;

@@ -1,7 +1,16 @@
-// Causal attention over the segmented cache, flash style: each (query, head) pair streams its
-// segment's rows in blocks with an online softmax, so memory stays O(head_dim) per pair.
+// Causal attention over the segmented cache, flash style.
+//
+// The G = Hq / n_segments query heads that share a kv segment are processed together with a
+// block of BQ queries: M = G * BQ rows read each block of kBK keys and values once. Per key
+// block: S = Q K^T (K block transposed once, then a broadcast-FMA kernel), scale, causal
+// mask, online softmax (running max and sum per row, the output rescaled when the max
+// grows), O += P V. Memory is O(M * (D + kBK)) per work item, whatever T and the segment
+// lengths. Work items are (segment, query block, key split): decode (T = 1) has only
+// n_segments items, so long segments are also split along the keys (flash-decoding) and
+// the partial results merged by their maxima and sums.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -11,55 +20,313 @@
 
 namespace kvp::cpu {
 
+namespace {
+
+constexpr int64_t kBK = 64;          // keys per block
+constexpr int64_t kRowsPerItem = 48;  // target M = G * BQ
+constexpr int64_t kMinKeysPerSplit = 256;
+
+struct Item {
+  int64_t g, t0, t1, k0, k1;  // segment, queries [t0, t1), keys [k0, k1)
+};
+
+// Partial result of one item: per row, running max, sum and unnormalised output.
+struct Partial {
+  std::vector<float> m, l, o;
+};
+
+#if defined(__AVX512F__)
+
+// e^x for x <= 0 (softmax arguments), about 2 ulp; x = -inf gives 0.
+inline __m512 exp_neg(__m512 x) {
+  const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+  const __mmask16 dead = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
+  r = _mm512_fnmadd_ps(n, ln2_lo, r);
+  // e^r on |r| <= ln2 / 2: degree-6 Taylor (error < 2e-7 relative)
+  __m512 p = _mm512_set1_ps(1.f / 720.f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~dead), _mm512_scalef_ps(p, n));
+}
+
+inline float hmax(__m512 v) {
+  v = _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  v = _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
+  __m128 s = _mm512_castps512_ps128(v);
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// One work item with D % 16 == 0 and kBK == 64.
+void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegments& kv, float scale,
+                  const Item& it, Partial& out) {
+  const int64_t D = kv.head_dim;
+  const int64_t len = kv.len[it.g];
+  const int64_t BQ = it.t1 - it.t0, M = G * BQ;
+  const float* K = kv.k + kv.offset[it.g] * D;
+  const float* V = kv.v + kv.offset[it.g] * D;
+  thread_local std::vector<float> qb, kt, s;
+  qb.resize(static_cast<size_t>(M * D));
+  kt.resize(static_cast<size_t>(D * kBK));
+  s.resize(static_cast<size_t>(M * kBK));
+  out.m.assign(static_cast<size_t>(M), -INFINITY);
+  out.l.assign(static_cast<size_t>(M), 0.f);
+  out.o.assign(static_cast<size_t>(M * D), 0.f);
+  // Row i = (t - t0) * G + hl holds query t of head g * G + hl; it sees keys [0, lim[i]].
+  std::vector<int64_t> lim(static_cast<size_t>(M));
+  for (int64_t t = it.t0; t < it.t1; ++t)
+    for (int64_t hl = 0; hl < G; ++hl) {
+      const int64_t i = (t - it.t0) * G + hl;
+      std::memcpy(qb.data() + i * D, q + (t * Hq + it.g * G + hl) * D, static_cast<size_t>(D) * sizeof(float));
+      lim[static_cast<size_t>(i)] = len - T + t;
+    }
+  const int64_t kend = std::min(it.k1, len - T + it.t1);  // no row sees keys past this
+  float* O = out.o.data();
+  for (int64_t j0 = it.k0; j0 < kend; j0 += kBK) {
+    const int64_t nk = std::min(kBK, kend - j0);
+    // Kt[d][j] = K[j0 + j][d], zero past nk.
+    if (nk == kBK) {
+      for (int64_t jb = 0; jb < kBK; jb += 16)
+        for (int64_t db = 0; db < D; db += 16) transpose16(K + (j0 + jb) * D + db, D, kt.data() + db * kBK + jb, kBK);
+    } else {
+      for (int64_t j = 0; j < kBK; ++j) {
+      if (j < nk) {
+        const float* kr = K + (j0 + j) * D;
+        for (int64_t d = 0; d < D; ++d) kt[static_cast<size_t>(d * kBK + j)] = kr[d];
+      } else {
+        for (int64_t d = 0; d < D; ++d) kt[static_cast<size_t>(d * kBK + j)] = 0.f;
+      }
+      }
+    }
+    // S = Q Kt, four rows at a time.
+    for (int64_t i0 = 0; i0 < M; i0 += 4) {
+      const int64_t nr = std::min<int64_t>(4, M - i0);
+      __m512 acc[4][4];
+      for (auto& r : acc)
+        for (auto& a : r) a = _mm512_setzero_ps();
+      for (int64_t d = 0; d < D; ++d) {
+        const float* kd = kt.data() + d * kBK;
+        const __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16), k2 = _mm512_loadu_ps(kd + 32),
+                     k3 = _mm512_loadu_ps(kd + 48);
+        for (int64_t r = 0; r < nr; ++r) {
+          const __m512 qv = _mm512_set1_ps(qb[static_cast<size_t>((i0 + r) * D + d)]);
+          acc[r][0] = _mm512_fmadd_ps(qv, k0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(qv, k1, acc[r][1]);
+          acc[r][2] = _mm512_fmadd_ps(qv, k2, acc[r][2]);
+          acc[r][3] = _mm512_fmadd_ps(qv, k3, acc[r][3]);
+        }
+      }
+      const __m512 vs = _mm512_set1_ps(scale);
+      const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+      for (int64_t r = 0; r < nr; ++r) {
+        const int64_t i = i0 + r;
+        // Visible keys of this row within the block: [0, vis).
+        const int64_t vis = std::clamp<int64_t>(lim[static_cast<size_t>(i)] - j0 + 1, 0, nk);
+        const __m512 visv = _mm512_set1_ps(static_cast<float>(vis));
+        float* srow = s.data() + i * kBK;
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int c = 0; c < 4; ++c) {
+          const __m512 idx = _mm512_add_ps(iota, _mm512_set1_ps(static_cast<float>(16 * c)));
+          const __mmask16 ok = _mm512_cmp_ps_mask(idx, visv, _CMP_LT_OQ);
+          const __m512 v = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), ok, _mm512_mul_ps(acc[r][c], vs));
+          _mm512_storeu_ps(srow + 16 * c, v);
+          mx = _mm512_max_ps(mx, v);
+        }
+        const float bmax = hmax(mx);
+        float& m = out.m[static_cast<size_t>(i)];
+        if (bmax == -INFINITY) {  // nothing visible here: no weight
+          std::memset(srow, 0, kBK * sizeof(float));
+          continue;
+        }
+        if (bmax > m) {
+          const float alpha = m == -INFINITY ? 0.f : std::exp(m - bmax);
+          out.l[static_cast<size_t>(i)] *= alpha;
+          const __m512 va = _mm512_set1_ps(alpha);
+          for (int64_t d = 0; d < D; d += 16)
+            _mm512_storeu_ps(O + i * D + d, _mm512_mul_ps(_mm512_loadu_ps(O + i * D + d), va));
+          m = bmax;
+        }
+        const __m512 vm = _mm512_set1_ps(m);
+        __m512 sum = _mm512_setzero_ps();
+        for (int c = 0; c < 4; ++c) {
+          const __m512 p = exp_neg(_mm512_sub_ps(_mm512_loadu_ps(srow + 16 * c), vm));
+          _mm512_storeu_ps(srow + 16 * c, p);
+          sum = _mm512_add_ps(sum, p);
+        }
+        out.l[static_cast<size_t>(i)] += hsum(sum);
+      }
+    }
+    // O += P V, four rows and 64 columns of D at a time.
+    for (int64_t i0 = 0; i0 < M; i0 += 4) {
+      const int64_t nr = std::min<int64_t>(4, M - i0);
+      for (int64_t d0 = 0; d0 < D; d0 += 64) {
+        const int nd = static_cast<int>(std::min<int64_t>(64, D - d0) / 16);
+        __m512 acc[4][4];
+        for (int64_t r = 0; r < nr; ++r)
+          for (int c = 0; c < nd; ++c) acc[r][c] = _mm512_loadu_ps(O + (i0 + r) * D + d0 + 16 * c);
+        for (int64_t j = 0; j < nk; ++j) {
+          const float* vr = V + (j0 + j) * D + d0;
+          __m512 vv[4];
+          for (int c = 0; c < nd; ++c) vv[c] = _mm512_loadu_ps(vr + 16 * c);
+          for (int64_t r = 0; r < nr; ++r) {
+            const __m512 p = _mm512_set1_ps(s[static_cast<size_t>((i0 + r) * kBK + j)]);
+            for (int c = 0; c < nd; ++c) acc[r][c] = _mm512_fmadd_ps(p, vv[c], acc[r][c]);
+          }
+        }
+        for (int64_t r = 0; r < nr; ++r)
+          for (int c = 0; c < nd; ++c) _mm512_storeu_ps(O + (i0 + r) * D + d0 + 16 * c, acc[r][c]);
+      }
+    }
+  }
+}
+
+#endif  // __AVX512F__
+
+// Plain version of attend_block for any D (and machines without AVX-512).
+void attend_block_scalar(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegments& kv, float scale,
+                         const Item& it, Partial& out) {
+  const int64_t D = kv.head_dim, len = kv.len[it.g];
+  const int64_t M = G * (it.t1 - it.t0);
+  out.m.assign(static_cast<size_t>(M), -INFINITY);
+  out.l.assign(static_cast<size_t>(M), 0.f);
+  out.o.assign(static_cast<size_t>(M * D), 0.f);
+  const float* K = kv.k + kv.offset[it.g] * D;
+  const float* V = kv.v + kv.offset[it.g] * D;
+  for (int64_t t = it.t0; t < it.t1; ++t)
+    for (int64_t hl = 0; hl < G; ++hl) {
+      const int64_t i = (t - it.t0) * G + hl;
+      const float* qv = q + (t * Hq + it.g * G + hl) * D;
+      const int64_t end = std::min(it.k1, len - T + t + 1);
+      float& m = out.m[static_cast<size_t>(i)];
+      float& l = out.l[static_cast<size_t>(i)];
+      float* o = out.o.data() + i * D;
+      for (int64_t j = it.k0; j < end; ++j) {
+        const float sc = dot_f32(qv, K + j * D, D) * scale;
+        if (sc > m) {
+          const float a = m == -INFINITY ? 0.f : std::exp(m - sc);
+          l *= a;
+          for (int64_t d = 0; d < D; ++d) o[d] *= a;
+          m = sc;
+        }
+        const float p = std::exp(sc - m);
+        l += p;
+        axpy_f32(p, V + j * D, o, D);
+      }
+    }
+}
+
+}  // namespace
+
 void attention(ThreadPool& pool, const Tensor& q, const KvSegments& kv, float scale, Tensor& out) {
   check(q.dtype() == DType::F32 && out.dtype() == DType::F32, "attention: q and out must be F32");
   check(q.ndim() == 3, "attention: q must be [T, Hq, D], got " + q.shape_string());
   const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2);
-  check(D == kv.head_dim, "attention: q head_dim " + std::to_string(D) + " differs from the cache's " +
-                              std::to_string(kv.head_dim));
+  check(D == kv.head_dim && D > 0, "attention: q head_dim " + std::to_string(D) + " differs from the cache's " +
+                                       std::to_string(kv.head_dim));
   check(kv.n_segments > 0 && Hq % kv.n_segments == 0, "attention: query heads not a multiple of kv heads");
   check(out.numel() == q.numel(), "attention: out must have q's shape");
-  const int64_t group = Hq / kv.n_segments;
-  for (int s = 0; s < kv.n_segments; ++s)
+  if (T == 0) return;
+  const int64_t S = kv.n_segments, G = Hq / S;
+  int64_t max_len = 0;
+  for (int64_t s = 0; s < S; ++s) {
     check(kv.len[s] >= T, "attention: segment " + std::to_string(s) + " holds " + std::to_string(kv.len[s]) +
                               " rows, fewer than the " + std::to_string(T) + " new ones");
+    max_len = std::max(max_len, kv.len[s]);
+  }
+  const int64_t BQ = std::max<int64_t>(1, kRowsPerItem / G);
+  const int64_t qblocks = (T + BQ - 1) / BQ;
+  // Split the keys when there are too few (segment, query block) items for the threads.
+  int64_t splits = 1;
+  const int64_t want = 2 * static_cast<int64_t>(pool.size());
+  if (S * qblocks < want && pool.size() > 1) {
+    splits = std::min((want + S * qblocks - 1) / (S * qblocks), std::max<int64_t>(1, max_len / kMinKeysPerSplit));
+  }
+  std::vector<Item> items;
+  items.reserve(static_cast<size_t>(S * qblocks * splits));
+  for (int64_t g = 0; g < S; ++g)
+    for (int64_t b = 0; b < qblocks; ++b) {
+      const int64_t t0 = b * BQ, t1 = std::min(T, t0 + BQ);
+      const int64_t keys = kv.len[g] - T + t1;  // keys the block's last query sees
+      for (int64_t sp = 0; sp < splits; ++sp) {
+        // Split points on kBK boundaries.
+        const int64_t blocks = (keys + kBK - 1) / kBK;
+        const int64_t k0 = std::min(keys, blocks * sp / splits * kBK), k1 = std::min(keys, blocks * (sp + 1) / splits * kBK);
+        if (k0 < k1 || sp == 0) items.push_back({g, t0, t1, k0, k1});
+      }
+    }
   const float* qp = q.ptr<float>();
   float* op = out.ptr<float>();
-  constexpr int64_t kBlock = 64;
-  pool.parallel_for(T * Hq, [&](int64_t b, int64_t e) {
-    std::vector<float> acc(static_cast<size_t>(D)), sc(kBlock);
-    for (int64_t item = b; item < e; ++item) {
-      const int64_t t = item / Hq, h = item % Hq, g = h / group;
-      const int64_t n = kv.len[g] - T + t + 1;
-      const float* qv = qp + (t * Hq + h) * D;
-      const float* K = kv.k + kv.offset[g] * D;
-      const float* V = kv.v + kv.offset[g] * D;
-      float mx = -INFINITY, sum = 0.f;
-      std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
-        const int64_t j1 = std::min(n, j0 + kBlock);
-        float bmx = -INFINITY;
-        for (int64_t j = j0; j < j1; ++j) {
-          sc[static_cast<size_t>(j - j0)] = dot_f32(qv, K + j * D, D) * scale;
-          bmx = std::max(bmx, sc[static_cast<size_t>(j - j0)]);
-        }
-        if (bmx > mx) {
-          const float r = std::exp(mx - bmx);
-          sum *= r;
-          for (auto& a : acc) a *= r;
-          mx = bmx;
-        }
-        for (int64_t j = j0; j < j1; ++j) {
-          const float p = std::exp(sc[static_cast<size_t>(j - j0)] - mx);
-          sum += p;
-          axpy_f32(p, V + j * D, acc.data(), D);
-        }
+  std::vector<Partial> partials(splits > 1 ? items.size() : 0);
+  const bool fast =
+#if defined(__AVX512F__)
+      D % 16 == 0;
+#else
+      false;
+#endif
+  auto run = [&](int64_t i0, int64_t i1) {
+    thread_local Partial local;
+    for (int64_t i = i0; i < i1; ++i) {
+      const Item& it = items[static_cast<size_t>(i)];
+      Partial& p = splits > 1 ? partials[static_cast<size_t>(i)] : local;
+#if defined(__AVX512F__)
+      if (fast) {
+        attend_block(qp, Hq, G, T, kv, scale, it, p);
+      } else {
+        attend_block_scalar(qp, Hq, G, T, kv, scale, it, p);
       }
-      float* o = op + (t * Hq + h) * D;
-      const float inv = 1.0f / sum;
-      for (int64_t i = 0; i < D; ++i) o[i] = acc[static_cast<size_t>(i)] * inv;
+#else
+      attend_block_scalar(qp, Hq, G, T, kv, scale, it, p);
+#endif
+      if (splits == 1) {
+        for (int64_t t = it.t0; t < it.t1; ++t)
+          for (int64_t hl = 0; hl < G; ++hl) {
+            const int64_t r = (t - it.t0) * G + hl;
+            const float inv = 1.f / p.l[static_cast<size_t>(r)];
+            float* o = op + (t * Hq + it.g * G + hl) * D;
+            for (int64_t d = 0; d < D; ++d) o[d] = p.o[static_cast<size_t>(r * D + d)] * inv;
+          }
+      }
     }
-  });
+  };
+  if (items.size() == 1 || pool.size() == 1) {
+    run(0, static_cast<int64_t>(items.size()));
+  } else {
+    pool.parallel_for(static_cast<int64_t>(items.size()), run);
+  }
+  if (splits == 1) return;
+  // Merge the splits of each (segment, query block): items of one are consecutive.
+  for (size_t a = 0; a < items.size();) {
+    size_t b = a + 1;
+    while (b < items.size() && items[b].g == items[a].g && items[b].t0 == items[a].t0) ++b;
+    const Item& it = items[a];
+    for (int64_t t = it.t0; t < it.t1; ++t)
+      for (int64_t hl = 0; hl < G; ++hl) {
+        const size_t r = static_cast<size_t>((t - it.t0) * G + hl);
+        float m = -INFINITY;
+        for (size_t c = a; c < b; ++c) m = std::max(m, partials[c].m[r]);
+        float l = 0.f;
+        float* o = op + (t * Hq + it.g * G + hl) * D;
+        std::fill(o, o + D, 0.f);
+        for (size_t c = a; c < b; ++c) {
+          if (partials[c].m[r] == -INFINITY) continue;
+          const float w = std::exp(partials[c].m[r] - m);
+          l += partials[c].l[r] * w;
+          axpy_f32(w, partials[c].o.data() + r * static_cast<size_t>(D), o, D);
+        }
+        const float inv = 1.f / l;
+        for (int64_t d = 0; d < D; ++d) o[d] *= inv;
+      }
+    a = b;
+  }
 }
 
 }  // namespace kvp::cpu

@@ -10,6 +10,8 @@
 // panel, kMR broadcasts of x and 2 kMR FMAs into 2 kMR accumulators. Work items are
 // (tile, chunk of T) pairs, spread over the pool.
 #include <algorithm>
+#include <array>
+#include <utility>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -28,6 +30,7 @@ constexpr int64_t kGemvChunkRows = 16;  // output rows per unit of parallel work
 constexpr int64_t kTileRows = 64;       // weight rows dequantised together (prefill)
 constexpr int64_t kPanel = 32;          // outputs per micro-kernel column block
 constexpr int kMR = 6;                  // rows of x per micro-kernel call
+constexpr int64_t kKc = 128;            // K slice per micro-kernel call
 
 void matmul_gemv(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y) {
   const int64_t T = x.rows(), K = x.cols(), N = w.rows();
@@ -69,42 +72,21 @@ void matmul_gemv(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y) 
 
 #if defined(__AVX512F__)
 
-// Transposes a 16x16 block: rows src[i * lds + j] -> dst[j * ldd + i].
-inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
-  __m512 r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
-    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
-    r[4 * i + 2] =
-        _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
-    r[4 * i + 3] =
-        _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
-  }
-  for (int j = 0; j < 4; ++j) {
-    t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
-    t[j + 4] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
-    t[j + 8] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
-    t[j + 12] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
-  }
-  for (int j = 0; j < 4; ++j) {
-    r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
-    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
-    r[j + 4] = _mm512_shuffle_f32x4(t[j + 4], t[12 + j], 0x88);
-    r[j + 12] = _mm512_shuffle_f32x4(t[j + 4], t[12 + j], 0xdd);
-  }
-  for (int j = 0; j < 16; ++j) _mm512_storeu_ps(dst + j * ldd, r[j]);
-}
-
-// c[i, 0:32] = sum_k x[i, k] * panel[k, 0:32] for i < MR; stores the first `cols` columns.
+// y[i, 0:cols] (+)= sum_{k < K} x[i * ldx + k] * panel[k, 0:cols] for i < MR.
 template <int MR>
-void micro_kernel(int64_t K, const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy, int cols) {
+void micro_kernel(int64_t K, const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy, int cols,
+                  bool accumulate) {
   __m512 c0[MR], c1[MR];
-  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
+  const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
+  const __mmask16 m1 = static_cast<__mmask16>(cols <= 16 ? 0 : cols >= 32 ? 0xFFFF : (1u << (cols - 16)) - 1);
+  if (accumulate) {
+    for (int i = 0; i < MR; ++i) {
+      c0[i] = _mm512_maskz_loadu_ps(m0, y + i * ldy);
+      c1[i] = _mm512_maskz_loadu_ps(m1, y + i * ldy + 16);
+    }
+  } else {
+    for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
+  }
   for (int64_t k = 0; k < K; ++k) {
     const __m512 w0 = _mm512_load_ps(panel + k * kPanel), w1 = _mm512_load_ps(panel + k * kPanel + 16);
     for (int i = 0; i < MR; ++i) {
@@ -113,24 +95,18 @@ void micro_kernel(int64_t K, const float* x, int64_t ldx, const float* panel, fl
       c1[i] = _mm512_fmadd_ps(xb, w1, c1[i]);
     }
   }
-  if (cols == kPanel) {
-    for (int i = 0; i < MR; ++i) {
-      _mm512_storeu_ps(y + i * ldy, c0[i]);
-      _mm512_storeu_ps(y + i * ldy + 16, c1[i]);
-    }
-  } else {
-    const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
-    const __mmask16 m1 = static_cast<__mmask16>(cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
-    for (int i = 0; i < MR; ++i) {
-      _mm512_mask_storeu_ps(y + i * ldy, m0, c0[i]);
-      _mm512_mask_storeu_ps(y + i * ldy + 16, m1, c1[i]);
-    }
+  for (int i = 0; i < MR; ++i) {
+    _mm512_mask_storeu_ps(y + i * ldy, m0, c0[i]);
+    _mm512_mask_storeu_ps(y + i * ldy + 16, m1, c1[i]);
   }
 }
 
-using MicroKernel = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, int);
-constexpr MicroKernel kKernels[kMR + 1] = {nullptr,          micro_kernel<1>, micro_kernel<2>, micro_kernel<3>,
-                                           micro_kernel<4>, micro_kernel<5>, micro_kernel<6>};
+using MicroKernel = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, int, bool);
+template <int... I>
+constexpr auto make_kernels(std::integer_sequence<int, I...>) {
+  return std::array<MicroKernel, sizeof...(I)>{micro_kernel<I + 1>...};
+}
+constexpr auto kKernels = make_kernels(std::make_integer_sequence<int, kMR>{});  // kKernels[mr - 1]
 
 #endif  // __AVX512F__
 
@@ -185,22 +161,27 @@ void matmul_tiled(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y)
       }
       const int64_t t0 = tc * t_step, t1 = std::min(T, t0 + t_step);
       const int64_t panels = (rows + kPanel - 1) / kPanel;
-      for (int64_t t = t0; t < t1; t += kMR) {
-        const int mr = static_cast<int>(std::min<int64_t>(kMR, t1 - t));
+      // K in slices of kKc: a panel's slice (kKc x 32 floats) stays in L1 while every row
+      // block of x passes it; the x slice stays in L2 for the tile's other panels.
+      for (int64_t k0 = 0; k0 < K; k0 += kKc) {
+        const int64_t kc = std::min(kKc, K - k0);
         for (int64_t p = 0; p < panels; ++p) {
           const int cols = static_cast<int>(std::min(kPanel, rows - p * kPanel));
-          const float* panel = packed + p * K * kPanel;
-          float* yo = yp + t * N + o0 + p * kPanel;
+          const float* panel = packed + (p * K + k0) * kPanel;
+          for (int64_t t = t0; t < t1; t += kMR) {
+            const int mr = static_cast<int>(std::min<int64_t>(kMR, t1 - t));
+            float* yo = yp + t * N + o0 + p * kPanel;
 #if defined(__AVX512F__)
-          kKernels[mr](K, xp + t * K, K, panel, yo, N, cols);
+            kKernels[static_cast<size_t>(mr - 1)](kc, xp + t * K + k0, K, panel, yo, N, cols, k0 > 0);
 #else
-          for (int i = 0; i < mr; ++i)
-            for (int j = 0; j < cols; ++j) {
-              float s = 0.f;
-              for (int64_t k = 0; k < K; ++k) s += xp[(t + i) * K + k] * panel[k * kPanel + j];
-              yo[i * N + j] = s;
-            }
+            for (int i = 0; i < mr; ++i)
+              for (int j = 0; j < cols; ++j) {
+                float sum = k0 > 0 ? yo[i * N + j] : 0.f;
+                for (int64_t k = 0; k < kc; ++k) sum += xp[(t + i) * K + k0 + k] * panel[k * kPanel + j];
+                yo[i * N + j] = sum;
+              }
 #endif
+          }
         }
       }
     }

@@ -163,6 +163,8 @@ void dequant_bf16(const uint8_t* src, float* y, int64_t n) {
 
 // ---- matrix-vector kernels ------------------------------------------------------------
 
+constexpr int kPrefetchBytes = 8192;
+
 // R rows of Q4_1: sum_b d_b * dot(q_b, x_b) + m_b * xsum_b.
 template <int R>
 void gemv_q4_1(const uint8_t* w, size_t rb, int64_t nb, const float* x, const float* xs, float* y) {
@@ -178,6 +180,7 @@ void gemv_q4_1(const uint8_t* w, size_t rb, int64_t nb, const float* x, const fl
     const __m128 xsb = _mm_set1_ps(xs[b]);
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = w + r * rb + 20 * b;
+      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes), _MM_HINT_T0);
       const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u32(blk))));  // d, m, 0, 0
       const __m512i v = load_u8x16(blk + 4);
       const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, m15));
@@ -230,6 +233,7 @@ void gemv_q8_0(const uint8_t* w, size_t rb, int64_t nb, const float* x, const fl
     const __m512 xl = _mm512_loadu_ps(x + 32 * b), xh = _mm512_loadu_ps(x + 32 * b + 16);
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = w + r * rb + 34 * b;
+      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes), _MM_HINT_T0);
       const __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128(load_u16(blk)));
       const __m512 lo = _mm512_cvtepi32_ps(load_i8x16(blk + 2));
       const __m512 hi = _mm512_cvtepi32_ps(load_i8x16(blk + 18));

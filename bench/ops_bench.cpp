@@ -1,0 +1,205 @@
+// Times the CPU backend's matmul on the default model's shapes (SmolLM2-135M: hidden 576,
+// kv 192, intermediate 1536, vocab 49152), at T = 1 (decode) and T = 512 (prefill), for
+// Q4_1 and Q8_0 weights, with 1 and 2 threads; prints the median time, the GB/s of weights
+// read and the GFLOP/s. Then a whole decode step's matmuls (30 layers of distinct Q4_1
+// weights, 96 MB that do not fit in cache, plus the Q8_0 output head) as tokens/s.
+//
+//   build-cpu/bench/ops_bench [--reps N] [--threads 1,2] [--quick]
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/half.h"
+#include "core/tensor.h"
+
+namespace {
+
+using kvp::DType;
+using kvp::Tensor;
+
+uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+uint64_t next_u64() {
+  g_rng ^= g_rng << 13;
+  g_rng ^= g_rng >> 7;
+  g_rng ^= g_rng << 17;
+  return g_rng;
+}
+float next_f(float lo, float hi) { return lo + (hi - lo) * static_cast<float>(next_u64() >> 40) / 16777216.f; }
+
+// Random well-formed weights: random quants, small finite scales.
+Tensor random_weight(DType t, int64_t rows, int64_t cols) {
+  Tensor w = Tensor::empty(t, {rows, cols});
+  auto* p = static_cast<uint8_t*>(w.data());
+  const size_t n = w.nbytes();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const uint64_t v = next_u64();
+    std::memcpy(p + i, &v, 8);
+  }
+  for (; i < n; ++i) p[i] = static_cast<uint8_t>(next_u64());
+  const size_t bb = kvp::block_bytes(t);
+  auto put = [](uint8_t* q, float v) {
+    const uint16_t h = kvp::f32_to_f16(v);
+    std::memcpy(q, &h, 2);
+  };
+  for (size_t b = 0; b < n / bb; ++b) {
+    uint8_t* q = p + b * bb;
+    if (t == DType::Q4_1) {
+      put(q, next_f(0.001f, 0.01f));
+      put(q + 2, next_f(-0.08f, 0.f));
+    } else if (t == DType::Q8_0 || t == DType::Q4_0) {
+      put(q, next_f(0.001f, 0.01f));
+    }
+  }
+  return w;
+}
+
+Tensor random_x(int64_t T, int64_t K) {
+  Tensor x = Tensor::empty(DType::F32, {T, K});
+  for (int64_t i = 0; i < x.numel(); ++i) x.ptr<float>()[i] = next_f(-1.f, 1.f);
+  return x;
+}
+
+double now_us() {
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+template <typename Fn>
+double median_us(int reps, const Fn& fn) {
+  fn();  // warm up
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    const double t0 = now_us();
+    fn();
+    t.push_back(now_us() - t0);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int reps = 50;
+  bool quick = false;
+  std::vector<int> threads = {1, 2};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--reps" && i + 1 < argc) {
+      reps = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--threads" && i + 1 < argc) {
+      threads.clear();
+      std::string s = argv[++i];
+      size_t pos = 0;
+      while (pos < s.size()) {
+        const size_t c = s.find(',', pos);
+        threads.push_back(std::atoi(s.substr(pos, c - pos).c_str()));
+        if (c == std::string::npos) break;
+        pos = c + 1;
+      }
+    } else if (a == "--quick") {
+      quick = true;
+    } else {
+      std::fprintf(stderr, "usage: %s [--reps N] [--threads 1,2] [--quick]\n", argv[0]);
+      return 2;
+    }
+  }
+
+  struct Shape {
+    int64_t N, K;
+    DType t;
+  };
+  const std::vector<Shape> shapes = {{576, 576, DType::Q4_1},   {192, 576, DType::Q4_1},
+                                     {1536, 576, DType::Q4_1},  {576, 1536, DType::Q4_1},
+                                     {576, 576, DType::Q8_0},   {1536, 576, DType::Q8_0},
+                                     {49152, 576, DType::Q8_0}};
+  std::printf("%-7s %-6s %-12s %5s %3s %12s %9s %9s\n", "threads", "type", "N x K", "T", "", "median_us", "GB/s",
+              "GFLOP/s");
+  for (int nt : threads) {
+    auto be = kvp::make_cpu_backend(nt);
+    for (const Shape& s : shapes) {
+      Tensor w = random_weight(s.t, s.N, s.K);
+      for (int64_t T : {int64_t{1}, int64_t{512}}) {
+        if (quick && T == 512 && s.N == 49152) continue;
+        Tensor x = random_x(T, s.K);
+        Tensor y = Tensor::empty(DType::F32, {T, s.N});
+        const int r = T == 1 ? reps * 10 : std::max(3, reps / 5);
+        const double us = median_us(r, [&] { be->matmul(x, w, y); });
+        const double gbs = static_cast<double>(w.nbytes()) / (us * 1e3);
+        const double gflops = 2.0 * static_cast<double>(T * s.N * s.K) / (us * 1e3);
+        std::printf("%-7d %-6s %5lld x %-5lld %5lld %3s %12.1f %9.1f %9.1f\n", nt, kvp::dtype_name(s.t).c_str(),
+                    static_cast<long long>(s.N), static_cast<long long>(s.K), static_cast<long long>(T), "",
+                    us, gbs, gflops);
+      }
+    }
+  }
+
+  // Attention: 9 query heads over 3 kv heads of 64 (SmolLM2), decode at several context
+  // lengths and a 512-token prefill.
+  std::printf("\n%-7s %-28s %12s %9s %9s\n", "threads", "attention", "median_us", "GB/s", "GFLOP/s");
+  for (int nt : threads) {
+    auto be = kvp::make_cpu_backend(nt);
+    for (auto [T, ctx] : {std::pair<int64_t, int64_t>{1, 1024}, {1, 4096}, {1, 16384}, {512, 0}, {2048, 0}}) {
+      if (quick && T == 2048) continue;
+      const int64_t D = 64, Hkv = 3, Hq = 9, len = ctx + T;
+      Tensor k = random_x(Hkv * len, D), v = random_x(Hkv * len, D), q = random_x(T * Hq, D);
+      Tensor o = Tensor::empty(DType::F32, {T, Hq, D});
+      q = q.reshaped({T, Hq, D});
+      std::vector<int64_t> off = {0, len, 2 * len}, lens = {len, len, len};
+      kvp::KvSegments kv{k.ptr<float>(), v.ptr<float>(), off.data(), lens.data(), 3, 64};
+      const double us = median_us(T == 1 ? reps * 2 : std::max(3, reps / 10), [&] { be->attention(q, kv, 0.125f, o); });
+      // keys seen: T * ctx + T (T + 1) / 2 per query head
+      const double pairs = static_cast<double>(Hq) * (static_cast<double>(T) * ctx + 0.5 * T * (T + 1));
+      const double kv_bytes = 2.0 * Hkv * len * D * 4;
+      char what[64];
+      std::snprintf(what, sizeof what, "T=%lld ctx=%lld", static_cast<long long>(T), static_cast<long long>(ctx));
+      std::printf("%-7d %-28s %12.1f %9.1f %9.1f\n", nt, what, us, kv_bytes / (us * 1e3), 4.0 * D * pairs / (us * 1e3));
+    }
+  }
+
+  // One decode token's matmuls on distinct weights (cache-cold, as in a real model).
+  const int layers = 30;
+  struct Layer {
+    Tensor q, k, v, o, gate, up, down;
+  };
+  std::vector<Layer> model;
+  for (int l = 0; l < layers; ++l)
+    model.push_back({random_weight(DType::Q4_1, 576, 576), random_weight(DType::Q4_1, 192, 576),
+                     random_weight(DType::Q4_1, 192, 576), random_weight(DType::Q4_1, 576, 576),
+                     random_weight(DType::Q4_1, 1536, 576), random_weight(DType::Q4_1, 1536, 576),
+                     random_weight(DType::Q4_1, 576, 1536)});
+  Tensor head = random_weight(DType::Q8_0, 49152, 576);
+  size_t bytes = head.nbytes();
+  for (const Layer& L : model)
+    bytes += L.q.nbytes() + L.k.nbytes() + L.v.nbytes() + L.o.nbytes() + L.gate.nbytes() + L.up.nbytes() +
+             L.down.nbytes();
+  Tensor x = random_x(1, 576), xi = random_x(1, 1536);
+  Tensor yq = Tensor::empty(DType::F32, {1, 576}), ykv = Tensor::empty(DType::F32, {1, 192});
+  Tensor yi = Tensor::empty(DType::F32, {1, 1536}), yv = Tensor::empty(DType::F32, {1, 49152});
+  std::printf("\ndecode step, matmuls only: 30 layers x 7 Q4_1 + Q8_0 head, %.1f MB of weights\n", bytes / 1e6);
+  for (int nt : threads) {
+    auto be = kvp::make_cpu_backend(nt);
+    const double us = median_us(std::max(5, reps / 2), [&] {
+      for (const Layer& L : model) {
+        be->matmul(x, L.q, yq);
+        be->matmul(x, L.k, ykv);
+        be->matmul(x, L.v, ykv);
+        be->matmul(x, L.o, yq);
+        be->matmul(x, L.gate, yi);
+        be->matmul(x, L.up, yi);
+        be->matmul(xi, L.down, yq);
+      }
+      be->matmul(x, head, yv);
+    });
+    std::printf("threads %d: %.0f us per token (%.1f tokens/s), %.1f GB/s\n", nt, us, 1e6 / us,
+                static_cast<double>(bytes) / (us * 1e3));
+  }
+  return 0;
+}
