@@ -89,9 +89,10 @@ TEST(ModelGolden, SmolLM2Q4_1MatchesTransformers) {
   for (const auto& prompt : golden.at("prompts")) {
     const auto logits = read_f32(test::source_path("tests/golden/" + prompt.at("logits_file").get<std::string>()));
     // Both sides compute in f32 on the same dequantised weights; only the summation order
-    // differs, over 30 layers. Logits reach |20|; 2e-2 is ~1e-3 relative.
+    // differs, over 30 layers. Measured: 7e-5 at most; logits reach |20|, so 1e-3 is 5e-5
+    // relative and still 15x above what we see.
     check_prompt(*model, prompt.at("ids").get<std::vector<int32_t>>(), logits,
-                 prompt.at("greedy").get<std::vector<int32_t>>(), 2e-2f,
+                 prompt.at("greedy").get<std::vector<int32_t>>(), 1e-3f,
                  "smollm2 prompt " + std::to_string(i++));
   }
 }
