@@ -14,7 +14,7 @@ Each figure is the median of --reps repetitions, after one unmeasured warm-up.
     python tools/reference/bench_llamacpp.py --threads 1,2 --reps 3 --model PATH
 
 JSON: {"threads": {"1": {"prefill_512": tok_s, "prefill_2048": tok_s, "decode": tok_s}, "2": {...}},
-       "llama_cpp_python": version, ...}
+       "llama_cpp_python": version, "ids_fnv1a": checksum of the prompt + decode-prompt ids, ...}
 """
 from __future__ import annotations
 
@@ -52,6 +52,15 @@ def filler_text(min_chars: int) -> str:
             parts.append("\n\n")
         i += 1
     return "".join(parts)
+
+
+def ids_fnv1a(ids: list[int]) -> str:
+    """FNV-1a (32-bit) over the ids: bench/model_bench.cpp prints the same for its own ids, so a
+    tokenizer mismatch between the two engines shows up (scripts/bench.sh compares them)."""
+    h = 2166136261
+    for i in ids:
+        h = ((h ^ (i & 0xFFFFFFFF)) * 16777619) & 0xFFFFFFFF
+    return f"{h:08x}"
 
 
 def last_logits(llm, n_vocab: int) -> np.ndarray:
@@ -118,6 +127,8 @@ def main() -> None:
     prompt_ids = list(vocab.tokenize(filler_text(4 * max(PREFILL_LENGTHS) * 2).encode("utf-8"),
                                      add_bos=False, special=False))
     assert len(prompt_ids) >= max(PREFILL_LENGTHS), len(prompt_ids)
+    short_ids = list(vocab.tokenize(DECODE_PROMPT.encode("utf-8"), add_bos=False, special=True))
+    checksum = ids_fnv1a(prompt_ids[:max(PREFILL_LENGTHS)] + short_ids)
     del vocab
 
     load = os.getloadavg()[0]
@@ -141,6 +152,7 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
             "loadavg_1min_before": round(load, 2),
             "cpu_share": {t: round(r["cpu_share"], 2) for t, r in results.items()},
+            "ids_fnv1a": checksum,
         }))
 
 
