@@ -32,32 +32,38 @@ void KVCache::reallocate(Layer& layer, const std::vector<int64_t>& new_cap,
   const size_t row = static_cast<size_t>(head_dim_);
   std::unique_ptr<float[]> k(total > 0 ? new float[static_cast<size_t>(total) * row] : nullptr);
   std::unique_ptr<float[]> v(total > 0 ? new float[static_cast<size_t>(total) * row] : nullptr);
+  std::unique_ptr<int32_t[]> pos(total > 0 ? new int32_t[static_cast<size_t>(total)] : nullptr);
   allocations_ += 2;
   for (size_t s = 0; s < new_cap.size(); ++s) {
     const float* src_k = layer.k.get() + layer.offset[s] * head_dim_;
     const float* src_v = layer.v.get() + layer.offset[s] * head_dim_;
     float* dst_k = k.get() + new_offset[s] * head_dim_;
     float* dst_v = v.get() + new_offset[s] * head_dim_;
+    const int32_t* src_pos = layer.pos.get() + layer.offset[s];
+    int32_t* dst_pos = pos.get() + new_offset[s];
     if (keep) {
       const auto& rows = (*keep)[s];
       for (size_t i = 0; i < rows.size(); ++i) {
         std::memcpy(dst_k + i * row, src_k + static_cast<size_t>(rows[i]) * row, row * sizeof(float));
         std::memcpy(dst_v + i * row, src_v + static_cast<size_t>(rows[i]) * row, row * sizeof(float));
+        dst_pos[i] = src_pos[rows[i]];
       }
       layer.len[s] = static_cast<int64_t>(rows.size());
     } else if (layer.len[s] > 0) {
       std::memcpy(dst_k, src_k, static_cast<size_t>(layer.len[s]) * row * sizeof(float));
       std::memcpy(dst_v, src_v, static_cast<size_t>(layer.len[s]) * row * sizeof(float));
+      std::memcpy(dst_pos, src_pos, static_cast<size_t>(layer.len[s]) * sizeof(int32_t));
     }
   }
   layer.k = std::move(k);
   layer.v = std::move(v);
+  layer.pos = std::move(pos);
   layer.offset = std::move(new_offset);
   layer.cap = new_cap;
   layer.total_rows = total;
 }
 
-void KVCache::append(int layer_index, const float* k, const float* v, int64_t T) {
+void KVCache::append(int layer_index, const float* k, const float* v, int64_t T, const int32_t* positions) {
   check(layer_index >= 0 && layer_index < n_layers(), "KV cache: layer out of range");
   Layer& layer = layers_[static_cast<size_t>(layer_index)];
   bool full = false;
@@ -78,6 +84,7 @@ void KVCache::append(int layer_index, const float* k, const float* v, int64_t T)
       std::memcpy(dst_k + t * head_dim_, k + src, row * sizeof(float));
       std::memcpy(dst_v + t * head_dim_, v + src, row * sizeof(float));
     }
+    std::memcpy(layer.pos.get() + layer.offset[s] + layer.len[s], positions, static_cast<size_t>(T) * sizeof(int32_t));
     layer.len[s] += T;
   }
 }
@@ -92,6 +99,11 @@ KvSegments KVCache::view(int layer_index) const {
   view.n_segments = n_segments_;
   view.head_dim = head_dim_;
   return view;
+}
+
+const int32_t* KVCache::positions(int layer, int segment) const {
+  const Layer& l = layers_.at(static_cast<size_t>(layer));
+  return l.pos.get() + l.offset.at(static_cast<size_t>(segment));
 }
 
 int64_t KVCache::length(int layer, int segment) const {
@@ -124,9 +136,11 @@ void KVCache::compact(int layer_index, const std::vector<std::vector<int32_t>>& 
   std::vector<int64_t> cap(static_cast<size_t>(n_segments_));
   for (int s = 0; s < n_segments_; ++s) {
     const auto& rows = keep[s];
-    for (size_t i = 0; i < rows.size(); ++i) {
-      check(rows[i] >= 0 && rows[i] < layer.len[s] && (i == 0 || rows[i] > rows[i - 1]),
-            "KV cache: kept rows of segment " + std::to_string(s) + " must be sorted, unique and in range");
+    std::vector<bool> seen(static_cast<size_t>(layer.len[s]), false);
+    for (int32_t r : rows) {
+      check(r >= 0 && r < layer.len[s] && !seen[static_cast<size_t>(r)],
+            "KV cache: kept rows of segment " + std::to_string(s) + " must be unique and in range");
+      seen[static_cast<size_t>(r)] = true;
     }
     cap[s] = static_cast<int64_t>(rows.size()) + reserve;
   }

@@ -25,15 +25,19 @@ class KVCache {
   // Appends T rows to every segment of a layer. k, v: [T, n_kv_heads, head_dim] as the
   // projections produce them. Grows a full layer by doubling (amortised; never per token
   // when capacity suffices).
-  void append(int layer, const float* k, const float* v, int64_t T);
+  void append(int layer, const float* k, const float* v, int64_t T, const int32_t* positions);
   KvSegments view(int layer) const;
+  // The token position each row of a segment was written at (rows [0, length)).
+  const int32_t* positions(int layer, int segment) const;
   int64_t length(int layer, int segment) const;
   // Kept rows of every segment of every layer: lengths[layer][segment].
   std::vector<std::vector<int64_t>> lengths() const;
   // Shrinks segments back to earlier lengths (for the next question): O(segments), no copy.
   void truncate(const std::vector<std::vector<int64_t>>& lengths);
-  // Re-packs one layer: segment s keeps rows keep[s] (sorted, unique, < length) in a new
-  // buffer with `reserve` free rows after each segment; the old buffer is freed.
+  // Re-packs one layer: segment s keeps rows keep[s] (unique, < length), in that order, in a
+  // new buffer with `reserve` free rows after each segment; the old buffer is freed. Row
+  // order does not matter to attention (positions live in the rotated keys); presses keep
+  // kvpress's top-k order so that composed presses see what kvpress's do.
   void compact(int layer, const std::vector<std::vector<int32_t>>& keep, int64_t reserve);
 
   // Bytes of K and V buffers currently allocated (capacity, not length).
@@ -47,6 +51,7 @@ class KVCache {
  private:
   struct Layer {
     std::unique_ptr<float[]> k, v;
+    std::unique_ptr<int32_t[]> pos;  // 4 bytes per row beside 2 * head_dim floats
     std::vector<int64_t> offset, len, cap;
     int64_t total_rows = 0;
   };

@@ -24,13 +24,14 @@ const char* kTopHelp =
     "usage: kvpress <command> [options]\n\n"
     "commands:\n"
     "  generate    answer questions about a context (optionally with a compressed cache)\n"
+    "  presses     list the presses and their parameters\n"
     "  help        show this help, or `kvpress <command> --help` for one command\n\n"
     "The default model is SmolLM2-135M-Instruct (Q4_1 GGUF), fetched by scripts/fetch-model.sh\n"
     "into models/. Any Llama, Mistral, Qwen2 or Qwen3 GGUF file or Hugging Face directory\n"
     "works with --model.\n\n"
     "example:\n"
     "  kvpress generate --context \"The secret code is 4719. Remember it.\" \\\n"
-    "                   --question \"What is the secret code?\"\n";
+    "                   --question \"What is the secret code?\" --press snapkv --ratio 0.25\n";
 
 }  // namespace
 
@@ -78,7 +79,8 @@ int run_cli(int argc, char** argv) {
   args.erase(args.begin());
   try {
     if (command == "generate") return cmd_generate(args);
-    const std::string near = closest(command, {"generate", "help"});
+    if (command == "presses") return cmd_presses(args);
+    const std::string near = closest(command, {"generate", "presses", "help"});
     throw Error("unknown command '" + command + "'" +
                 (near.empty() ? "" : " (did you mean '" + near + "'?)") + "; see kvpress --help");
   } catch (const Error& e) {

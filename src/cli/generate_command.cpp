@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -7,6 +8,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "pipeline/pipeline.h"
+#include "presses/registry.h"
 
 namespace kvp {
 
@@ -19,11 +21,32 @@ const std::vector<OptionSpec> kSpecs = {
     {"max-new-tokens", "N", "answer length limit in tokens (default 64)"},
     {"answer-prefix", "TEXT", "text the answer starts with (prefilled after the question)"},
     {"max-context-length", "N", "truncate the context to N tokens"},
+    {"press", "NAME", "compress the context's KV cache with this press (`kvpress presses` lists them)"},
+    {"ratio", "R", "fraction of the context's KV cache to remove, in [0, 1) (default 0.5)"},
+    {"press-arg", "KEY=VALUE", "a press parameter", true},
     {"no-chat-template", "", "feed the raw text, without the model's chat template"},
     {"threads", "N", "CPU threads (default: all cores)"},
     {"json", "", "print one JSON object instead of text"},
     {"help", "", "show this help"},
 };
+
+void print_compression_summary(const Press& press, const PipelineResult& r) {
+  const double mib = 1024.0 * 1024.0;
+  std::fprintf(stderr, "press %s: achieved ratio %.3f, KV cache %.2f MiB -> %.2f MiB (%.2f MiB saved, %.2f MiB of it reserve)\n",
+               press.name().c_str(), r.achieved_ratio, r.kv_bytes_before / mib, r.kv_bytes_after / mib,
+               (static_cast<double>(r.kv_bytes_before) - static_cast<double>(r.kv_bytes_after)) / mib,
+               r.reserve_bytes / mib);
+  bool uneven = false;
+  for (const auto& layer : r.head_lens) uneven = uneven || *std::min_element(layer.begin(), layer.end()) != *std::max_element(layer.begin(), layer.end());
+  if (!uneven) return;
+  std::fprintf(stderr, "kept rows per layer (min/median/max over kv heads):\n");
+  for (size_t l = 0; l < r.head_lens.size(); ++l) {
+    std::vector<int64_t> lens = r.head_lens[l];
+    std::sort(lens.begin(), lens.end());
+    std::fprintf(stderr, "  layer %2zu: %lld / %lld / %lld\n", l, static_cast<long long>(lens.front()),
+                 static_cast<long long>(lens[lens.size() / 2]), static_cast<long long>(lens.back()));
+  }
+}
 
 }  // namespace
 
@@ -47,10 +70,17 @@ int cmd_generate(const std::vector<std::string>& argv) {
   const int threads = args.get_int("threads", default_threads(), 1, 256);
   const std::string model_path = args.has("model") ? args.get("model") : default_model_path();
 
+  std::unique_ptr<Press> press;
+  if (args.has("press")) {
+    press = make_press(args.get("press"), args.get_double("ratio", 0.5), args.all("press-arg"));
+  } else {
+    check(!args.has("ratio") && !args.has("press-arg"), "--ratio and --press-arg need --press");
+  }
+
   auto backend = make_cpu_backend(threads);
   LoadedModel loaded = load(model_path, *backend, !args.has("no-chat-template"));
   Pipeline pipeline(loaded);
-  const PipelineResult r = pipeline.run(context, args.all("question"), options);
+  const PipelineResult r = pipeline.run(context, args.all("question"), options, press.get());
 
   const double decode_s = r.decode_s();
   const double tok_s = decode_s > 0 ? static_cast<double>(r.decode_tokens()) / decode_s : 0;
@@ -66,12 +96,22 @@ int cmd_generate(const std::vector<std::string>& argv) {
                    {"prefill_tokens_per_s", r.context_tokens / std::max(r.context_prefill_s, 1e-9)},
                    {"decode_s", decode_s},
                    {"decode_tokens_per_s", tok_s},
+                   {"compress_s", r.compress_s},
                    {"threads", threads}};
+    if (press) {
+      j["press"] = {{"name", press->name()}, {"ratio", press->compression_ratio()}, {"params", press->params()}};
+    }
+    j["compression"] = {{"achieved_ratio", r.achieved_ratio},
+                        {"kv_bytes_before", r.kv_bytes_before},
+                        {"kv_bytes_after", r.kv_bytes_after},
+                        {"reserve_bytes", r.reserve_bytes},
+                        {"head_lens", r.head_lens}};
     std::cout << j.dump(2) << "\n";
   } else {
     for (const auto& a : r.answers) {
       std::cout << "Q: " << a.question << "\nA: " << a.text << "\n\n";
     }
+    if (press) print_compression_summary(*press, r);
     std::fprintf(stderr, "context %lld tokens, prefill %.2f s (%.0f tok/s), decode %.1f tok/s, %d threads\n",
                  static_cast<long long>(r.context_tokens), r.context_prefill_s,
                  r.context_tokens / std::max(r.context_prefill_s, 1e-9), tok_s, threads);

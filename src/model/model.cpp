@@ -90,7 +90,7 @@ const Tensor& Model::forward(const int32_t* ids, const int32_t* positions, int64
     }
     be.rope(q_heads, positions, c.rope);
     be.rope(k_heads, positions, c.rope);
-    cache.append(l, k.ptr<float>(), v.ptr<float>(), T);
+    cache.append(l, k.ptr<float>(), v.ptr<float>(), T, positions);
     be.attention(q_heads, cache.view(l), scale, attn_heads);
     if (hook) {
       LayerView view;
@@ -102,6 +102,7 @@ const Tensor& Model::forward(const int32_t* ids, const int32_t* positions, int64
       view.positions = positions;
       view.n_tokens = T;
       view.cache = &cache;
+      view.backend = &be;
       hook->after_attention(view);
     }
     be.matmul(attn, w.wo, proj);

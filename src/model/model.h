@@ -20,8 +20,9 @@ struct LayerView {
   const Tensor* hidden_states = nullptr;  // [T, hidden]: the attention block's normed input
   const Tensor* queries = nullptr;        // [T, n_heads, head_dim], after RoPE
   const int32_t* positions = nullptr;     // [T]
-  int64_t n_tokens = 0;                   // T: the new tokens, the last T rows of each segment
+  int64_t n_tokens = 0;                   // T: the context tokens of this prefill
   KVCache* cache = nullptr;               // keys after RoPE and values of this layer
+  Backend* backend = nullptr;
 };
 
 class LayerHook {

@@ -77,8 +77,31 @@ PromptParts split_prompt(const ChatTemplate& chat, const Tokenizer& tokenizer,
   return parts;
 }
 
+std::vector<int32_t> greedy_answer(Model& model, KVCache& cache, const std::vector<int32_t>& question_ids,
+                                   int64_t first_position, int max_new_tokens,
+                                   const std::function<bool(int32_t)>& is_stop, double* prefill_seconds) {
+  std::vector<int32_t> tokens;
+  if (max_new_tokens <= 0) return tokens;
+  const int64_t n = static_cast<int64_t>(question_ids.size());
+  check(n > 0, "empty question");
+  std::vector<int32_t> positions(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(first_position + i);
+  const auto t0 = std::chrono::steady_clock::now();
+  int32_t next = argmax(model.forward(question_ids.data(), positions.data(), n, cache));
+  if (prefill_seconds) *prefill_seconds = seconds_since(t0);
+  int32_t pos = static_cast<int32_t>(first_position + n);
+  for (int step = 0; step < max_new_tokens; ++step) {
+    tokens.push_back(next);
+    if (step > 0 && is_stop(next)) break;
+    if (step + 1 == max_new_tokens) break;
+    next = argmax(model.forward(&next, &pos, 1, cache));
+    ++pos;
+  }
+  return tokens;
+}
+
 PipelineResult Pipeline::run(const std::string& context, const std::vector<std::string>& questions,
-                             const PipelineOptions& options, LayerHook* hook) {
+                             const PipelineOptions& options, Press* press) {
   Model& model = *m_.model;
   const Tokenizer& tok = *m_.tokenizer;
   const ModelConfig& cfg = model.config();
@@ -109,37 +132,39 @@ PipelineResult Pipeline::run(const std::string& context, const std::vector<std::
   result.context_tokens = T;
   const int64_t reserve = longest_question + options.max_new_tokens;
   KVCache cache = model.make_cache(T + reserve);
+  result.kv_bytes_before = cache.allocated_bytes();
 
   std::vector<int32_t> positions(static_cast<size_t>(std::max(T, longest_question)));
   for (int64_t i = 0; i < T; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(i);
   auto t0 = std::chrono::steady_clock::now();
-  result.kv_bytes_before = cache.allocated_bytes();
-  model.forward(context_ids.data(), positions.data(), T, cache, hook);
+  std::unique_ptr<PressHook> hook;
+  if (press) hook = std::make_unique<PressHook>(*press, reserve);
+  model.forward(context_ids.data(), positions.data(), T, cache, hook.get());
   result.context_prefill_s = seconds_since(t0);
+  result.compress_s = hook ? hook->seconds() : 0;
   result.kv_bytes_after = cache.allocated_bytes();
   result.head_lens = cache.lengths();
+  int64_t kept = 0;
+  for (const auto& layer : result.head_lens) {
+    for (int64_t len : layer) kept += len;
+  }
+  const int64_t rows = T * cfg.n_layers * cfg.n_kv_heads;
+  result.achieved_ratio = 1.0 - static_cast<double>(kept) / static_cast<double>(rows);
+  result.reserve_bytes = static_cast<size_t>(reserve * cfg.n_layers * cfg.n_kv_heads) * 2 *
+                         static_cast<size_t>(cfg.head_dim) * sizeof(float);
   const auto context_lengths = cache.lengths();
+  // kvpress continues positions from the original context length, except after key
+  // re-rotation, where kept keys sit at 0..n_kept-1 (layer 0's length).
+  const int64_t first_position = press && press->rerotates_keys() ? context_lengths[0][0] : T;
 
   for (size_t qi = 0; qi < questions.size(); ++qi) {
     Answer answer;
     answer.question = questions[qi];
     const auto& qids = question_ids[qi];
-    const int64_t n = static_cast<int64_t>(qids.size());
-    // Positions continue from the original (uncompressed) context length.
-    for (int64_t i = 0; i < n; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(T + i);
     t0 = std::chrono::steady_clock::now();
-    int32_t next = argmax(model.forward(qids.data(), positions.data(), n, cache));
-    answer.prefill_s = seconds_since(t0);
-    t0 = std::chrono::steady_clock::now();
-    int32_t pos = static_cast<int32_t>(T + n);
-    for (int step = 0; step < options.max_new_tokens; ++step) {
-      if (tok.is_end_of_generation(next)) break;
-      answer.tokens.push_back(next);
-      if (step + 1 == options.max_new_tokens) break;
-      next = argmax(model.forward(&next, &pos, 1, cache));
-      ++pos;
-    }
-    answer.decode_s = seconds_since(t0);
+    answer.tokens = greedy_answer(model, cache, qids, first_position, options.max_new_tokens,
+                                  [&](int32_t id) { return tok.is_end_of_generation(id); }, &answer.prefill_s);
+    answer.decode_s = seconds_since(t0) - answer.prefill_s;
     answer.text = tok.decode(answer.tokens);
     result.answers.push_back(std::move(answer));
     cache.truncate(context_lengths);

@@ -5,11 +5,13 @@
 // answered greedily, and the cache is truncated back before the next question. New tokens
 // take positions that continue from the original context length.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "model/model.h"
+#include "presses/press.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -46,8 +48,12 @@ struct PipelineResult {
   int64_t context_tokens = 0;
   double context_prefill_s = 0;
   double compress_s = 0;
-  size_t kv_bytes_before = 0;  // allocated cache bytes after the context prefill, before any press
-  size_t kv_bytes_after = 0;   // after compression
+  // Cache bytes allocated for the context plus the question/answer reserve: without the
+  // press (what the uncompressed cache holds) and after compression.
+  size_t kv_bytes_before = 0;
+  size_t kv_bytes_after = 0;
+  size_t reserve_bytes = 0;  // the part of kv_bytes_after that is free reserve rows
+  double achieved_ratio = 0;  // 1 - kept context rows / context rows, over all layers and heads
   std::vector<std::vector<int64_t>> head_lens;  // kept rows per layer and kv head
   int64_t decode_tokens() const;
   double decode_s() const;
@@ -62,12 +68,21 @@ struct PromptParts {
 PromptParts split_prompt(const ChatTemplate& chat, const Tokenizer& tokenizer,
                          const std::string& context);
 
+// Greedy answer to one question on a prefilled (possibly compressed) cache, as kvpress
+// decodes: question ids prefilled at positions first_position.., then up to max_new_tokens
+// argmax tokens; the first is always taken, a later stop token ends the answer (it is kept
+// in the ids, never fed back). The cache is left holding the question and answer rows.
+std::vector<int32_t> greedy_answer(Model& model, KVCache& cache, const std::vector<int32_t>& question_ids,
+                                   int64_t first_position, int max_new_tokens,
+                                   const std::function<bool(int32_t)>& is_stop,
+                                   double* prefill_seconds = nullptr);
+
 class Pipeline {
  public:
   explicit Pipeline(LoadedModel& loaded) : m_(loaded) {}
-  // hook: applied during the context prefill only (nullptr: no compression).
+  // press: applied during the context prefill only (nullptr: no compression).
   PipelineResult run(const std::string& context, const std::vector<std::string>& questions,
-                     const PipelineOptions& options, LayerHook* hook = nullptr);
+                     const PipelineOptions& options, Press* press = nullptr);
 
  private:
   LoadedModel& m_;

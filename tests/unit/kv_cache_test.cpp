@@ -21,7 +21,9 @@ void append_tokens(KVCache& cache, int layer, int64_t first, int64_t T) {
         k[static_cast<size_t>((t * H + h) * D + d)] = value(first + t, h, d, false);
         v[static_cast<size_t>((t * H + h) * D + d)] = value(first + t, h, d, true);
       }
-  cache.append(layer, k.data(), v.data(), T);
+  std::vector<int32_t> pos(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) pos[static_cast<size_t>(t)] = static_cast<int32_t>(first + t);
+  cache.append(layer, k.data(), v.data(), T, pos.data());
 }
 
 float k_at(const KVCache& cache, int layer, int seg, int64_t row, int d) {
@@ -59,7 +61,10 @@ TEST(KVCache, CompactKeepsRowsPerHeadAndFreesMemory) {
   EXPECT_EQ(cache.length(0, 1), 7);
   EXPECT_EQ(cache.length(0, 2), 1);
   for (int h = 0; h < 3; ++h)
-    for (size_t i = 0; i < keep[h].size(); ++i) EXPECT_EQ(k_at(cache, 0, h, static_cast<int64_t>(i), 1), value(keep[h][i], h, 1, false));
+    for (size_t i = 0; i < keep[h].size(); ++i) {
+      EXPECT_EQ(k_at(cache, 0, h, static_cast<int64_t>(i), 1), value(keep[h][i], h, 1, false));
+      EXPECT_EQ(cache.positions(0, h)[i], keep[h][i]);
+    }
   EXPECT_EQ(cache.allocated_bytes(), 2u * (3 + 7 + 1 + 3 * 10) * 4 * sizeof(float));
   EXPECT_LT(cache.allocated_bytes(), before / 2);
 }
@@ -86,11 +91,11 @@ TEST(KVCache, AppendWithinReserveAllocatesNothing) {
 TEST(KVCache, RejectsBadRequests) {
   KVCache cache(1, 2, 4, 4);
   append_tokens(cache, 0, 0, 4);
-  EXPECT_THROW(cache.compact(0, {{1, 0}, {0}}, 0), Error);   // unsorted
+  EXPECT_THROW(cache.compact(0, {{1, 1}, {0}}, 0), Error);   // repeated
   EXPECT_THROW(cache.compact(0, {{0, 9}, {0}}, 0), Error);   // out of range
   EXPECT_THROW(cache.compact(0, {{0}}, 0), Error);           // wrong segment count
   EXPECT_THROW(cache.truncate({{5, 1}}), Error);             // cannot grow
-  EXPECT_THROW(cache.append(3, nullptr, nullptr, 1), Error);
+  EXPECT_THROW(cache.append(3, nullptr, nullptr, 1, nullptr), Error);
 }
 
 }  // namespace kvp

@@ -1,0 +1,43 @@
+// knorm: keys with a small L2 norm draw more attention, so keep the smallest norms.
+#include <cmath>
+
+#include "presses/registry.h"
+
+namespace kvp {
+
+namespace {
+
+class KnormPress : public ScorerPress {
+ public:
+  using ScorerPress::ScorerPress;
+  std::string name() const override { return "knorm"; }
+  nlohmann::json params() const override { return nlohmann::json::object(); }
+
+  Scores score(LayerView& view) override {
+    const KvSegments kv = view.cache->view(view.layer);
+    Scores s{kv.n_segments, kv.len[0], {}};
+    s.values.resize(static_cast<size_t>(s.n_heads * s.n_rows));
+    for (int h = 0; h < s.n_heads; ++h) {
+      for (int64_t j = 0; j < s.n_rows; ++j) {
+        const float* k = kv.k + (kv.offset[h] + j) * kv.head_dim;
+        double sum = 0;
+        for (int d = 0; d < kv.head_dim; ++d) sum += static_cast<double>(k[d]) * k[d];
+        s.at(h, j) = -static_cast<float>(std::sqrt(sum));
+      }
+    }
+    return s;
+  }
+};
+
+}  // namespace
+
+namespace {
+
+const PressRegistration registration(
+    {"knorm", "keep the keys with the smallest L2 norm", {}, [](double ratio, PressArgs&) {
+       return std::make_unique<KnormPress>(ratio);
+     }});
+
+}  // namespace
+
+}  // namespace kvp

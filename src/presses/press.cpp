@@ -1,0 +1,72 @@
+#include "presses/press.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+#include "core/error.h"
+
+namespace kvp {
+
+void check_ratio(double ratio, const std::string& press) {
+  check(std::isfinite(ratio) && ratio >= 0 && ratio < 1,
+        press + ": compression ratio must be in [0, 1), got " + std::to_string(ratio));
+}
+
+int64_t n_kept_for(int64_t n_rows, double ratio) {
+  return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(n_rows) * (1.0 - ratio)));
+}
+
+std::vector<int32_t> top_k(const float* scores, int64_t n, int64_t k) {
+  k = std::min(k, n);
+  std::vector<int32_t> idx(static_cast<size_t>(n));
+  std::iota(idx.begin(), idx.end(), 0);
+  auto better = [&](int32_t a, int32_t b) {
+    return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
+  };
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), better);
+  idx.resize(static_cast<size_t>(k));
+  return idx;
+}
+
+void Press::compress(LayerView& view, int64_t reserve) {
+  KeepPlan keep = plan(view);
+  view.cache->compact(view.layer, keep, reserve);
+}
+
+ScorerPress::ScorerPress(double ratio) : ratio_(ratio) {
+  check_ratio(ratio, "press");
+}
+
+void ScorerPress::set_compression_ratio(double r) {
+  check_ratio(r, name());
+  ratio_ = r;
+}
+
+KeepPlan ScorerPress::plan(LayerView& view) {
+  const int H = view.cache->n_segments();
+  const int64_t n = view.cache->length(view.layer, 0);
+  KeepPlan keep(static_cast<size_t>(H));
+  if (ratio_ == 0) {  // kvpress leaves the cache untouched and scores nothing
+    for (int h = 0; h < H; ++h) {
+      keep[h].resize(static_cast<size_t>(view.cache->length(view.layer, h)));
+      std::iota(keep[h].begin(), keep[h].end(), 0);
+    }
+    return keep;
+  }
+  const Scores s = score(view);
+  check(s.n_heads == H && s.n_rows == n && s.values.size() == static_cast<size_t>(H * n),
+        name() + ": score has the wrong shape");
+  const int64_t k = n_kept_for(n, ratio_);
+  for (int h = 0; h < H; ++h) keep[h] = top_k(s.values.data() + h * n, n, k);
+  return keep;
+}
+
+void PressHook::after_attention(LayerView& view) {
+  const auto t0 = std::chrono::steady_clock::now();
+  press_.compress(view, reserve_);
+  seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace kvp

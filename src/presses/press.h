@@ -1,0 +1,84 @@
+#pragma once
+// Presses decide, right after a layer's attention during the context prefill, which cached
+// rows each kv head keeps; the cache then re-packs them into a smaller allocation.
+//
+// A new press is usually one ScorerPress subclass with one `score` function. Head-wise
+// presses (different budgets per head) are the HeadwisePress family.
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+
+namespace kvp {
+
+// Per (batch 0) kv head: scores[h * n_rows + j] for the layer's cached rows j < n_rows.
+struct Scores {
+  int n_heads = 0;
+  int64_t n_rows = 0;
+  std::vector<float> values;
+  float& at(int h, int64_t j) { return values[static_cast<size_t>(h * n_rows + j)]; }
+  float at(int h, int64_t j) const { return values[static_cast<size_t>(h * n_rows + j)]; }
+};
+
+// Kept rows per kv head, in the order they will sit in the cache.
+using KeepPlan = std::vector<std::vector<int32_t>>;
+
+class Press {
+ public:
+  virtual ~Press() = default;
+  virtual std::string name() const = 0;
+  // The fraction of the context's KV rows this press removes (as configured).
+  virtual double compression_ratio() const = 0;
+  virtual nlohmann::json params() const = 0;
+  // Rows to keep for this layer (called once per layer during the context prefill).
+  virtual KeepPlan plan(LayerView& view) = 0;
+  // Whether the positions of new tokens continue from the compressed length (KeyRerotation)
+  // instead of the original context length.
+  virtual bool rerotates_keys() const { return false; }
+  // Head-wise presses give kv heads different lengths; wrappers that need one length per
+  // layer refuse them.
+  virtual bool is_headwise() const { return false; }
+
+  // Plans, then re-packs the layer, leaving `reserve` free rows per head.
+  void compress(LayerView& view, int64_t reserve);
+};
+
+class ScorerPress : public Press {
+ public:
+  explicit ScorerPress(double ratio);
+  double compression_ratio() const override { return ratio_; }
+  void set_compression_ratio(double r);
+  // Higher = keep. One score per cached row of each kv head of this layer.
+  virtual Scores score(LayerView& view) = 0;
+  // Top n_kept rows per head by score, in descending score order (kvpress's top-k order).
+  KeepPlan plan(LayerView& view) override;
+
+ protected:
+  double ratio_;
+};
+
+// n_kept = max(1, int(T * (1 - ratio))), as kvpress computes it (double, truncation).
+int64_t n_kept_for(int64_t n_rows, double ratio);
+// Indices of the k largest scores of one head, in descending order; ties go to the lower
+// index (a stable rule; torch.topk leaves tie order unspecified).
+std::vector<int32_t> top_k(const float* scores, int64_t n, int64_t k);
+// Validates a compression ratio in [0, 1).
+void check_ratio(double ratio, const std::string& press);
+
+// The hook the model calls after each layer's attention during the context prefill.
+class PressHook : public LayerHook {
+ public:
+  PressHook(Press& press, int64_t reserve) : press_(press), reserve_(reserve) {}
+  void after_attention(LayerView& view) override;
+  double seconds() const { return seconds_; }
+
+ private:
+  Press& press_;
+  int64_t reserve_;
+  double seconds_ = 0;
+};
+
+}  // namespace kvp
