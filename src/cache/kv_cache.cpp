@@ -11,14 +11,21 @@ namespace kvp {
 std::atomic<uint64_t> KVCache::allocations_{0};
 
 KVCache::KVCache(int n_layers, int n_kv_heads, int head_dim, int64_t capacity)
-    : n_segments_(n_kv_heads), head_dim_(head_dim), layers_(static_cast<size_t>(n_layers)) {
+    : n_segments_(n_kv_heads),
+      head_dim_(head_dim),
+      initial_capacity_(capacity),
+      layers_(static_cast<size_t>(std::max(n_layers, 0))) {
   check(n_layers > 0 && n_kv_heads > 0 && head_dim > 0 && capacity >= 0, "invalid KV cache shape");
   for (auto& layer : layers_) {
     layer.offset.assign(static_cast<size_t>(n_segments_), 0);
     layer.len.assign(static_cast<size_t>(n_segments_), 0);
     layer.cap.assign(static_cast<size_t>(n_segments_), 0);
-    reallocate(layer, std::vector<int64_t>(static_cast<size_t>(n_segments_), capacity), nullptr);
   }
+}
+
+size_t KVCache::bytes_for_rows(int64_t rows) const {
+  return 2 * static_cast<size_t>(rows) * layers_.size() * static_cast<size_t>(n_segments_) *
+         static_cast<size_t>(head_dim_) * sizeof(float);
 }
 
 void KVCache::reallocate(Layer& layer, const std::vector<int64_t>& new_cap,
@@ -71,7 +78,8 @@ void KVCache::append(int layer_index, const float* k, const float* v, int64_t T,
   if (full) {
     std::vector<int64_t> cap(layer.cap);
     for (int s = 0; s < n_segments_; ++s) {
-      cap[s] = std::max(layer.len[s] + T, std::max<int64_t>(2 * cap[s], 16));
+      const int64_t grown = layer.total_rows == 0 ? initial_capacity_ : std::max<int64_t>(2 * cap[s], 16);
+      cap[s] = std::max(layer.len[s] + T, grown);
     }
     reallocate(layer, cap, nullptr);
   }

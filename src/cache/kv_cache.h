@@ -15,8 +15,13 @@ namespace kvp {
 
 class KVCache {
  public:
-  // Batch of one; each segment starts with room for capacity rows.
+  // Batch of one; each segment gets room for `capacity` rows when its layer is first
+  // written. Layers are allocated lazily so that, while a press compresses layer by layer
+  // during the prefill, only one uncompressed layer exists at a time (that is what keeps
+  // the process's peak memory down, not only its final size).
   KVCache(int n_layers, int n_kv_heads, int head_dim, int64_t capacity);
+  // Bytes of K and V for `rows` rows in every segment of every layer.
+  size_t bytes_for_rows(int64_t rows) const;
 
   int n_layers() const { return static_cast<int>(layers_.size()); }
   int n_segments() const { return n_segments_; }
@@ -60,6 +65,7 @@ class KVCache {
 
   int n_segments_;
   int head_dim_;
+  int64_t initial_capacity_;
   std::vector<Layer> layers_;
   static std::atomic<uint64_t> allocations_;
 };

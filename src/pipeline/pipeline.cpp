@@ -132,7 +132,7 @@ PipelineResult Pipeline::run(const std::string& context, const std::vector<std::
   result.context_tokens = T;
   const int64_t reserve = longest_question + options.max_new_tokens;
   KVCache cache = model.make_cache(T + reserve);
-  result.kv_bytes_before = cache.allocated_bytes();
+  result.kv_bytes_before = cache.bytes_for_rows(T + reserve);
 
   std::vector<int32_t> positions(static_cast<size_t>(std::max(T, longest_question)));
   for (int64_t i = 0; i < T; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(i);

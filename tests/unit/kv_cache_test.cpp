@@ -35,13 +35,16 @@ float k_at(const KVCache& cache, int layer, int seg, int64_t row, int d) {
 
 TEST(KVCache, AppendLaysOutSegmentsPerHead) {
   KVCache cache(2, 3, 4, 8);
+  EXPECT_EQ(cache.allocated_bytes(), 0u);  // layers are allocated when first written
   append_tokens(cache, 0, 0, 5);
+  append_tokens(cache, 1, 0, 5);
   for (int h = 0; h < 3; ++h) {
     EXPECT_EQ(cache.length(0, h), 5);
-    EXPECT_EQ(cache.length(1, h), 0);
+    EXPECT_EQ(cache.length(1, h), 5);
     for (int64_t t = 0; t < 5; ++t) EXPECT_EQ(k_at(cache, 0, h, t, 2), value(t, h, 2, false));
   }
   EXPECT_EQ(cache.allocated_bytes(), 2u * 2 * 3 * 8 * 4 * sizeof(float));
+  EXPECT_EQ(cache.bytes_for_rows(8), cache.allocated_bytes());
 }
 
 TEST(KVCache, GrowsByDoublingAndKeepsRows) {
