@@ -8,4 +8,5 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 set -x
 "$root/build/kvpress" generate \
   --context "The secret code is 4719. Remember it." \
-  --question "What is the secret code?"
+  --question "What is the secret code?" \
+  --press knorm --ratio 0.25
