@@ -33,6 +33,15 @@ TEST(ThreadPoolFast, CoversEveryIndexOnceManyTimes) {
   }
 }
 
+// Back-to-back jobs of alternating sizes: a late worker must never claim a range of the
+// next job with the previous job's bookkeeping (this once double-ran a range and hung).
+TEST(ThreadPoolFast, AlternatingJobSizes) {
+  for (int threads : {2, 3, 5}) {
+    ThreadPool pool(threads);
+    for (int rep = 0; rep < 3000; ++rep) expect_covers(pool, 2 + rep % 3);
+  }
+}
+
 TEST(ThreadPoolFast, ZeroAndNegativeAreNoOps) {
   ThreadPool pool(2);
   int calls = 0;
