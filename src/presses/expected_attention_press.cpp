@@ -1,0 +1,215 @@
+// expected_attention: score each key by the attention it should receive from future queries,
+// modelled as a Gaussian fitted to the context's pre-RoPE queries and rotated by the average
+// RoPE rotation of the next n_future_positions positions (kvpress's ExpectedAttentionPress).
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/reference.h"
+#include "core/error.h"
+#include "presses/press_util.h"
+
+namespace kvp {
+
+namespace {
+
+class ExpectedAttentionPress : public ScorerPress {
+ public:
+  ExpectedAttentionPress(double ratio, int64_t n_future, int64_t n_sink, bool use_covariance,
+                         bool use_vnorm, double epsilon)
+      : ScorerPress(ratio),
+        n_future_(n_future),
+        n_sink_(n_sink),
+        use_covariance_(use_covariance),
+        use_vnorm_(use_vnorm),
+        epsilon_(epsilon) {
+    check(n_future > 0, "expected_attention: n_future_positions must be > 0");
+    check(n_sink >= 0, "expected_attention: n_sink must be >= 0");
+  }
+  std::string name() const override { return "expected_attention"; }
+  nlohmann::json params() const override {
+    return {{"n_future_positions", n_future_},
+            {"n_sink", n_sink_},
+            {"use_covariance", use_covariance_},
+            {"use_vnorm", use_vnorm_},
+            {"epsilon", epsilon_}};
+  }
+
+  Scores score(LayerView& view) override {
+    const ModelConfig& c = *view.config;
+    const int64_t T = view.n_tokens;  // hidden states: the context (or the chunk)
+    const int64_t n_rows = uniform_length(view, name());
+    check(T > n_sink_ && n_rows > n_sink_,
+          "expected_attention: the context must be longer than n_sink");
+    const int64_t Hq = c.n_heads, H = view.cache->n_segments(), G = Hq / H, D = c.head_dim,
+                  h2 = D / 2;
+    Backend& be = *view.backend;
+
+    // 1. Statistics of the pre-RoPE queries of tokens n_sink..T-1 (population covariance).
+    const int64_t N = T - n_sink_;
+    const Tensor q = prerope_queries(view, n_sink_, T);
+    const float* qp = q.ptr<float>();
+    std::vector<double> mu(static_cast<size_t>(Hq * D), 0.0);
+    for (int64_t t = 0; t < N; ++t)
+      for (int64_t i = 0; i < Hq * D; ++i) mu[static_cast<size_t>(i)] += qp[t * Hq * D + i];
+    std::vector<float> muf(mu.size());
+    for (size_t i = 0; i < mu.size(); ++i)
+      muf[i] = static_cast<float>(mu[i] / static_cast<double>(N));
+    std::vector<float> cov(static_cast<size_t>(use_covariance_ ? Hq * D * D : 0));
+    if (use_covariance_) {
+      Tensor centered_t = Tensor::empty(DType::F32, {D, N});  // (Q - mu)^T of one head
+      Tensor prod = Tensor::empty(DType::F32, {D, D});
+      for (int64_t hq = 0; hq < Hq; ++hq) {
+        float* ct = centered_t.ptr<float>();
+        for (int64_t t = 0; t < N; ++t)
+          for (int64_t i = 0; i < D; ++i)
+            ct[i * N + t] = qp[(t * Hq + hq) * D + i] - muf[static_cast<size_t>(hq * D + i)];
+        be.matmul(centered_t, centered_t, prod);
+        for (int64_t i = 0; i < D * D; ++i)
+          cov[static_cast<size_t>(hq * D * D + i)] = prod.ptr<float>()[i] / static_cast<float>(N);
+      }
+    }
+
+    // 2. The rotation averaged over positions T..T+n_future-1: R = mean_p (cos_p I + sin_p P),
+    // P x = rotate_half(x) = [-x2, x1]. R[i][i] = R[i+h][i+h] = cbar_i, R[i][i+h] = -sbar_i,
+    // R[i+h][i] = sbar_i. cos/sin in float32 as transformers' rotary embedding gives them.
+    std::vector<float> inv(static_cast<size_t>(h2));
+    ref::rope_inv_freq(c.rope, inv.data());
+    std::vector<double> R(static_cast<size_t>(D * D), 0.0);
+    {
+      std::vector<double> cbar(static_cast<size_t>(h2), 0.0), sbar(static_cast<size_t>(h2), 0.0);
+      for (int64_t p = T; p < T + n_future_; ++p) {
+        for (int64_t i = 0; i < h2; ++i) {
+          const float angle = static_cast<float>(p) * inv[static_cast<size_t>(i)];
+          cbar[static_cast<size_t>(i)] += std::cos(angle);
+          sbar[static_cast<size_t>(i)] += std::sin(angle);
+        }
+      }
+      for (int64_t i = 0; i < h2; ++i) {
+        const double cb =
+            static_cast<double>(static_cast<float>(cbar[static_cast<size_t>(i)] / n_future_));
+        const double sb =
+            static_cast<double>(static_cast<float>(sbar[static_cast<size_t>(i)] / n_future_));
+        R[static_cast<size_t>(i * D + i)] = cb;
+        R[static_cast<size_t>((i + h2) * D + i + h2)] = cb;
+        R[static_cast<size_t>(i * D + i + h2)] = -sb;
+        R[static_cast<size_t>((i + h2) * D + i)] = sb;
+      }
+    }
+    // mu' = R mu; cov' = R cov R^T (the averaged R, as kvpress does).
+    std::vector<float> mu_r(static_cast<size_t>(Hq * D)), cov_r(cov.size());
+    std::vector<double> tmp(static_cast<size_t>(D * D));
+    for (int64_t hq = 0; hq < Hq; ++hq) {
+      for (int64_t a = 0; a < D; ++a) {
+        double s = 0;
+        for (int64_t b = 0; b < D; ++b)
+          s += R[static_cast<size_t>(a * D + b)] * muf[static_cast<size_t>(hq * D + b)];
+        mu_r[static_cast<size_t>(hq * D + a)] = static_cast<float>(s);
+      }
+      if (!use_covariance_) continue;
+      const float* cv = cov.data() + hq * D * D;
+      for (int64_t a = 0; a < D; ++a)  // tmp = R cov
+        for (int64_t b = 0; b < D; ++b) {
+          double s = 0;
+          for (int64_t k = 0; k < D; ++k) s += R[static_cast<size_t>(a * D + k)] * cv[k * D + b];
+          tmp[static_cast<size_t>(a * D + b)] = s;
+        }
+      for (int64_t a = 0; a < D; ++a)  // cov' = tmp R^T
+        for (int64_t b = 0; b < D; ++b) {
+          double s = 0;
+          for (int64_t k = 0; k < D; ++k)
+            s += tmp[static_cast<size_t>(a * D + k)] * R[static_cast<size_t>(b * D + k)];
+          cov_r[static_cast<size_t>(hq * D * D + a * D + b)] = static_cast<float>(s);
+        }
+    }
+
+    // 3. Per kv head: z_qj = k_j . mu'_q / sqrt(d) + k_j^T cov'_q k_j / d / 2 over the non-sink
+    // rows, softmax over j, mean over the G query heads, times ||v_j||.
+    const KvSegments kv = view.cache->view(view.layer);
+    const int64_t M = n_rows - n_sink_;
+    const int64_t per_q = use_covariance_ ? 1 + D : 1;
+    Tensor w = Tensor::empty(DType::F32, {G * per_q, D});
+    Tensor y = Tensor::empty(DType::F32, {M, G * per_q});
+    Scores s{static_cast<int>(H), n_rows, std::vector<float>(static_cast<size_t>(H * n_rows), 0.f)};
+    std::vector<float> z(static_cast<size_t>(M)), acc(static_cast<size_t>(M));
+    const float sqrt_d = std::sqrt(static_cast<float>(D));
+    float global_max = -INFINITY;
+    for (int64_t h = 0; h < H; ++h) {
+      float* wp = w.ptr<float>();
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t hq = h * G + g;
+        for (int64_t i = 0; i < D; ++i) wp[g * D + i] = mu_r[static_cast<size_t>(hq * D + i)];
+        if (use_covariance_)
+          for (int64_t i = 0; i < D * D; ++i)
+            wp[G * D + g * D * D + i] = cov_r[static_cast<size_t>(hq * D * D + i)];
+      }
+      // Rows of the layer are only read; Tensor::view wants a mutable pointer.
+      float* kp = const_cast<float*>(kv.k) + (kv.offset[h] + n_sink_) * D;
+      const Tensor keys = Tensor::view(DType::F32, {M, D}, kp);
+      be.matmul(keys, w, y);
+      const float* yp = y.ptr<float>();
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t g = 0; g < G; ++g) {
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < M; ++j) {
+          const float* row = yp + j * G * per_q;
+          float v = row[g] / sqrt_d;
+          if (use_covariance_) {
+            float quad = 0;
+            const float* ck = row + G + g * D;  // (cov' k_j)
+            for (int64_t i = 0; i < D; ++i) quad += kp[j * D + i] * ck[i];
+            v += quad / static_cast<float>(D) / 2.f;
+          }
+          z[static_cast<size_t>(j)] = v;
+          mx = std::max(mx, v);
+        }
+        float sum = 0;
+        for (int64_t j = 0; j < M; ++j) {
+          z[static_cast<size_t>(j)] = std::exp(z[static_cast<size_t>(j)] - mx);
+          sum += z[static_cast<size_t>(j)];
+        }
+        for (int64_t j = 0; j < M; ++j)
+          acc[static_cast<size_t>(j)] += z[static_cast<size_t>(j)] / sum;
+      }
+      const float* vp = kv.v + (kv.offset[h] + n_sink_) * D;
+      for (int64_t j = 0; j < M; ++j) {
+        float v = acc[static_cast<size_t>(j)] / static_cast<float>(G);
+        if (use_vnorm_) {
+          float n2 = 0;
+          for (int64_t i = 0; i < D; ++i) n2 += vp[j * D + i] * vp[j * D + i];
+          v = (v + static_cast<float>(epsilon_)) * std::sqrt(n2);
+        }
+        s.at(static_cast<int>(h), n_sink_ + j) = v;
+        global_max = std::max(global_max, v);
+      }
+    }
+    // 4. The sinks: the global maximum + 1, so they are always kept.
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t j = 0; j < n_sink_; ++j) s.at(static_cast<int>(h), j) = global_max + 1.f;
+    return s;
+  }
+
+ private:
+  int64_t n_future_, n_sink_;
+  bool use_covariance_, use_vnorm_;
+  double epsilon_;
+};
+
+const PressRegistration registration(
+    {"expected_attention",
+     "keep the keys that future queries (a Gaussian fitted to the context's queries, rotated "
+     "to the next positions) are expected to attend to, weighted by the value norm",
+     {{"n_future_positions", "int", "512", "future positions the rotation is averaged over"},
+      {"n_sink", "int", "4", "first tokens always kept and left out of the statistics"},
+      {"use_covariance", "bool", "true", "add the query covariance term"},
+      {"use_vnorm", "bool", "true", "multiply by the value's L2 norm"},
+      {"epsilon", "float", "0", "added to the attention before the value-norm rescaling"}},
+     [](double ratio, PressArgs& a) {
+       return std::make_unique<ExpectedAttentionPress>(
+           ratio, a.get_int("n_future_positions", 512), a.get_int("n_sink", 4),
+           a.get_bool("use_covariance", true), a.get_bool("use_vnorm", true),
+           a.get_double("epsilon", 0.0));
+     }});
+
+}  // namespace
+
+}  // namespace kvp

@@ -1,0 +1,67 @@
+#include "presses/press_util.h"
+
+#include <numeric>
+
+#include "core/error.h"
+
+namespace kvp {
+
+Tensor prerope_queries(const LayerView& view, int64_t begin, int64_t end) {
+  const ModelConfig& c = *view.config;
+  const LayerWeights& w = *view.weights;
+  Backend& be = *view.backend;
+  const int64_t n = end - begin;
+  check(begin >= 0 && n > 0 && end <= view.hidden_states->rows(),
+        "prerope_queries: rows out of range");
+  const int64_t Hq = c.n_heads, D = c.head_dim;
+  // The hidden states are only read; Tensor::view wants a mutable pointer.
+  float* h = const_cast<float*>(view.hidden_states->ptr<float>()) + begin * c.hidden;
+  const Tensor hs = Tensor::view(DType::F32, {n, static_cast<int64_t>(c.hidden)}, h,
+                                 view.hidden_states->device());
+  Tensor q = Tensor::empty(DType::F32, {n, Hq * D});
+  be.matmul(hs, w.wq, q);
+  if (c.qkv_bias) be.add_bias(q, w.bq);
+  if (c.qk_norm) {
+    Tensor rows = q.reshaped({n * Hq, D});
+    be.rms_norm(rows, w.q_norm, c.rms_eps, rows);
+  }
+  return q.reshaped({n, Hq, D});
+}
+
+Tensor dequantized(Backend& backend, const Tensor& weight) {
+  const int64_t rows = weight.rows(), cols = weight.cols();
+  if (weight.dtype() == DType::F32) return weight;
+  std::vector<int32_t> ids(static_cast<size_t>(rows));
+  std::iota(ids.begin(), ids.end(), 0);
+  Tensor out = Tensor::empty(DType::F32, {rows, cols});
+  backend.embed(weight, ids.data(), rows, out);
+  return out;
+}
+
+std::unique_ptr<ScorerPress> make_inner_scorer(const std::string& wrapper, const std::string& inner,
+                                               double ratio, PressArgs& args) {
+  check(!inner.empty(), wrapper + ": needs an inner press (press=NAME)");
+  check(inner != wrapper, wrapper + ": cannot wrap itself");
+  std::unique_ptr<Press> p = make_press(inner, ratio, args);
+  check(!p->is_headwise(), wrapper + ": the inner press '" + inner +
+                               "' is head-wise (kv heads keep different lengths); " + wrapper +
+                               " needs one length per layer");
+  auto* scorer = dynamic_cast<ScorerPress*>(p.get());
+  check(scorer != nullptr,
+        wrapper + ": the inner press '" + inner +
+            "' does not score rows (it must be a scorer press, like snapkv or knorm)");
+  p.release();
+  return std::unique_ptr<ScorerPress>(scorer);
+}
+
+int64_t uniform_length(const LayerView& view, const std::string& press) {
+  const int64_t n = view.cache->length(view.layer, 0);
+  for (int h = 1; h < view.cache->n_segments(); ++h)
+    check(view.cache->length(view.layer, h) == n,
+          press +
+              ": kv heads hold different lengths (after a head-wise press); it needs one length "
+              "per layer");
+  return n;
+}
+
+}  // namespace kvp
