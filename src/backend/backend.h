@@ -56,6 +56,15 @@ class Backend {
   // rows per segment are the new tokens: query t sees rows [0, len - T + t]. q: [T, Hq, D];
   // out: [T, Hq, D]. Query head h reads kv segment h / (Hq / n_segments) (GQA, no repeat).
   virtual void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) = 0;
+
+  // For presses: the causal attention probabilities of q [Tq, Hq, D] over the segments,
+  // summed over the queries and over the Hq / n_segments query heads of each segment.
+  // Queries sit on the last Tq rows of every segment as in attention(): query t sees rows
+  // [0, len - Tq + t] and its softmax (f32) runs over those rows only.
+  // out: [n_segments, L] F32 with L >= every len; out[s, j] = sum over t and the heads of
+  // segment s of p(t, head, j); entries at j >= len[s] are 0.
+  virtual void attention_column_sums(const Tensor& q, const KvSegments& kv, float scale,
+                                     Tensor& out) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads);

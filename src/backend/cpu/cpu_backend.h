@@ -17,6 +17,8 @@ void silu_mul(ThreadPool& pool, Tensor& gate, const Tensor& up);
 void add(ThreadPool& pool, Tensor& y, const Tensor& x);
 void add_bias(ThreadPool& pool, Tensor& y, const Tensor& bias);
 void embed(ThreadPool& pool, const Tensor& table, const int32_t* ids, int64_t n, Tensor& out);
+void attention_column_sums(ThreadPool& pool, const Tensor& q, const KvSegments& kv, float scale,
+                           Tensor& out);  // press_ops_cpu.cpp
 
 class CpuBackend final : public Backend {
  public:
@@ -40,6 +42,10 @@ class CpuBackend final : public Backend {
   }
   void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) override {
     cpu::attention(pool_, q, kv, scale, out);
+  }
+  void attention_column_sums(const Tensor& q, const KvSegments& kv, float scale,
+                             Tensor& out) override {
+    cpu::attention_column_sums(pool_, q, kv, scale, out);
   }
 
  private:

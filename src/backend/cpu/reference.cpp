@@ -298,4 +298,41 @@ void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) 
   }
 }
 
+void attention_column_sums(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) {
+  check_f32(q, "attention_column_sums q");
+  check_f32(out, "attention_column_sums out");
+  check(q.ndim() == 3, "attention_column_sums: q must be [Tq, Hq, D]");
+  const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2);
+  check(D == kv.head_dim, "attention_column_sums: q head_dim differs from the cache's");
+  check(kv.n_segments > 0 && Hq % kv.n_segments == 0,
+        "attention_column_sums: query heads not a multiple of kv heads");
+  check(out.ndim() == 2 && out.dim(0) == kv.n_segments,
+        "attention_column_sums: out must be [n_segments, L]");
+  const int64_t L = out.dim(1), group = Hq / kv.n_segments;
+  std::vector<double> acc(static_cast<size_t>(kv.n_segments * L), 0.0), s;
+  for (int64_t h = 0; h < Hq; ++h) {
+    const int64_t g = h / group;
+    const int64_t len = kv.len[g];
+    check(len >= T && len <= L, "attention_column_sums: segment length out of range");
+    const float* K = kv.k + kv.offset[g] * D;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t n = len - T + t + 1;
+      const float* qv = q.ptr<float>() + (t * Hq + h) * D;
+      s.assign(static_cast<size_t>(n), 0.0);
+      double mx = -INFINITY;
+      for (int64_t j = 0; j < n; ++j) {
+        double d = 0;
+        for (int64_t i = 0; i < D; ++i) d += static_cast<double>(qv[i]) * K[j * D + i];
+        s[static_cast<size_t>(j)] = d * scale;
+        mx = std::max(mx, s[static_cast<size_t>(j)]);
+      }
+      double sum = 0;
+      for (int64_t j = 0; j < n; ++j) sum += std::exp(s[static_cast<size_t>(j)] - mx);
+      for (int64_t j = 0; j < n; ++j)
+        acc[static_cast<size_t>(g * L + j)] += std::exp(s[static_cast<size_t>(j)] - mx) / sum;
+    }
+  }
+  for (size_t i = 0; i < acc.size(); ++i) out.ptr<float>()[i] = static_cast<float>(acc[i]);
+}
+
 }  // namespace kvp::ref

@@ -20,5 +20,7 @@ void add(Tensor& y, const Tensor& x);
 void add_bias(Tensor& y, const Tensor& bias);
 void embed(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out);
 void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out);
+// Backend::attention_column_sums (double accumulation).
+void attention_column_sums(const Tensor& q, const KvSegments& kv, float scale, Tensor& out);
 
 }  // namespace kvp::ref
