@@ -16,6 +16,7 @@
 #   KVP_BENCH_ROUNDS   alternating rounds; the figure is the median over rounds (default 2)
 #   KVP_BENCH_MODEL    GGUF (default: models/SmolLM2-135M-Instruct.Q4_1.gguf, fetched)
 #   KVP_BENCH_BUILD    build directory (default: build-bench)
+#   KVP_BENCH_COMMIT   commit to report (default: git rev-parse HEAD; set it for an export)
 #   KVP_BENCH_WAIT     seconds to wait, at most, for the 1-minute load average to fall to
 #                      KVP_BENCH_MAX_LOAD (default 1.5) before starting (default 0: no wait)
 # Raw JSON of every run goes to out/bench-<date>/ (git-ignored).
@@ -65,7 +66,7 @@ fi
 out="$root/out/bench-$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+commit=${KVP_BENCH_COMMIT:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 dirty=$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null | head -1)
 echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit${dirty:+ (+ uncommitted changes)}, $(nproc) CPUs," \
   "load average $load_start" >&2
