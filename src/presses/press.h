@@ -41,9 +41,14 @@ class Press {
   // Head-wise presses give kv heads different lengths; wrappers that need one length per
   // layer refuse them.
   virtual bool is_headwise() const { return false; }
+  // Whether the press changes the forward pass itself (the hidden states or attention that
+  // later layers see). The eval grid serves every other press from one shared prefill; a
+  // press that answers true gets a prefill of its own there.
+  virtual bool needs_own_prefill() const { return false; }
 
-  // Plans, then re-packs the layer, leaving `reserve` free rows per head.
-  void compress(LayerView& view, int64_t reserve);
+  // Plans, then re-packs the layer, leaving `reserve` free rows per head. Presses that also
+  // change the kept rows (KeyRerotation) or compress in stages (Composed) override it.
+  virtual void compress(LayerView& view, int64_t reserve);
 };
 
 class ScorerPress : public Press {

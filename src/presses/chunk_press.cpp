@@ -1,0 +1,104 @@
+// chunk: the inner press applied to consecutive chunks of the context, each keeping its own
+// share (kvpress's ChunkPress). Like kvpress, the inner press sees each chunk's hidden
+// states, keys and values but the whole context's RoPE tables (spec 3.11): queries of the
+// chunk are rotated as if the chunk ended at the context's last position.
+#include <algorithm>
+
+#include "core/error.h"
+#include "presses/press_util.h"
+
+namespace kvp {
+
+namespace {
+
+class ChunkPress : public Press {
+ public:
+  ChunkPress(double ratio, int64_t chunk_length, std::unique_ptr<ScorerPress> inner)
+      : ratio_(ratio), chunk_(chunk_length), inner_(std::move(inner)) {
+    check_ratio(ratio, "chunk");
+    check(chunk_length > 0, "chunk: chunk_length must be > 0");
+  }
+  std::string name() const override { return "chunk"; }
+  double compression_ratio() const override { return ratio_; }
+  nlohmann::json params() const override {
+    return {{"press", inner_->name()}, {"chunk_length", chunk_}, {"inner", inner_->params()}};
+  }
+
+  KeepPlan plan(LayerView& view) override {
+    const int H = view.cache->n_segments();
+    const int64_t n = uniform_length(view, name());
+    KeepPlan keep(static_cast<size_t>(H));
+    if (ratio_ == 0) {
+      for (auto& k : keep) {
+        k.resize(static_cast<size_t>(n));
+        for (int64_t j = 0; j < n; ++j) k[static_cast<size_t>(j)] = static_cast<int32_t>(j);
+      }
+      return keep;
+    }
+    const int64_t T = view.n_tokens;
+    check(n == T,
+          "chunk: the cache must hold the whole, uncompressed context (use chunk as the first "
+          "stage)");
+    const ModelConfig& c = *view.config;
+    const KvSegments kv = view.cache->view(view.layer);
+    const int64_t D = kv.head_dim, Hq = c.n_heads;
+    for (int64_t start = 0; start < n; start += chunk_) {
+      const int64_t len = std::min(chunk_, n - start);
+      // The chunk's keys and values in a cache of their own (only this layer is allocated).
+      KVCache sub(view.layer + 1, H, static_cast<int>(D), len);
+      std::vector<float> k(static_cast<size_t>(len * H * D)), v(k.size());
+      for (int64_t t = 0; t < len; ++t)
+        for (int h = 0; h < H; ++h) {
+          const int64_t src = (kv.offset[h] + start + t) * D, dst = (t * H + h) * D;
+          std::copy(kv.k + src, kv.k + src + D, k.begin() + dst);
+          std::copy(kv.v + src, kv.v + src + D, v.begin() + dst);
+        }
+      // Positions as kvpress's unchanged position_embeddings give them to a chunk of len
+      // tokens: its last rows take the context's last positions.
+      std::vector<int32_t> pos(static_cast<size_t>(len));
+      for (int64_t t = 0; t < len; ++t)
+        pos[static_cast<size_t>(t)] = static_cast<int32_t>(T - len + t);
+      sub.append(view.layer, k.data(), v.data(), len, pos.data());
+      float* hp = const_cast<float*>(view.hidden_states->ptr<float>()) + start * c.hidden;
+      const Tensor hs = Tensor::view(DType::F32, {len, static_cast<int64_t>(c.hidden)}, hp);
+      LayerView sv = view;
+      sv.hidden_states = &hs;
+      sv.n_tokens = len;
+      sv.positions = pos.data();
+      sv.cache = &sub;
+      Tensor q = prerope_queries(sv, 0, len);
+      view.backend->rope(q, pos.data(), c.rope);
+      check(q.dim(1) == Hq, "chunk: query shape");
+      sv.queries = &q;
+      const Scores s = inner_->score(sv);
+      check(s.n_heads == H && s.n_rows == len, "chunk: the inner score has the wrong shape");
+      const int64_t kept = n_kept_for(len, ratio_);
+      for (int h = 0; h < H; ++h) {
+        for (int32_t j : top_k(s.values.data() + h * len, len, kept))
+          keep[static_cast<size_t>(h)].push_back(static_cast<int32_t>(start + j));
+      }
+    }
+    return keep;
+  }
+
+ private:
+  double ratio_;
+  int64_t chunk_;
+  std::unique_ptr<ScorerPress> inner_;
+};
+
+const PressRegistration registration(
+    {"chunk",
+     "the inner press on consecutive chunks of the context, each keeping its share",
+     {{"press", "press", "snapkv", "the scorer press applied to each chunk"},
+      {"chunk_length", "int", "1024",
+       "tokens per chunk (with snapkv every chunk must exceed its window)"}},
+     [](double ratio, PressArgs& a) {
+       const std::string inner = a.get_string("press", "snapkv");
+       const int64_t c = a.get_int("chunk_length", 1024);
+       return std::make_unique<ChunkPress>(ratio, c, make_inner_scorer("chunk", inner, ratio, a));
+     }});
+
+}  // namespace
+
+}  // namespace kvp

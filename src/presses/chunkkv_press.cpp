@@ -1,0 +1,76 @@
+// chunkkv: keep whole chunks of consecutive tokens, ranked by the inner press's scores summed
+// over kv heads and averaged over the chunk; every kv head keeps the same tokens (kvpress's
+// ChunkKVPress).
+#include <algorithm>
+
+#include "core/error.h"
+#include "presses/press_util.h"
+
+namespace kvp {
+
+namespace {
+
+class ChunkKvPress : public Press {
+ public:
+  ChunkKvPress(double ratio, int64_t chunk_length, std::unique_ptr<ScorerPress> inner)
+      : ratio_(ratio), chunk_(chunk_length), inner_(std::move(inner)) {
+    check_ratio(ratio, "chunkkv");
+    check(chunk_length > 0, "chunkkv: chunk_length must be > 0");
+  }
+  std::string name() const override { return "chunkkv"; }
+  double compression_ratio() const override { return ratio_; }
+  nlohmann::json params() const override {
+    return {{"press", inner_->name()}, {"chunk_length", chunk_}, {"inner", inner_->params()}};
+  }
+
+  KeepPlan plan(LayerView& view) override {
+    const int H = view.cache->n_segments();
+    const int64_t n = uniform_length(view, name());
+    if (ratio_ == 0 || n < chunk_)
+      return inner_->plan(view);  // kvpress delegates to the inner press
+    const Scores s = inner_->score(view);
+    check(s.n_heads == H && s.n_rows == n, "chunkkv: the inner score has the wrong shape");
+    std::vector<float> summed(static_cast<size_t>(n), 0.f);
+    for (int64_t j = 0; j < n; ++j)
+      for (int h = 0; h < H; ++h) summed[static_cast<size_t>(j)] += s.at(h, j);
+    const int64_t n_full = n / chunk_, rem = n % chunk_, n_chunks = n_full + (rem > 0 ? 1 : 0);
+    std::vector<float> chunk_scores(static_cast<size_t>(n_chunks));
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      const int64_t begin = c * chunk_, end = std::min(n, begin + chunk_);
+      float sum = 0;
+      for (int64_t j = begin; j < end; ++j) sum += summed[static_cast<size_t>(j)];
+      chunk_scores[static_cast<size_t>(c)] = sum / static_cast<float>(end - begin);
+    }
+    const int64_t n_kept_chunks =
+        std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(n_chunks) * (1.0 - ratio_)));
+    std::vector<int32_t> chosen = top_k(chunk_scores.data(), n_chunks, n_kept_chunks);
+    std::sort(chosen.begin(), chosen.end());
+    std::vector<int32_t> rows;
+    for (int32_t c : chosen)
+      for (int64_t j = c * chunk_; j < std::min(n, (c + 1) * chunk_); ++j)
+        rows.push_back(static_cast<int32_t>(j));
+    return KeepPlan(static_cast<size_t>(H), rows);
+  }
+
+ private:
+  double ratio_;
+  int64_t chunk_;
+  std::unique_ptr<ScorerPress> inner_;
+};
+
+const PressRegistration registration(
+    {"chunkkv",
+     "keep whole chunks of consecutive tokens ranked by the inner press's mean score (same "
+     "tokens in every kv head)",
+     {{"press", "press", "snapkv", "the scorer press ranking the tokens"},
+      {"chunk_length", "int", "20", "tokens per chunk"}},
+     [](double ratio, PressArgs& a) {
+       const std::string inner = a.get_string("press", "snapkv");
+       const int64_t c = a.get_int("chunk_length", 20);
+       return std::make_unique<ChunkKvPress>(ratio, c,
+                                             make_inner_scorer("chunkkv", inner, ratio, a));
+     }});
+
+}  // namespace
+
+}  // namespace kvp
