@@ -1,0 +1,31 @@
+#pragma once
+// SnapKV's scoring, shared by snapkv, pyramidkv and tova (docs/kvpress-semantics.md 3.4,
+// 3.6, 3.9).
+#include <cstdint>
+#include <vector>
+
+#include "presses/press.h"
+
+namespace kvp {
+
+// The window SnapKV uses on a layer of n_rows cached rows: window_size when
+// n_rows > window_size (kvpress). kvpress.cpp extension: kvpress asserts when the context is
+// not longer than the window; we use max(1, min(window_size, n_kept / 2)) instead, with
+// n_kept = n_kept_for(n_rows, ratio), so short contexts (a chat prompt of a few dozen
+// tokens) still compress and keep their most recent tokens. Also capped at n_queries.
+int64_t snapkv_window(int64_t n_rows, int64_t n_queries, int64_t window_size, double ratio);
+
+// The layer's common row count; throws Error naming `press` when kv heads differ.
+int64_t snapkv_rows(const LayerView& view, const char* press);
+
+// Attention probabilities of the view's last `window` queries (post-RoPE, view.queries) over
+// each kv head's rows, causal inside the window, softmax over all visible rows in f32,
+// summed over the window's queries and the G query heads of each kv head: [H * n_rows].
+std::vector<float> window_attention_sums(LayerView& view, int64_t window);
+
+// SnapKV scores with the given window: mean attention of the window's queries, average-pooled
+// (kernel_size, zero padding counted), averaged over the G query heads; the window's own rows
+// get the global maximum + 1.
+Scores snapkv_scores(LayerView& view, int64_t window, int64_t kernel_size);
+
+}  // namespace kvp
