@@ -66,6 +66,58 @@ inline float hmax(__m512 v) {
   return _mm_cvtss_f32(s);
 }
 
+// s[r, 0:64] = sum_d q[r, d] * kt[d, 0:64] for r < NR (accumulators stay in registers).
+template <int NR>
+void qk_rows(const float* q, int64_t D, const float* kt, float* s) {
+  __m512 acc[NR][4];
+  for (int r = 0; r < NR; ++r)
+    for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < D; ++d) {
+    const float* kd = kt + d * kBK;
+    const __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16), k2 = _mm512_loadu_ps(kd + 32),
+                 k3 = _mm512_loadu_ps(kd + 48);
+    for (int r = 0; r < NR; ++r) {
+      const __m512 qv = _mm512_set1_ps(q[r * D + d]);
+      acc[r][0] = _mm512_fmadd_ps(qv, k0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(qv, k1, acc[r][1]);
+      acc[r][2] = _mm512_fmadd_ps(qv, k2, acc[r][2]);
+      acc[r][3] = _mm512_fmadd_ps(qv, k3, acc[r][3]);
+    }
+  }
+  for (int r = 0; r < NR; ++r)
+    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(s + r * kBK + 16 * c, acc[r][c]);
+}
+
+// o[r, 0:16 ND] += sum_{j < nk} p[r, j] * v[j, 0:16 ND] for r < NR.
+template <int NR, int ND>
+void pv_rows(const float* p, int64_t nk, const float* v, int64_t D, float* o) {
+  __m512 acc[NR][ND];
+  for (int r = 0; r < NR; ++r)
+    for (int c = 0; c < ND; ++c) acc[r][c] = _mm512_loadu_ps(o + r * D + 16 * c);
+  for (int64_t j = 0; j < nk; ++j) {
+    __m512 vv[ND];
+    for (int c = 0; c < ND; ++c) vv[c] = _mm512_loadu_ps(v + j * D + 16 * c);
+    for (int r = 0; r < NR; ++r) {
+      const __m512 pr = _mm512_set1_ps(p[r * kBK + j]);
+      for (int c = 0; c < ND; ++c) acc[r][c] = _mm512_fmadd_ps(pr, vv[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < NR; ++r)
+    for (int c = 0; c < ND; ++c) _mm512_storeu_ps(o + r * D + 16 * c, acc[r][c]);
+}
+
+template <int NR>
+void pv_rows_any(const float* p, int64_t nk, const float* v, int64_t D, float* o) {
+  int64_t d0 = 0;
+  for (; d0 + 64 <= D; d0 += 64) pv_rows<NR, 4>(p, nk, v + d0, D, o + d0);
+  switch ((D - d0) / 16) {
+    case 3: pv_rows<NR, 3>(p, nk, v + d0, D, o + d0); break;
+    case 2: pv_rows<NR, 2>(p, nk, v + d0, D, o + d0); break;
+    case 1: pv_rows<NR, 1>(p, nk, v + d0, D, o + d0); break;
+    default: break;
+  }
+}
+
 // One work item with D % 16 == 0 and kBK == 64.
 void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegments& kv, float scale,
                   const Item& it, Partial& out) {
@@ -107,24 +159,19 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
       }
       }
     }
-    // S = Q Kt, four rows at a time.
+    // S = Q Kt, four rows at a time, then the softmax update row by row.
+    {
+      int64_t i0 = 0;
+      for (; i0 + 4 <= M; i0 += 4) qk_rows<4>(qb.data() + i0 * D, D, kt.data(), s.data() + i0 * kBK);
+      switch (M - i0) {
+        case 3: qk_rows<3>(qb.data() + i0 * D, D, kt.data(), s.data() + i0 * kBK); break;
+        case 2: qk_rows<2>(qb.data() + i0 * D, D, kt.data(), s.data() + i0 * kBK); break;
+        case 1: qk_rows<1>(qb.data() + i0 * D, D, kt.data(), s.data() + i0 * kBK); break;
+        default: break;
+      }
+    }
     for (int64_t i0 = 0; i0 < M; i0 += 4) {
       const int64_t nr = std::min<int64_t>(4, M - i0);
-      __m512 acc[4][4];
-      for (auto& r : acc)
-        for (auto& a : r) a = _mm512_setzero_ps();
-      for (int64_t d = 0; d < D; ++d) {
-        const float* kd = kt.data() + d * kBK;
-        const __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16), k2 = _mm512_loadu_ps(kd + 32),
-                     k3 = _mm512_loadu_ps(kd + 48);
-        for (int64_t r = 0; r < nr; ++r) {
-          const __m512 qv = _mm512_set1_ps(qb[static_cast<size_t>((i0 + r) * D + d)]);
-          acc[r][0] = _mm512_fmadd_ps(qv, k0, acc[r][0]);
-          acc[r][1] = _mm512_fmadd_ps(qv, k1, acc[r][1]);
-          acc[r][2] = _mm512_fmadd_ps(qv, k2, acc[r][2]);
-          acc[r][3] = _mm512_fmadd_ps(qv, k3, acc[r][3]);
-        }
-      }
       const __m512 vs = _mm512_set1_ps(scale);
       const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
       for (int64_t r = 0; r < nr; ++r) {
@@ -137,7 +184,8 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
         for (int c = 0; c < 4; ++c) {
           const __m512 idx = _mm512_add_ps(iota, _mm512_set1_ps(static_cast<float>(16 * c)));
           const __mmask16 ok = _mm512_cmp_ps_mask(idx, visv, _CMP_LT_OQ);
-          const __m512 v = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), ok, _mm512_mul_ps(acc[r][c], vs));
+          const __m512 v =
+              _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), ok, _mm512_mul_ps(_mm512_loadu_ps(srow + 16 * c), vs));
           _mm512_storeu_ps(srow + 16 * c, v);
           mx = _mm512_max_ps(mx, v);
         }
@@ -165,25 +213,15 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
         out.l[static_cast<size_t>(i)] += hsum(sum);
       }
     }
-    // O += P V, four rows and 64 columns of D at a time.
-    for (int64_t i0 = 0; i0 < M; i0 += 4) {
-      const int64_t nr = std::min<int64_t>(4, M - i0);
-      for (int64_t d0 = 0; d0 < D; d0 += 64) {
-        const int nd = static_cast<int>(std::min<int64_t>(64, D - d0) / 16);
-        __m512 acc[4][4];
-        for (int64_t r = 0; r < nr; ++r)
-          for (int c = 0; c < nd; ++c) acc[r][c] = _mm512_loadu_ps(O + (i0 + r) * D + d0 + 16 * c);
-        for (int64_t j = 0; j < nk; ++j) {
-          const float* vr = V + (j0 + j) * D + d0;
-          __m512 vv[4];
-          for (int c = 0; c < nd; ++c) vv[c] = _mm512_loadu_ps(vr + 16 * c);
-          for (int64_t r = 0; r < nr; ++r) {
-            const __m512 p = _mm512_set1_ps(s[static_cast<size_t>((i0 + r) * kBK + j)]);
-            for (int c = 0; c < nd; ++c) acc[r][c] = _mm512_fmadd_ps(p, vv[c], acc[r][c]);
-          }
-        }
-        for (int64_t r = 0; r < nr; ++r)
-          for (int c = 0; c < nd; ++c) _mm512_storeu_ps(O + (i0 + r) * D + d0 + 16 * c, acc[r][c]);
+    // O += P V, four rows at a time.
+    {
+      int64_t i0 = 0;
+      for (; i0 + 4 <= M; i0 += 4) pv_rows_any<4>(s.data() + i0 * kBK, nk, V + j0 * D, D, O + i0 * D);
+      switch (M - i0) {
+        case 3: pv_rows_any<3>(s.data() + i0 * kBK, nk, V + j0 * D, D, O + i0 * D); break;
+        case 2: pv_rows_any<2>(s.data() + i0 * kBK, nk, V + j0 * D, D, O + i0 * D); break;
+        case 1: pv_rows_any<1>(s.data() + i0 * kBK, nk, V + j0 * D, D, O + i0 * D); break;
+        default: break;
       }
     }
   }
