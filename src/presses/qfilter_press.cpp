@@ -1,0 +1,86 @@
+// qfilter: score = -(f . k_j) with one learned filter f per (layer, kv head), applied to the
+// post-RoPE keys (docs/kvpress-semantics.md 3.10). kvpress downloads the filters from the
+// Hugging Face Hub; here they come from a file: raw little-endian float32
+// [n_layers, n_kv_heads, head_dim], in transformers' rotate_half head-dim layout (the layout
+// of our cached keys).
+#include <bit>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "presses/registry.h"
+#include "presses/snapkv_press.h"
+
+namespace kvp {
+
+namespace {
+
+std::vector<float> read_filters(const std::string& path) {
+  check(!path.empty(),
+        "qfilter: needs filters=PATH, a raw little-endian float32 file of "
+        "[n_layers, n_kv_heads, head_dim] filters");
+  std::error_code ec;
+  check(std::filesystem::is_regular_file(path, ec), "qfilter: filters file not found: " + path);
+  std::ifstream in(path, std::ios::binary);
+  check(static_cast<bool>(in), "qfilter: cannot open filters file " + path);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  check(!bytes.empty() && bytes.size() % 4 == 0,
+        "qfilter: filters file " + path + " has " + std::to_string(bytes.size()) +
+            " bytes, not a non-empty whole number of float32 values");
+  std::vector<float> f(bytes.size() / 4);
+  for (size_t i = 0; i < f.size(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, bytes.data() + 4 * i, 4);
+    if constexpr (std::endian::native == std::endian::big) u = __builtin_bswap32(u);
+    std::memcpy(&f[i], &u, 4);
+  }
+  return f;
+}
+
+class QFilterPress : public ScorerPress {
+ public:
+  QFilterPress(double ratio, std::string path)
+      : ScorerPress(ratio), path_(std::move(path)), filters_(read_filters(path_)) {}
+  std::string name() const override { return "qfilter"; }
+  nlohmann::json params() const override { return {{"filters", path_}}; }
+
+  Scores score(LayerView& view) override {
+    const int64_t n = snapkv_rows(view, "qfilter");
+    const KvSegments kv = view.cache->view(view.layer);
+    const int64_t L = view.config->n_layers, H = kv.n_segments, D = kv.head_dim;
+    check(static_cast<int64_t>(filters_.size()) == L * H * D,
+          "qfilter: filters file " + path_ + " holds " + std::to_string(filters_.size()) +
+              " float32 values; this model needs n_layers x n_kv_heads x head_dim = " +
+              std::to_string(L) + " x " + std::to_string(H) + " x " + std::to_string(D) + " = " +
+              std::to_string(L * H * D));
+    Scores s{static_cast<int>(H), n, std::vector<float>(static_cast<size_t>(H * n))};
+    for (int64_t h = 0; h < H; ++h) {
+      const float* f = filters_.data() + (view.layer * H + h) * D;
+      const float* K = kv.k + kv.offset[h] * D;
+      for (int64_t j = 0; j < n; ++j) {
+        double dot = 0;
+        for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(f[d]) * K[j * D + d];
+        s.at(static_cast<int>(h), j) = static_cast<float>(-dot);
+      }
+    }
+    return s;
+  }
+
+ private:
+  std::string path_;
+  std::vector<float> filters_;
+};
+
+const PressRegistration registration(
+    {"qfilter",
+     "keep the keys with the smallest projection on learned per-head filters (from a file)",
+     {{"filters", "string", "",
+       "path of raw little-endian float32 filters [n_layers, n_kv_heads, head_dim] (required)"}},
+     [](double ratio, PressArgs& a) {
+       return std::make_unique<QFilterPress>(ratio, a.get_string("filters", ""));
+     }});
+
+}  // namespace
+
+}  // namespace kvp
