@@ -67,7 +67,7 @@ out="$root/out/bench-$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 commit=${KVP_BENCH_COMMIT:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}
-dirty=$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null | head -1)
+dirty=$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null | head -1 || true)
 echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit${dirty:+ (+ uncommitted changes)}, $(nproc) CPUs," \
   "load average $load_start" >&2
 if above "${load_start%% *}" "$max_load"; then
