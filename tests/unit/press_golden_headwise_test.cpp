@@ -7,8 +7,9 @@ namespace kvp {
 namespace {
 
 void check_cells(const std::string& cell, const std::string& press,
-                 const std::vector<std::string>& args) {
-  for (const char* r : {"0.25", "0.5", "0.75"}) {
+                 const std::vector<std::string>& args,
+                 const std::vector<const char*>& ratios = {"0.25", "0.5", "0.75"}) {
+  for (const char* r : ratios) {
     auto p = make_press(press, std::stod(r), args);
     ASSERT_TRUE(p->is_headwise());
     const auto result = test::check_press_cell(cell + "_" + r, *p);
