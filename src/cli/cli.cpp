@@ -25,6 +25,7 @@ const char* kTopHelp =
     "commands:\n"
     "  generate    answer questions about a context (optionally with a compressed cache)\n"
     "  presses     list the presses and their parameters\n"
+    "  eval        score presses and ratios on long-context tasks (built-in RULER-style or JSONL)\n"
     "  help        show this help, or `kvpress <command> --help` for one command\n\n"
     "The default model is SmolLM2-135M-Instruct (Q4_1 GGUF), fetched by scripts/fetch-model.sh\n"
     "into models/. Any Llama, Mistral, Qwen2 or Qwen3 GGUF file or Hugging Face directory\n"
@@ -80,7 +81,8 @@ int run_cli(int argc, char** argv) {
   try {
     if (command == "generate") return cmd_generate(args);
     if (command == "presses") return cmd_presses(args);
-    const std::string near = closest(command, {"generate", "presses", "help"});
+    if (command == "eval") return cmd_eval(args);
+    const std::string near = closest(command, {"generate", "presses", "eval", "help"});
     throw Error("unknown command '" + command + "'" +
                 (near.empty() ? "" : " (did you mean '" + near + "'?)") + "; see kvpress --help");
   } catch (const Error& e) {

@@ -7,6 +7,7 @@ namespace kvp {
 
 int cmd_generate(const std::vector<std::string>& args);
 int cmd_presses(const std::vector<std::string>& args);
+int cmd_eval(const std::vector<std::string>& args);
 
 // Shared helpers for commands.
 std::string default_model_path();

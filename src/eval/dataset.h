@@ -1,0 +1,37 @@
+#pragma once
+// Evaluation rows (a context, one question, its reference answers) from the built-in
+// RULER-style generator or a JSONL file, and RULER's string-match scoring.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvp {
+
+struct EvalRow {
+  std::string task;
+  std::string context;
+  std::string question;
+  std::string answer_prefix;
+  std::vector<std::string> answers;
+  int max_new_tokens = 0;  // 0: the run's default
+  // "all": the fraction of references found (RULER's string_match_all); "any": 1 when any
+  // reference is found (string_match_part, for qa-style rows).
+  std::string metric = "all";
+  int64_t line = 0;  // 1-based JSONL line, 0 for generated rows
+};
+
+// Score of one answer in [0, 1]: references found case-insensitively as substrings.
+double score_answer(const std::string& answer, const std::vector<std::string>& references,
+                    const std::string& metric);
+
+// Reads a JSONL file: one object per non-blank line with "context", "question", "answers"
+// (a non-empty list of strings) and optionally "answer_prefix", "task" (default "jsonl"),
+// "max_new_tokens" (positive integer), "metric" ("all" or "any"; default "any" for tasks
+// whose name starts with "qa", else "all"). Throws Error naming the first bad line.
+std::vector<EvalRow> load_jsonl(const std::string& path);
+std::vector<EvalRow> parse_jsonl(const std::string& text, const std::string& source);
+
+// A stable 64-bit FNV-1a hash, as hex, for resumable result keys.
+std::string stable_hash(const std::string& text);
+
+}  // namespace kvp

@@ -1,0 +1,158 @@
+#include "eval/grid.h"
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+
+#include "core/error.h"
+
+namespace kvp {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+struct Cell {
+  Press* press = nullptr;
+  KVCache* cache = nullptr;
+  double compress_s = 0;
+};
+
+// After each layer's attention: copy the layer's T fresh rows out of the shared (full) cache
+// into every cell's cache, then let the cell's press compress its own copy.
+class GridHook : public LayerHook {
+ public:
+  GridHook(std::vector<Cell>& cells, int64_t reserve) : cells_(cells), reserve_(reserve) {}
+
+  void after_attention(LayerView& view) override {
+    const KvSegments full = view.cache->view(view.layer);
+    const int64_t T = view.n_tokens;
+    const int S = full.n_segments, D = full.head_dim;
+    const size_t row = static_cast<size_t>(D);
+    k_.resize(static_cast<size_t>(T) * S * row);
+    v_.resize(k_.size());
+    for (int s = 0; s < S; ++s) {
+      check(full.len[s] == T, "eval grid: the shared cache must hold only this context");
+      for (int64_t t = 0; t < T; ++t) {
+        const size_t src = static_cast<size_t>(full.offset[s] + t) * row;
+        const size_t dst = (static_cast<size_t>(t) * S + static_cast<size_t>(s)) * row;
+        std::copy(full.k + src, full.k + src + row, k_.data() + dst);
+        std::copy(full.v + src, full.v + src + row, v_.data() + dst);
+      }
+    }
+    for (Cell& c : cells_) {
+      const auto t0 = std::chrono::steady_clock::now();
+      c.cache->append(view.layer, k_.data(), v_.data(), T, view.positions);
+      LayerView own = view;
+      own.cache = c.cache;
+      c.press->compress(own, reserve_);
+      c.compress_s += seconds_since(t0);
+    }
+  }
+
+ private:
+  std::vector<Cell>& cells_;
+  int64_t reserve_;
+  std::vector<float> k_, v_;
+};
+
+std::vector<int32_t> encode_context(const LoadedModel& m, const std::string& context) {
+  const PromptParts parts = split_prompt(m.chat, *m.tokenizer, context);
+  return m.tokenizer->encode(parts.context, true, m.chat.format() == ChatFormat::NONE);
+}
+
+}  // namespace
+
+int64_t context_token_count(const LoadedModel& loaded, const std::string& context) {
+  return static_cast<int64_t>(encode_context(loaded, context).size());
+}
+
+GridContextResult run_grid_context(LoadedModel& loaded, const std::string& context,
+                                   const std::vector<GridQuestion>& questions,
+                                   const std::vector<Press*>& cells) {
+  Model& model = *loaded.model;
+  const Tokenizer& tok = *loaded.tokenizer;
+  const ModelConfig& cfg = model.config();
+  check(!context.empty(), "the context is empty");
+  check(!questions.empty(), "no question given");
+
+  // Token ids exactly as Pipeline::run builds them.
+  const PromptParts parts = split_prompt(loaded.chat, tok, context);
+  const std::vector<int32_t> context_ids =
+      tok.encode(parts.context, true, loaded.chat.format() == ChatFormat::NONE);
+  const int64_t T = static_cast<int64_t>(context_ids.size());
+  check(T > 0, "the context is empty after tokenisation");
+  std::vector<std::vector<int32_t>> question_ids;
+  int64_t reserve = 0;
+  for (const auto& q : questions) {
+    check(q.max_new_tokens >= 0, "max_new_tokens must be >= 0");
+    question_ids.push_back(
+        tok.encode(q.question + parts.question_suffix + q.answer_prefix, true, false));
+    reserve = std::max<int64_t>(
+        reserve, static_cast<int64_t>(question_ids.back().size()) + q.max_new_tokens);
+  }
+  check(T + reserve <= cfg.max_positions,
+        "context (" + std::to_string(T) + " tokens) + question and answer (" +
+            std::to_string(reserve) + ") exceed the model's maximum of " +
+            std::to_string(cfg.max_positions) + " positions");
+
+  GridContextResult result;
+  result.context_tokens = T;
+  result.cells.resize(cells.size());
+  std::vector<int32_t> positions(static_cast<size_t>(T));
+  for (int64_t i = 0; i < T; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+
+  // Caches: the shared one (baseline) and one per press cell.
+  KVCache full = model.make_cache(T + reserve);
+  std::vector<std::unique_ptr<KVCache>> own(cells.size());
+  std::vector<Cell> shared;  // cells served by the shared prefill
+  for (size_t i = 0; i < cells.size(); ++i) {
+    if (!cells[i]) continue;
+    own[i] = std::make_unique<KVCache>(model.make_cache(T + reserve));
+    if (cells[i]->needs_own_prefill()) continue;
+    shared.push_back({cells[i], own[i].get(), 0});
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  GridHook hook(shared, reserve);
+  model.forward(context_ids.data(), positions.data(), T, full, shared.empty() ? nullptr : &hook);
+  result.prefill_s = seconds_since(t0);
+  for (size_t i = 0, j = 0; i < cells.size(); ++i) {
+    if (!cells[i] || cells[i]->needs_own_prefill()) continue;
+    result.cells[i].compress_s = shared[j++].compress_s;
+  }
+
+  const auto is_stop = [&](int32_t id) { return tok.is_end_of_generation(id); };
+  for (size_t i = 0; i < cells.size(); ++i) {
+    Press* press = cells[i];
+    KVCache& cache = press ? *own[i] : full;
+    GridCellAnswers& out = result.cells[i];
+    if (press && press->needs_own_prefill()) {  // the press's own forward pass
+      out.own_prefill = true;
+      t0 = std::chrono::steady_clock::now();
+      PressHook own_hook(*press, reserve);
+      model.forward(context_ids.data(), positions.data(), T, cache, &own_hook);
+      out.compress_s = own_hook.seconds();
+      result.prefill_s += seconds_since(t0);
+    }
+    const auto lengths = cache.lengths();
+    for (const auto& layer : lengths) {
+      for (int64_t len : layer) out.kept_rows += len;
+    }
+    // As Pipeline::run: positions continue from T, or from the kept length after re-rotation.
+    const int64_t first_position = press && press->rerotates_keys() ? lengths[0][0] : T;
+    t0 = std::chrono::steady_clock::now();
+    for (size_t q = 0; q < questions.size(); ++q) {
+      const auto ids = greedy_answer(model, cache, question_ids[q], first_position,
+                                     questions[q].max_new_tokens, is_stop);
+      out.answers.push_back(tok.decode(ids));
+      cache.truncate(lengths);
+    }
+    out.decode_s = seconds_since(t0);
+    if (press) own[i].reset();  // free the cell's cache as soon as it has answered
+  }
+  return result;
+}
+
+}  // namespace kvp
