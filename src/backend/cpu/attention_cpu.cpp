@@ -37,26 +37,6 @@ struct Partial {
 
 #if defined(__AVX512F__)
 
-// e^x for x <= 0 (softmax arguments), about 2 ulp; x = -inf gives 0.
-inline __m512 exp_neg(__m512 x) {
-  const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
-  const __mmask16 dead = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
-  r = _mm512_fnmadd_ps(n, ln2_lo, r);
-  // e^r on |r| <= ln2 / 2: degree-6 Taylor (error < 2e-7 relative)
-  __m512 p = _mm512_set1_ps(1.f / 720.f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~dead), _mm512_scalef_ps(p, n));
-}
-
 inline float hmax(__m512 v) {
   v = _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
   v = _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
@@ -206,7 +186,7 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
         const __m512 vm = _mm512_set1_ps(m);
         __m512 sum = _mm512_setzero_ps();
         for (int c = 0; c < 4; ++c) {
-          const __m512 p = exp_neg(_mm512_sub_ps(_mm512_loadu_ps(srow + 16 * c), vm));
+          const __m512 p = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(srow + 16 * c), vm));
           _mm512_storeu_ps(srow + 16 * c, p);
           sum = _mm512_add_ps(sum, p);
         }

@@ -122,7 +122,17 @@ void silu_mul(ThreadPool& pool, Tensor& gate, const Tensor& up) {
   constexpr int64_t kChunk = 4096;
   for_rows(pool, (n + kChunk - 1) / kChunk, kChunk, [&](int64_t c0, int64_t c1) {
     const int64_t e = std::min(n, c1 * kChunk);
-    for (int64_t i = c0 * kChunk; i < e; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    int64_t i = c0 * kChunk;
+#if defined(__AVX512F__)
+    // silu(g) * u = g / (1 + e^-g) * u, in PyTorch's order (division, then product)
+    const __m512 one = _mm512_set1_ps(1.f);
+    for (; i + 16 <= e; i += 16) {
+      const __m512 x = _mm512_loadu_ps(g + i);
+      const __m512 den = _mm512_add_ps(one, exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), x)));
+      _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_div_ps(x, den), _mm512_loadu_ps(u + i)));
+    }
+#endif
+    for (; i < e; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
   });
 }
 
