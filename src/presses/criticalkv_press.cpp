@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "presses/press_util.h"
+#include "presses/value_norms.h"
 
 namespace kvp {
 
@@ -39,7 +40,7 @@ class CriticalKvPress : public ScorerPress {
     int64_t budget =
         static_cast<int64_t>((1.0 - ratio_) * static_cast<double>(n) * first_stage_ratio_);
     if (first_stage_ratio_ > 0 && ratio_ < 1) budget = std::max<int64_t>(budget, 1);
-    const std::vector<float> vnorm = projected_value_norms(view, n);
+    const std::vector<float> vnorm = output_value_norms(view).values;
     for (int h = 0; h < H; ++h) {
       const std::vector<int32_t> first = top_k(s.values.data() + h * n, n, budget);
       for (int64_t j = 0; j < n; ++j)
@@ -51,37 +52,6 @@ class CriticalKvPress : public ScorerPress {
   }
 
  private:
-  // [H, n]: mean over the G query heads of kv head h of ||v_j W_o^(q)||_1, where W_o^(q) is
-  // head q's slice of o_proj (columns q*d .. q*d+d-1), without bias.
-  static std::vector<float> projected_value_norms(LayerView& view, int64_t n) {
-    const ModelConfig& c = *view.config;
-    Backend& be = *view.backend;
-    const int64_t Hq = c.n_heads, D = c.head_dim, hidden = c.hidden;
-    const KvSegments kv = view.cache->view(view.layer);
-    const int64_t H = kv.n_segments, G = Hq / H;
-    const Tensor wo = dequantized(be, view.weights->wo);  // [hidden, Hq * D]
-    check(wo.rows() == hidden && wo.cols() == Hq * D, "criticalkv: unexpected o_proj shape");
-    Tensor slice = Tensor::empty(DType::F32, {hidden, D});
-    Tensor out = Tensor::empty(DType::F32, {n, hidden});
-    std::vector<float> norms(static_cast<size_t>(H * n), 0.f);
-    for (int64_t q = 0; q < Hq; ++q) {
-      const int64_t h = q / G;
-      for (int64_t o = 0; o < hidden; ++o)
-        std::copy(wo.ptr<float>() + o * Hq * D + q * D, wo.ptr<float>() + o * Hq * D + (q + 1) * D,
-                  slice.ptr<float>() + o * D);
-      const Tensor values =
-          Tensor::view(DType::F32, {n, D}, const_cast<float*>(kv.v) + kv.offset[h] * D);
-      be.matmul(values, slice, out);
-      for (int64_t j = 0; j < n; ++j) {
-        float l1 = 0;
-        for (int64_t o = 0; o < hidden; ++o) l1 += std::fabs(out.ptr<float>()[j * hidden + o]);
-        norms[static_cast<size_t>(h * n + j)] += l1;
-      }
-    }
-    for (float& x : norms) x /= static_cast<float>(G);
-    return norms;
-  }
-
   double epsilon_, first_stage_ratio_;
   std::unique_ptr<ScorerPress> inner_;
 };
