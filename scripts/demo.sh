@@ -9,4 +9,4 @@ set -x
 "$root/build/kvpress" generate \
   --context "The secret code is 4719. Remember it." \
   --question "What is the secret code?" \
-  --press knorm --ratio 0.25
+  --press snapkv --ratio 0.25
