@@ -353,7 +353,10 @@ bool gemv_needs_block_sums(DType t) { return t == DType::Q4_0 || t == DType::Q4_
 void gemv(DType t, const uint8_t* w, size_t rb, int64_t n_rows, int64_t K, const float* x, const float* xsum,
           float* y) {
 #if defined(__AVX512F__)
-  constexpr int R = 4;
+#ifndef KVP_GEMV_R
+#define KVP_GEMV_R 4
+#endif
+  constexpr int R = KVP_GEMV_R;  // rows per kernel call: each load of x serves R rows
   int64_t r = 0;
   const int64_t nb = K / 32;
   switch (t) {
@@ -362,17 +365,17 @@ void gemv(DType t, const uint8_t* w, size_t rb, int64_t n_rows, int64_t K, const
   for (; r < n_rows; ++r) call1;                                            \
   return;
     case DType::Q4_1:
-      KVP_GEMV_ROWS(gemv_q4_1<4>(w + r * rb, rb, nb, x, xsum, y + r), gemv_q4_1<1>(w + r * rb, rb, nb, x, xsum, y + r))
+      KVP_GEMV_ROWS(gemv_q4_1<R>(w + r * rb, rb, nb, x, xsum, y + r), gemv_q4_1<1>(w + r * rb, rb, nb, x, xsum, y + r))
     case DType::Q4_0:
-      KVP_GEMV_ROWS(gemv_q4_0<4>(w + r * rb, rb, nb, x, xsum, y + r), gemv_q4_0<1>(w + r * rb, rb, nb, x, xsum, y + r))
+      KVP_GEMV_ROWS(gemv_q4_0<R>(w + r * rb, rb, nb, x, xsum, y + r), gemv_q4_0<1>(w + r * rb, rb, nb, x, xsum, y + r))
     case DType::Q8_0:
-      KVP_GEMV_ROWS(gemv_q8_0<4>(w + r * rb, rb, nb, x, xsum, y + r), gemv_q8_0<1>(w + r * rb, rb, nb, x, xsum, y + r))
+      KVP_GEMV_ROWS(gemv_q8_0<R>(w + r * rb, rb, nb, x, xsum, y + r), gemv_q8_0<1>(w + r * rb, rb, nb, x, xsum, y + r))
     case DType::F16:
-      KVP_GEMV_ROWS(gemv_f16<4>(w + r * rb, rb, K, x, y + r), gemv_f16<1>(w + r * rb, rb, K, x, y + r))
+      KVP_GEMV_ROWS(gemv_f16<R>(w + r * rb, rb, K, x, y + r), gemv_f16<1>(w + r * rb, rb, K, x, y + r))
     case DType::BF16:
-      KVP_GEMV_ROWS(gemv_bf16<4>(w + r * rb, rb, K, x, y + r), gemv_bf16<1>(w + r * rb, rb, K, x, y + r))
+      KVP_GEMV_ROWS(gemv_bf16<R>(w + r * rb, rb, K, x, y + r), gemv_bf16<1>(w + r * rb, rb, K, x, y + r))
     case DType::F32:
-      KVP_GEMV_ROWS(gemv_f32<4>(w + r * rb, rb, K, x, y + r), gemv_f32<1>(w + r * rb, rb, K, x, y + r))
+      KVP_GEMV_ROWS(gemv_f32<R>(w + r * rb, rb, K, x, y + r), gemv_f32<1>(w + r * rb, rb, K, x, y + r))
 #undef KVP_GEMV_ROWS
     default:
       break;
