@@ -5,6 +5,15 @@
 // weights, 96 MB that do not fit in cache, plus the Q8_0 output head) as tokens/s.
 //
 //   build-cpu/bench/ops_bench [--reps N] [--threads 1,2] [--quick]
+//
+// Built by hand against llama.cpp's ggml (its headers and libggml-cpu / libggml-base), it
+// also compares the matrix-vector kernels with ggml's on the same weights, single thread,
+// hot cache (ggml quantises x to 8 bits and uses integer dot products; we compute in f32):
+//   g++ -std=c++20 -O2 -march=native -Isrc -I$LLAMA/ggml/include bench/ops_bench.cpp
+//       build-cpu/libkvp_backend_cpu.a build-cpu/libkvp_core.a -L$LLAMA/build/bin
+//       -lggml-cpu -lggml-base -lpthread -Wl,-rpath,$LLAMA/build/bin -o /tmp/ops_bench_ggml
+// (one command; $LLAMA a llama.cpp checkout built with cmake, e.g. the vendor/llama.cpp of
+// the llama-cpp-python sdist).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -16,6 +25,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/quant.h"
 #include "core/half.h"
 #include "core/tensor.h"
 
@@ -83,6 +93,55 @@ double median_us(int reps, const Fn& fn) {
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }
+
+#if __has_include("ggml-cpu.h")
+#include "ggml-cpu.h"
+#include "ggml.h"
+#define KVP_HAVE_GGML 1
+
+void compare_with_ggml() {
+  ggml_cpu_init();
+  struct Case {
+    int64_t N, K;
+    DType t;
+    ggml_type gt;
+  };
+  std::printf("\nmatrix-vector kernels vs ggml (1 thread, hot cache, best of 2000)\n");
+  for (const Case& c : {Case{576, 576, DType::Q4_1, GGML_TYPE_Q4_1}, Case{1536, 576, DType::Q4_1, GGML_TYPE_Q4_1},
+                        Case{576, 1536, DType::Q4_1, GGML_TYPE_Q4_1}, Case{1536, 576, DType::Q8_0, GGML_TYPE_Q8_0},
+                        Case{4096, 576, DType::Q8_0, GGML_TYPE_Q8_0}}) {
+    Tensor w = random_weight(c.t, c.N, c.K);
+    Tensor x = random_x(1, c.K);
+    std::vector<float> y1(static_cast<size_t>(c.N)), y2(static_cast<size_t>(c.N)), xs(static_cast<size_t>(c.K / 32));
+    const auto* tr = ggml_get_type_traits_cpu(c.gt);
+    const auto* trq = ggml_get_type_traits_cpu(tr->vec_dot_type);
+    std::vector<uint8_t> qx(ggml_row_size(tr->vec_dot_type, c.K));
+    const auto* wp = static_cast<const uint8_t*>(w.data());
+    const size_t rb = w.row_bytes();
+    double best_k = 1e30, best_g = 1e30;
+    for (int rep = 0; rep < 2000; ++rep) {
+      const double t0 = now_us();
+      kvp::cpu::block_sums32(x.ptr<float>(), c.K, xs.data());
+      kvp::cpu::gemv(c.t, wp, rb, c.N, c.K, x.ptr<float>(), xs.data(), y1.data());
+      const double t1 = now_us();
+      trq->from_float(x.ptr<float>(), qx.data(), c.K);
+      for (int64_t r = 0; r < c.N; ++r)
+        tr->vec_dot(static_cast<int>(c.K), &y2[static_cast<size_t>(r)], 0, wp + static_cast<size_t>(r) * rb, 0, qx.data(), 0, 1);
+      const double t2 = now_us();
+      best_k = std::min(best_k, t1 - t0);
+      best_g = std::min(best_g, t2 - t1);
+    }
+    double diff = 0, big = 0;
+    for (size_t r = 0; r < y1.size(); ++r) {
+      diff = std::max(diff, static_cast<double>(std::fabs(y1[r] - y2[r])));
+      big = std::max(big, static_cast<double>(std::fabs(y1[r])));
+    }
+    std::printf("%-5s %5lld x %-5lld  ours %7.1f us  ggml %7.1f us  ours/ggml speed %.2f  max|ours - ggml| %.1e (max|y| %.2f)\n",
+                kvp::dtype_name(c.t).c_str(), static_cast<long long>(c.N), static_cast<long long>(c.K), best_k, best_g,
+                best_g / best_k, diff, big);
+  }
+}
+#endif
 
 }  // namespace
 
@@ -201,5 +260,8 @@ int main(int argc, char** argv) {
     std::printf("threads %d: %.0f us per token (%.1f tokens/s), %.1f GB/s\n", nt, us, 1e6 / us,
                 static_cast<double>(bytes) / (us * 1e3));
   }
+#ifdef KVP_HAVE_GGML
+  compare_with_ggml();
+#endif
   return 0;
 }

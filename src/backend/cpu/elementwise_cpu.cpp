@@ -174,8 +174,12 @@ void embed(ThreadPool& pool, const Tensor& table, const int32_t* ids, int64_t n,
     check(ids[t] >= 0 && ids[t] < V, "embed: token id " + std::to_string(ids[t]) + " out of range [0, " +
                                          std::to_string(V) + ")");
   float* o = out.ptr<float>();
+  // Row addresses by hand: Tensor::row_ptr recomputes (and checks) the row size every call.
+  const auto* base = static_cast<const uint8_t*>(table.data());
+  const size_t rb = table.row_bytes();
   for_rows(pool, n, D, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) dequantize_row(table.dtype(), table.row_ptr(ids[t]), o + t * D, D);
+    for (int64_t t = t0; t < t1; ++t)
+      dequantize_row(table.dtype(), base + static_cast<size_t>(ids[t]) * rb, o + t * D, D);
   });
 }
 

@@ -116,10 +116,14 @@ constexpr auto kKernels = make_kernels(std::make_integer_sequence<int, kMR>{}); 
 void pack_tile(const Tensor& w, int64_t o0, int64_t rows, std::vector<float>& tmp, float* buf) {
   const int64_t K = w.cols();
   const int64_t panels = (rows + kPanel - 1) / kPanel;
+  // Row addresses by hand: Tensor::row_ptr recomputes (and checks) the row size every call.
+  const auto* base = static_cast<const uint8_t*>(w.data());
+  const size_t rb = w.row_bytes();
   if (tmp.size() < static_cast<size_t>(kPanel * K)) tmp.resize(static_cast<size_t>(kPanel * K));
   for (int64_t p = 0; p < panels; ++p) {
     const int64_t r0 = p * kPanel, nr = std::min(kPanel, rows - r0);
-    for (int64_t r = 0; r < nr; ++r) dequantize_row(w.dtype(), w.row_ptr(o0 + r0 + r), tmp.data() + r * K, K);
+    for (int64_t r = 0; r < nr; ++r)
+      dequantize_row(w.dtype(), base + static_cast<size_t>(o0 + r0 + r) * rb, tmp.data() + r * K, K);
     if (nr < kPanel) std::memset(tmp.data() + nr * K, 0, static_cast<size_t>((kPanel - nr) * K) * sizeof(float));
     float* dst = buf + p * K * kPanel;
     int64_t k = 0;
