@@ -42,8 +42,10 @@ size_t block_bytes(DType t) {
 
 size_t row_bytes(DType t, int64_t n) {
   const int64_t be = static_cast<int64_t>(block_elements(t));
-  check(n >= 0 && n % be == 0, "row of " + std::to_string(n) + " elements is not a multiple of the " +
-                                   dtype_name(t) + " block size " + std::to_string(be));
+  if (n < 0 || n % be != 0) {  // no message built on the hot path
+    throw Error("row of " + std::to_string(n) + " elements is not a multiple of the " + dtype_name(t) +
+                " block size " + std::to_string(be));
+  }
   return static_cast<size_t>(n / be) * block_bytes(t);
 }
 

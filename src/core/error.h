@@ -12,6 +12,8 @@ class Error : public std::runtime_error {
 };
 
 // Throws Error(message) when condition is false. Used by parsers on every length and offset.
+// The message is built by the caller even when the check passes: keep check() off hot loops
+// (or test the condition first there).
 inline void check(bool condition, const std::string& message) {
   if (!condition) throw Error(message);
 }
