@@ -1,32 +1,24 @@
 // The command line end to end, in process: answers, JSON shape, and clear errors with a
 // non-zero exit for bad input.
+#include "cli/cli.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "cli/cli.h"
+#include "support/cli_runner.h"
 #include "support/test_paths.h"
 
 namespace kvp {
 
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
+using test::CliRun;
 
 CliRun run(std::vector<std::string> args) {
-  args.insert(args.begin(), "kvpress");
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  testing::internal::CaptureStdout();
-  testing::internal::CaptureStderr();
-  const int code = run_cli(static_cast<int>(argv.size()), argv.data());
-  CliRun r{code, testing::internal::GetCapturedStdout(), testing::internal::GetCapturedStderr()};
-  return r;
+  return test::run_kvpress(std::move(args));
 }
 
 std::string temp_file(const std::string& name, const std::string& bytes) {
@@ -74,22 +66,26 @@ TEST(Cli, MissingArguments) {
 }
 
 TEST(Cli, MissingAndCorruptModels) {
-  expect_error(run({"generate", "--model", "/nonexistent/model.gguf", "--context", "c", "--question", "q"}),
-               "/nonexistent/model.gguf");
-  expect_error(run({"generate", "--model", temp_file("garbage.gguf", "this is not a model"), "--context",
-                    "c", "--question", "q"}),
+  expect_error(
+      run({"generate", "--model", "/nonexistent/model.gguf", "--context", "c", "--question", "q"}),
+      "/nonexistent/model.gguf");
+  expect_error(run({"generate", "--model", temp_file("garbage.gguf", "this is not a model"),
+                    "--context", "c", "--question", "q"}),
                "garbage.gguf");
   // A directory without config.json.
   const auto dir = std::filesystem::temp_directory_path() / "kvp_cli_test_empty_dir";
   std::filesystem::create_directories(dir);
-  expect_error(run({"generate", "--model", dir.string(), "--context", "c", "--question", "q"}), "config.json");
+  expect_error(run({"generate", "--model", dir.string(), "--context", "c", "--question", "q"}),
+               "config.json");
 }
 
 TEST(Cli, TruncatedDefaultModel) {
   KVP_REQUIRE_DEFAULT_MODEL();
   // The header and part of the tensor data: every tensor must be found out of bounds.
-  const std::string path = temp_file("truncated.gguf", read_prefix(test::default_model_path(), 4 << 20));
-  expect_error(run({"generate", "--model", path, "--context", "c", "--question", "q"}), "truncated.gguf");
+  const std::string path =
+      temp_file("truncated.gguf", read_prefix(test::default_model_path(), 4 << 20));
+  expect_error(run({"generate", "--model", path, "--context", "c", "--question", "q"}),
+               "truncated.gguf");
 }
 
 TEST(Cli, UnsupportedArchitecture) {
@@ -107,19 +103,20 @@ TEST(Cli, EmptyAndOverlongContext) {
                "context is empty");
   std::string long_text;
   for (int i = 0; i < 3500; ++i) long_text += "word and more ";  // ~10500 tokens > 8192
-  expect_error(run({"generate", "--context", "@" + temp_file("long.txt", long_text), "--question", "q",
-                    "--threads", "2"}),
+  expect_error(run({"generate", "--context", "@" + temp_file("long.txt", long_text), "--question",
+                    "q", "--threads", "2"}),
                "exceeds the model's maximum of 8192 positions");
 }
 
 TEST(Cli, AnswersTheSecretCodeQuestionAsJson) {
   KVP_REQUIRE_DEFAULT_MODEL();
-  const CliRun r = run({"generate", "--context", kSecret, "--question", "What is the secret code?", "--json",
-                     "--threads", "2"});
+  const CliRun r = run({"generate", "--context", kSecret, "--question", "What is the secret code?",
+                        "--json", "--threads", "2"});
   ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j.at("answers").size(), 1u);
-  EXPECT_NE(j["answers"][0].at("answer").get<std::string>().find("4719"), std::string::npos) << r.out;
+  EXPECT_NE(j["answers"][0].at("answer").get<std::string>().find("4719"), std::string::npos)
+      << r.out;
   EXPECT_GT(j["answers"][0].at("tokens").get<int>(), 0);
   EXPECT_GT(j.at("context_tokens").get<int>(), 10);
   EXPECT_GT(j.at("timing").at("prefill_s").get<double>(), 0);
@@ -128,15 +125,16 @@ TEST(Cli, AnswersTheSecretCodeQuestionAsJson) {
 
 TEST(Cli, SeveralQuestionsShareOneContext) {
   KVP_REQUIRE_DEFAULT_MODEL();
-  const CliRun r = run({"generate", "--context", kSecret, "--question", "What is the secret code?",
-                     "--question", "Repeat the secret code.", "--json", "--max-new-tokens", "24"});
+  const CliRun r =
+      run({"generate", "--context", kSecret, "--question", "What is the secret code?", "--question",
+           "Repeat the secret code.", "--json", "--max-new-tokens", "24"});
   ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j.at("answers").size(), 2u);
   // The first answer must not depend on the second question having been asked after it:
   // the cache is truncated back between questions.
-  const CliRun single = run({"generate", "--context", kSecret, "--question", "Repeat the secret code.", "--json",
-                          "--max-new-tokens", "24"});
+  const CliRun single = run({"generate", "--context", kSecret, "--question",
+                             "Repeat the secret code.", "--json", "--max-new-tokens", "24"});
   ASSERT_EQ(single.code, 0);
   EXPECT_EQ(j["answers"][1]["answer"], nlohmann::json::parse(single.out)["answers"][0]["answer"]);
 }

@@ -7,27 +7,17 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "cli/cli.h"
+#include "support/cli_runner.h"
 #include "support/test_paths.h"
 
 namespace kvp {
 
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
+using test::CliRun;
 
 CliRun run(std::vector<std::string> args) {
-  args.insert(args.begin(), "kvpress");
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  testing::internal::CaptureStdout();
-  testing::internal::CaptureStderr();
-  const int code = run_cli(static_cast<int>(argv.size()), argv.data());
-  CliRun r{code, testing::internal::GetCapturedStdout(), testing::internal::GetCapturedStderr()};
-  return r;
+  return test::run_kvpress(std::move(args));
 }
 
 std::string temp_path(const std::string& name) {

@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "presses/registry.h"
+#include "support/cli_runner.h"
 #include "support/press_golden.h"
 #include "support/test_paths.h"
 
@@ -15,26 +16,13 @@ namespace kvp {
 
 TEST(HeadwiseCli, AdaSnapKvGenerate) {
   KVP_REQUIRE_DEFAULT_MODEL();
-  std::vector<std::string> args = {
-      "kvpress",
-      "generate",
-      "--press",
-      "ada_snapkv",
-      "--ratio",
-      "0.5",
-      "--press-arg",
-      "window_size=2",
-      "--context",
-      "In this step-by-step guide, you will learn how to create a new press in kvpress !",
-      "--question",
-      "What is the purpose of this guide?",
-      "--json"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  testing::internal::CaptureStdout();
-  const int code = run_cli(static_cast<int>(argv.size()), argv.data());
-  const std::string out = testing::internal::GetCapturedStdout();
-  ASSERT_EQ(code, 0) << out;
+  const test::CliRun r = test::run_kvpress(
+      {"generate", "--press", "ada_snapkv", "--ratio", "0.5", "--press-arg", "window_size=2",
+       "--context",
+       "In this step-by-step guide, you will learn how to create a new press in kvpress !",
+       "--question", "What is the purpose of this guide?", "--json"});
+  const std::string& out = r.out;
+  ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(out);
   const int64_t T = j.at("context_tokens").get<int64_t>();
   const auto& c = j.at("compression");

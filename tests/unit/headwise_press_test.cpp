@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "core/error.h"
 #include "presses/registry.h"
+#include "support/cli_runner.h"
 #include "support/test_paths.h"
 
 namespace kvp {
@@ -222,27 +223,13 @@ TEST(HeadwisePress, RefusesUnevenHeads) {
 
 TEST(HeadwisePress, MyAdaPressOnTheDefaultModel) {
   KVP_REQUIRE_DEFAULT_MODEL();
-  std::vector<std::string> args = {
-      "kvpress",
-      "generate",
-      "--press",
-      "my_ada_press",
-      "--ratio",
-      "0.5",
-      "--context",
-      "In this step-by-step guide, you will learn how to create a new press in kvpress !",
-      "--question",
-      "What is the purpose of this guide?",
-      "--json",
-      "--no-chat-template",
-      "--max-new-tokens",
-      "8"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  testing::internal::CaptureStdout();
-  const int code = run_cli(static_cast<int>(argv.size()), argv.data());
-  const std::string out = testing::internal::GetCapturedStdout();
-  ASSERT_EQ(code, 0) << out;
+  const test::CliRun r = test::run_kvpress(
+      {"generate", "--press", "my_ada_press", "--ratio", "0.5", "--context",
+       "In this step-by-step guide, you will learn how to create a new press in kvpress !",
+       "--question", "What is the purpose of this guide?", "--json", "--no-chat-template",
+       "--max-new-tokens", "8"});
+  const std::string& out = r.out;
+  ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(out);
   const int64_t T = j.at("context_tokens").get<int64_t>();
   const auto lens = j.at("compression").at("head_lens").get<std::vector<std::vector<int64_t>>>();

@@ -4,6 +4,7 @@
 
 #include "cli/cli.h"
 #include "core/error.h"
+#include "support/cli_runner.h"
 #include "support/press_golden.h"
 
 namespace kvp {
@@ -64,21 +65,12 @@ TEST(PressParams, SnapKvFamily) {
 TEST(PressShortContext, SnapKvOnTheSecretCodePrompt) {
   KVP_REQUIRE_DEFAULT_MODEL();
   for (const char* press : {"snapkv", "pyramidkv"}) {
-    std::vector<std::string> args = {"kvpress",    "generate",
-                                     "--context",  "The secret code is 4719. Remember it.",
-                                     "--question", "What is the secret code?",
-                                     "--press",    press,
-                                     "--ratio",    "0.25",
-                                     "--json",     "--threads",
-                                     "2"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    testing::internal::CaptureStdout();
-    testing::internal::CaptureStderr();
-    const int code = run_cli(static_cast<int>(argv.size()), argv.data());
-    const std::string out = testing::internal::GetCapturedStdout();
-    const std::string err = testing::internal::GetCapturedStderr();
-    ASSERT_EQ(code, 0) << press << ": " << err;
+    const test::CliRun r =
+        test::run_kvpress({"generate", "--context", "The secret code is 4719. Remember it.",
+                           "--question", "What is the secret code?", "--press", press, "--ratio",
+                           "0.25", "--json", "--threads", "2"});
+    const std::string& out = r.out;
+    ASSERT_EQ(r.code, 0) << press << ": " << r.err;
     const auto j = nlohmann::json::parse(out);
     const int64_t T = j.at("context_tokens").get<int64_t>();
     EXPECT_LE(T, 64) << "the test needs a context shorter than the window";
