@@ -133,6 +133,7 @@ def main():
     ap.add_argument("--allow-other-versions", action="store_true")
     ap.add_argument("--with-baseline", action="store_true",
                     help="also record the uncompressed pipeline's answers (cell 'baseline')")
+    ap.add_argument("--cells", default="snapkv,ada_snapkv", help="comma-separated subset of the cells")
     args = ap.parse_args()
 
     import importlib.metadata as md
@@ -162,6 +163,8 @@ def main():
     cells = {"baseline": lambda: None} if args.with_baseline else {}
     cells |= {"snapkv": lambda: SnapKVPress(compression_ratio=0.5),
               "ada_snapkv": lambda: AdaKVPress(SnapKVPress(compression_ratio=0.5))}
+    wanted = args.cells.split(",") + (["baseline"] if args.with_baseline else [])
+    cells = {k: v for k, v in cells.items() if k in wanted}
     result = {"versions": versions, "model": MODEL_FILE, "max_new_tokens": MAX_NEW_TOKENS,
               "ratio": 0.5, "cells": {}}
     for name, make in cells.items():
@@ -175,6 +178,7 @@ def main():
                          max_new_tokens=MAX_NEW_TOKENS)
             a = o["answer"]
             per_row.append({"row": i, "answer": a, "score": score(a, r["answers"])})
+            print(f"{name} row {i}: {a!r}", flush=True)
         mean = 100.0 * sum(p["score"] for p in per_row) / len(per_row)
         result["cells"][name] = {"rows": per_row, "mean_score": mean}
         print(f"{name}: mean score {mean:.1f} ({time.time() - t:.0f}s)", flush=True)
