@@ -13,7 +13,7 @@ ctest --test-dir "$root/build" --output-on-failure -j"$jobs"
 # Under the sanitizers the suite runs without the press-golden cells: each is a full
 # 1071-token prefill of the model (10x slower instrumented). The short-context press tests,
 # the model goldens and every parser and op test still run instrumented.
-slow_under_sanitizers='PressGolden|PressWrappers|EvalGrid|EvalCli.Tiny|ExamplePress|HeadwiseCli|PressFramework.UniformBudget|Cli.SeveralQuestions'
+slow_under_sanitizers='EvalParity|PressGolden|PressWrappers|EvalGrid|EvalCli.Tiny|ExamplePress|HeadwiseCli|PressFramework.UniformBudget|Cli.SeveralQuestions'
 if [ "${KVP_SKIP_SANITIZERS:-0}" != 1 ]; then
   cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVP_SANITIZE=ON -DKVP_BENCH=OFF >/dev/null
   cmake --build "$root/build-asan" -j"$jobs"
