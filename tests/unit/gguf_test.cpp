@@ -2,6 +2,8 @@
 // type, a few tensors) and hostile variants of them; the reader must round-trip the valid
 // ones exactly and reject every broken one with a kvp::Error that starts with the path.
 #include <gtest/gtest.h>
+
+#include "support/temp_dir.h"
 #include <unistd.h>
 
 #include <chrono>
@@ -292,15 +294,7 @@ GgufBuilder small_builder() {
 
 class GgufTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string leaf = "kvp_gguf_test_" + std::to_string(::getpid()) + "_" + info->test_suite_name() + "_" + info->name();
-    for (char& c : leaf)
-      if (c == '/') c = '_';
-    dir_ = fs::temp_directory_path() / leaf;
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
+  void SetUp() override { dir_ = test::make_test_dir("kvp_gguf_test_"); }
   void TearDown() override { fs::remove_all(dir_); }
 
   // Writes a new file (a fresh name each time: rewriting a file in place is slow on some

@@ -2,6 +2,8 @@
 // every broken header, offset, size and index is rejected with a kvp::Error that names the
 // file; truncations and random mutations never crash.
 #include <gtest/gtest.h>
+
+#include "support/temp_dir.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -95,15 +97,7 @@ std::vector<StTensor> sample_tensors() {
 
 class SafetensorsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string leaf = "kvp_st_test_" + std::to_string(::getpid()) + "_" + info->test_suite_name() + "_" + info->name();
-    for (char& c : leaf)
-      if (c == '/') c = '_';
-    dir_ = fs::temp_directory_path() / leaf;
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
+  void SetUp() override { dir_ = test::make_test_dir("kvp_st_test_"); }
   void TearDown() override { fs::remove_all(dir_); }
 
   // A fresh file name each time (rewriting in place is slow on some file systems).
