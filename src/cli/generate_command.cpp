@@ -24,6 +24,8 @@ const std::vector<OptionSpec> kSpecs = {
     {"press", "NAME", "compress the context's KV cache with this press (`kvpress presses` lists them)"},
     {"ratio", "R", "fraction of the context's KV cache to remove, in [0, 1) (default 0.5)"},
     {"press-arg", "KEY=VALUE", "a press parameter", true},
+    {"budget-rounding", "nearest|kvpress",
+     "rows kept out of T: nearest to T*(1-R) (default), or kvpress's int(T*(1-R))"},
     {"no-chat-template", "", "feed the raw text, without the model's chat template"},
     {"threads", "N", "CPU threads (default: all cores)"},
     {"json", "", "print one JSON object instead of text"},
@@ -70,6 +72,7 @@ int cmd_generate(const std::vector<std::string>& argv) {
   const int threads = args.get_int("threads", default_threads(), 1, 256);
   const std::string model_path = args.has("model") ? args.get("model") : default_model_path();
 
+  set_budget_rounding(parse_budget_rounding(args.get("budget-rounding", "nearest")));
   std::unique_ptr<Press> press;
   if (args.has("press")) {
     press = make_press(args.get("press"), args.get_double("ratio", 0.5), args.all("press-arg"));
@@ -99,7 +102,10 @@ int cmd_generate(const std::vector<std::string>& argv) {
                    {"compress_s", r.compress_s},
                    {"threads", threads}};
     if (press) {
-      j["press"] = {{"name", press->name()}, {"ratio", press->compression_ratio()}, {"params", press->params()}};
+      j["press"] = {{"name", press->name()},
+                    {"ratio", press->compression_ratio()},
+                    {"params", press->params()},
+                    {"budget_rounding", budget_rounding_name(budget_rounding())}};
     }
     j["compression"] = {{"achieved_ratio", r.achieved_ratio},
                         {"kv_bytes_before", r.kv_bytes_before},

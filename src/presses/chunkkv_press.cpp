@@ -41,8 +41,7 @@ class ChunkKvPress : public Press {
       for (int64_t j = begin; j < end; ++j) sum += summed[static_cast<size_t>(j)];
       chunk_scores[static_cast<size_t>(c)] = sum / static_cast<float>(end - begin);
     }
-    const int64_t n_kept_chunks =
-        std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(n_chunks) * (1.0 - ratio_)));
+    const int64_t n_kept_chunks = n_kept_for(n_chunks, ratio_);
     std::vector<int32_t> chosen = top_k(chunk_scores.data(), n_chunks, n_kept_chunks);
     std::sort(chosen.begin(), chosen.end());
     std::vector<int32_t> rows;

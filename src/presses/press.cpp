@@ -1,6 +1,7 @@
 #include "presses/press.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <numeric>
@@ -14,8 +15,32 @@ void check_ratio(double ratio, const std::string& press) {
         press + ": compression ratio must be in [0, 1), got " + std::to_string(ratio));
 }
 
+namespace {
+std::atomic<BudgetRounding> g_budget_rounding{BudgetRounding::Nearest};
+}  // namespace
+
+BudgetRounding budget_rounding() { return g_budget_rounding.load(); }
+void set_budget_rounding(BudgetRounding rounding) { g_budget_rounding.store(rounding); }
+
+BudgetRounding parse_budget_rounding(const std::string& name) {
+  if (name == "nearest") return BudgetRounding::Nearest;
+  if (name == "kvpress") return BudgetRounding::Kvpress;
+  throw Error("budget rounding must be 'nearest' or 'kvpress', got '" + name + "'");
+}
+
+const char* budget_rounding_name(BudgetRounding rounding) {
+  return rounding == BudgetRounding::Nearest ? "nearest" : "kvpress";
+}
+
 int64_t n_kept_for(int64_t n_rows, double ratio) {
-  return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(n_rows) * (1.0 - ratio)));
+  const double t = static_cast<double>(n_rows);
+  int64_t kept = 0;
+  if (budget_rounding() == BudgetRounding::Kvpress) {
+    kept = static_cast<int64_t>(t * (1.0 - ratio));
+  } else {
+    kept = n_rows - static_cast<int64_t>(std::floor(t * ratio + 0.5));
+  }
+  return std::max<int64_t>(1, kept);
 }
 
 std::vector<int32_t> top_k(const float* scores, int64_t n, int64_t k) {

@@ -65,7 +65,35 @@ class ScorerPress : public Press {
   double ratio_;
 };
 
-// n_kept = max(1, int(T * (1 - ratio))), as kvpress computes it (double, truncation).
+// How a compression ratio becomes a count of kept rows out of T.
+//  - Nearest (the default): the dropped count is T * ratio rounded to the nearest integer,
+//    halves upward, so the achieved ratio is the closest one T allows (a 37-token prompt at
+//    0.25 drops 9 rows: 0.243).
+//  - Kvpress: n_kept = int(T * (1 - ratio)), kvpress's truncation, which drops up to one row
+//    more than asked (37 tokens at 0.25 drop 10: 0.270). For exact parity with kvpress.
+// The two agree whenever T * ratio is whole or its fraction is >= 0.5 (every ratio-0.5 run).
+// A process-wide setting because every press (and wrapper, at every nesting depth) must use
+// the same rule; the command line sets it once per command (--budget-rounding).
+enum class BudgetRounding { Nearest, Kvpress };
+BudgetRounding budget_rounding();
+void set_budget_rounding(BudgetRounding rounding);
+// "nearest" or "kvpress"; anything else is an error naming the value.
+BudgetRounding parse_budget_rounding(const std::string& name);
+const char* budget_rounding_name(BudgetRounding rounding);
+
+// Sets the rounding for one scope (tests, the eval runner), restoring the previous one.
+class ScopedBudgetRounding {
+ public:
+  explicit ScopedBudgetRounding(BudgetRounding r) : previous_(budget_rounding()) { set_budget_rounding(r); }
+  ~ScopedBudgetRounding() { set_budget_rounding(previous_); }
+  ScopedBudgetRounding(const ScopedBudgetRounding&) = delete;
+  ScopedBudgetRounding& operator=(const ScopedBudgetRounding&) = delete;
+
+ private:
+  BudgetRounding previous_;
+};
+
+// Rows kept out of n_rows at `ratio` under the current BudgetRounding; at least 1.
 int64_t n_kept_for(int64_t n_rows, double ratio);
 // Indices of the k largest scores of one head, in descending order; ties go to the lower
 // index (a stable rule; torch.topk leaves tie order unspecified).

@@ -19,7 +19,7 @@ class StreamingLlmPress : public ScorerPress {
     const int64_t n = kv.len[0];
     check(n > n_sink_,
           "streaming_llm: the context (" + std::to_string(n) + " rows) must be longer than n_sink");
-    const int64_t n_pruned = n - static_cast<int64_t>(static_cast<double>(n) * (1.0 - ratio_));
+    const int64_t n_pruned = n - n_kept_for(n, ratio_);
     Scores s{kv.n_segments, n, std::vector<float>(static_cast<size_t>(kv.n_segments * n), 1.f)};
     for (int h = 0; h < s.n_heads; ++h) {
       for (int64_t j = n_sink_; j < std::min(n, n_sink_ + n_pruned); ++j) s.at(h, j) = 0.f;

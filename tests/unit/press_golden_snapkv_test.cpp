@@ -61,7 +61,8 @@ TEST(PressParams, SnapKvFamily) {
 }
 
 // kvpress asserts T > window_size; we use an effective window of
-// max(1, min(window_size, n_kept / 2)) instead: the 37-token secret prompt must still answer.
+// max(1, min(window_size, n_kept / 2)) instead: the 37-token secret prompt must still answer,
+// and (issue 3) report an achieved ratio within 0.01 of the request.
 TEST(PressShortContext, SnapKvOnTheSecretCodePrompt) {
   KVP_REQUIRE_DEFAULT_MODEL();
   for (const char* press : {"snapkv", "pyramidkv"}) {
@@ -76,10 +77,29 @@ TEST(PressShortContext, SnapKvOnTheSecretCodePrompt) {
     EXPECT_LE(T, 64) << "the test needs a context shorter than the window";
     EXPECT_NE(j["answers"][0].at("answer").get<std::string>().find("4719"), std::string::npos)
         << press << ": " << out;
-    // Compressed as asked: int(T * 0.75) rows per head (pyramidkv: its uniform fallback).
+    EXPECT_NEAR(j.at("compression").at("achieved_ratio").get<double>(), 0.25, 0.01) << press;
+    EXPECT_EQ(j.at("press").at("budget_rounding"), "nearest");
     for (const auto& layer : j.at("compression").at("head_lens"))
       for (const auto& len : layer) EXPECT_LT(len.get<int64_t>(), T) << press;
   }
+}
+
+// With kvpress's truncation the same prompt keeps int(T * 0.75) rows per head, one fewer than
+// the nearest count when T * 0.25 has a fraction below one half (T = 37: 27 rows, 0.270).
+TEST(PressShortContext, KvpressRoundingKeepsTheTruncatedCount) {
+  KVP_REQUIRE_DEFAULT_MODEL();
+  const test::CliRun r = test::run_kvpress(
+      {"generate", "--context", "The secret code is 4719. Remember it.", "--question",
+       "What is the secret code?", "--press", "snapkv", "--ratio", "0.25", "--budget-rounding",
+       "kvpress", "--json", "--threads", "2", "--max-new-tokens", "4"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  const int64_t T = j.at("context_tokens").get<int64_t>();
+  EXPECT_EQ(j.at("press").at("budget_rounding"), "kvpress");
+  for (const auto& layer : j.at("compression").at("head_lens"))
+    for (const auto& len : layer)
+      EXPECT_EQ(len.get<int64_t>(), static_cast<int64_t>(static_cast<double>(T) * 0.75));
+  set_budget_rounding(BudgetRounding::Nearest);  // the in-process CLI set it for this process
 }
 
 }  // namespace kvp
