@@ -5,6 +5,7 @@
 // (backend/cpu/reference.h) that each backend is tested against.
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -32,6 +33,13 @@ struct KvSegments {
   int head_dim = 0;
 };
 
+// One attention call of a batch: queries q [T, Hq, D] over their own cache segments.
+struct AttentionJob {
+  const Tensor* q = nullptr;
+  KvSegments kv;
+  Tensor* out = nullptr;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -56,6 +64,12 @@ class Backend {
   // rows per segment are the new tokens: query t sees rows [0, len - T + t]. q: [T, Hq, D];
   // out: [T, Hq, D]. Query head h reads kv segment h / (Hq / n_segments) (GQA, no repeat).
   virtual void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) = 0;
+
+  // attention() for each job, possibly in one launch (a batched decode step has one small
+  // job per cache). The default runs them one by one.
+  virtual void attention_batch(const std::vector<AttentionJob>& jobs, float scale) {
+    for (const AttentionJob& j : jobs) attention(*j.q, j.kv, scale, *j.out);
+  }
 
   // For presses: the causal attention probabilities of q [Tq, Hq, D] over the segments,
   // summed over the queries and over the Hq / n_segments query heads of each segment.

@@ -28,7 +28,7 @@ size_t KVCache::bytes_for_rows(int64_t rows) const {
          static_cast<size_t>(head_dim_) * sizeof(float);
 }
 
-void KVCache::reallocate(Layer& layer, const std::vector<int64_t>& new_cap,
+void KVCache::reallocate(Layer& layer, const Layer& source, const std::vector<int64_t>& new_cap,
                          const std::vector<std::vector<int32_t>>* keep) {
   int64_t total = 0;
   std::vector<int64_t> new_offset(new_cap.size());
@@ -42,11 +42,11 @@ void KVCache::reallocate(Layer& layer, const std::vector<int64_t>& new_cap,
   std::unique_ptr<int32_t[]> pos(total > 0 ? new int32_t[static_cast<size_t>(total)] : nullptr);
   allocations_ += 2;
   for (size_t s = 0; s < new_cap.size(); ++s) {
-    const float* src_k = layer.k.get() + layer.offset[s] * head_dim_;
-    const float* src_v = layer.v.get() + layer.offset[s] * head_dim_;
+    const float* src_k = source.k.get() + source.offset[s] * head_dim_;
+    const float* src_v = source.v.get() + source.offset[s] * head_dim_;
     float* dst_k = k.get() + new_offset[s] * head_dim_;
     float* dst_v = v.get() + new_offset[s] * head_dim_;
-    const int32_t* src_pos = layer.pos.get() + layer.offset[s];
+    const int32_t* src_pos = source.pos.get() + source.offset[s];
     int32_t* dst_pos = pos.get() + new_offset[s];
     if (keep) {
       const auto& rows = (*keep)[s];
@@ -81,7 +81,7 @@ void KVCache::append(int layer_index, const float* k, const float* v, int64_t T,
       const int64_t grown = layer.total_rows == 0 ? initial_capacity_ : std::max<int64_t>(2 * cap[s], 16);
       cap[s] = std::max(layer.len[s] + T, grown);
     }
-    reallocate(layer, cap, nullptr);
+    reallocate(layer, layer, cap, nullptr);
   }
   const size_t row = static_cast<size_t>(head_dim_);
   for (int s = 0; s < n_segments_; ++s) {
@@ -136,23 +136,40 @@ void KVCache::truncate(const std::vector<std::vector<int64_t>>& lengths) {
   }
 }
 
-void KVCache::compact(int layer_index, const std::vector<std::vector<int32_t>>& keep, int64_t reserve) {
-  check(layer_index >= 0 && layer_index < n_layers(), "KV cache: layer out of range");
+std::vector<int64_t> KVCache::kept_capacity(const Layer& source, const KeepPlan& keep,
+                                            int64_t reserve) const {
   check(keep.size() == static_cast<size_t>(n_segments_), "KV cache: compact needs one row list per segment");
   check(reserve >= 0, "KV cache: negative reserve");
-  Layer& layer = layers_[static_cast<size_t>(layer_index)];
   std::vector<int64_t> cap(static_cast<size_t>(n_segments_));
   for (int s = 0; s < n_segments_; ++s) {
     const auto& rows = keep[s];
-    std::vector<bool> seen(static_cast<size_t>(layer.len[s]), false);
+    std::vector<bool> seen(static_cast<size_t>(source.len[s]), false);
     for (int32_t r : rows) {
-      check(r >= 0 && r < layer.len[s] && !seen[static_cast<size_t>(r)],
+      check(r >= 0 && r < source.len[s] && !seen[static_cast<size_t>(r)],
             "KV cache: kept rows of segment " + std::to_string(s) + " must be unique and in range");
       seen[static_cast<size_t>(r)] = true;
     }
     cap[s] = static_cast<int64_t>(rows.size()) + reserve;
   }
-  reallocate(layer, cap, &keep);
+  return cap;
+}
+
+void KVCache::compact(int layer_index, const KeepPlan& keep, int64_t reserve) {
+  check(layer_index >= 0 && layer_index < n_layers(), "KV cache: layer out of range");
+  Layer& layer = layers_[static_cast<size_t>(layer_index)];
+  reallocate(layer, layer, kept_capacity(layer, keep, reserve), &keep);
+}
+
+void KVCache::copy_kept(int layer_index, const KVCache& source, const KeepPlan& keep,
+                        int64_t reserve) {
+  check(layer_index >= 0 && layer_index < n_layers() && layer_index < source.n_layers(),
+        "KV cache: layer out of range");
+  check(source.n_segments_ == n_segments_ && source.head_dim_ == head_dim_,
+        "KV cache: copy_kept needs a cache of the same shape");
+  Layer& layer = layers_[static_cast<size_t>(layer_index)];
+  check(layer.total_rows == 0, "KV cache: copy_kept fills an empty layer only");
+  const Layer& from = source.layers_[static_cast<size_t>(layer_index)];
+  reallocate(layer, from, kept_capacity(from, keep, reserve), &keep);
 }
 
 size_t KVCache::allocated_bytes() const {

@@ -13,6 +13,9 @@
 
 namespace kvp {
 
+// Rows each segment keeps, in the order they will sit in the cache.
+using KeepPlan = std::vector<std::vector<int32_t>>;
+
 class KVCache {
  public:
   // Batch of one; each segment gets room for `capacity` rows when its layer is first
@@ -43,7 +46,11 @@ class KVCache {
   // new buffer with `reserve` free rows after each segment; the old buffer is freed. Row
   // order does not matter to attention (positions live in the rotated keys); presses keep
   // kvpress's top-k order so that composed presses see what kvpress's do.
-  void compact(int layer, const std::vector<std::vector<int32_t>>& keep, int64_t reserve);
+  void compact(int layer, const KeepPlan& keep, int64_t reserve);
+  // Fills this cache's (still empty) layer with rows keep[s] of each segment of the same
+  // layer of `source`, with `reserve` free rows after each: compact() without first copying
+  // every row in (the eval grid builds many compressed caches from one full one).
+  void copy_kept(int layer, const KVCache& source, const KeepPlan& keep, int64_t reserve);
 
   // Bytes of K and V buffers currently allocated (capacity, not length).
   size_t allocated_bytes() const;
@@ -60,8 +67,13 @@ class KVCache {
     std::vector<int64_t> offset, len, cap;
     int64_t total_rows = 0;
   };
-  void reallocate(Layer& layer, const std::vector<int64_t>& new_cap,
-                  const std::vector<std::vector<int32_t>>* keep);
+  // New buffers for `layer` with capacities new_cap, filled from `source` (the layer itself
+  // or another cache's): rows keep[s] of each segment when given, else every row.
+  void reallocate(Layer& layer, const Layer& source, const std::vector<int64_t>& new_cap,
+                  const KeepPlan* keep);
+  // Capacities after keeping `keep` (validated against source's lengths) plus the reserve.
+  std::vector<int64_t> kept_capacity(const Layer& source, const KeepPlan& keep,
+                                     int64_t reserve) const;
 
   int n_segments_;
   int head_dim_;

@@ -37,6 +37,8 @@ const std::vector<OptionSpec> kSpecs = {
     {"tasks", "A,B,...", "only these tasks"},
     {"haystack", "FILE", "builtin: prose for the text haystack (default: the built-in text)"},
     {"max-new-tokens", "N", "answer length limit for every row (default: each task's own)"},
+    {"budget-rounding", "nearest|kvpress",
+     "rows kept out of T: nearest to T*(1-R) (default), or kvpress's int(T*(1-R))"},
     {"threads", "N", "CPU threads (default: all cores)"},
     {"out", "DIR",
      "output directory (default eval_out); finished cells found there are not run again"},
@@ -101,6 +103,7 @@ int cmd_eval(const std::vector<std::string>& argv) {
   check(args.has("press"), "--press is required (one or more press names, comma-separated)");
   check(args.has("ratio"), "--ratio is required (one or more ratios, comma-separated)");
 
+  set_budget_rounding(parse_budget_rounding(args.get("budget-rounding", "nearest")));
   EvalConfig config;
   config.presses = split_list(args.get("press"), "--press");
   config.ratios = parse_ratios(args.get("ratio"));
@@ -205,7 +208,7 @@ int cmd_eval(const std::vector<std::string>& argv) {
                "%d contexts (%d run, %d already in %s), %zu rows, %.1f s wall (prefill %.1f s, "
                "compression %.1f s, answers %.1f s)\n",
                s.contexts, s.contexts_run, s.contexts - s.contexts_run, config.out_dir.c_str(),
-               rows.size(), s.wall_s, s.prefill_s, s.compress_s, s.decode_s);
+               rows.size(), s.wall_s, s.prefill_s, s.compress_s, s.answer_s);
   std::fprintf(stderr, "results in %s/: results.md, results.csv, results.json, results.svg\n",
                config.out_dir.c_str());
   return 0;

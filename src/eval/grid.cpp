@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <memory>
 
 #include "core/error.h"
@@ -27,6 +28,36 @@ class GridHook : public LayerHook {
   GridHook(std::vector<Cell>& cells, int64_t reserve) : cells_(cells), reserve_(reserve) {}
 
   void after_attention(LayerView& view) override {
+    // Cells whose presses share a score identity plan from one score() per layer on the
+    // full cache (its cost is charged to the first such cell) and copy only their kept
+    // rows; the others get the layer's rows in their own cache and compress it themselves.
+    std::map<std::string, Scores> scores;
+    bool gathered = false;
+    for (Cell& c : cells_) {
+      const auto t0 = std::chrono::steady_clock::now();
+      // (At ratio 0 a press scores nothing, as in kvpress: no shared scores to compute.)
+      const std::string identity =
+          c.press->compression_ratio() == 0 ? std::string() : c.press->score_identity(view);
+      if (!identity.empty()) {
+        auto it = scores.find(identity);
+        if (it == scores.end()) it = scores.emplace(identity, c.press->score(view)).first;
+        const KeepPlan keep = c.press->plan_from_scores(view, it->second);
+        c.cache->copy_kept(view.layer, *view.cache, keep, reserve_);
+      } else {
+        if (!gathered) gather(view);
+        gathered = true;
+        c.cache->append(view.layer, k_.data(), v_.data(), view.n_tokens, view.positions);
+        LayerView own = view;
+        own.cache = c.cache;
+        c.press->compress(own, reserve_);
+      }
+      c.compress_s += seconds_since(t0);
+    }
+  }
+
+ private:
+  // The layer's T fresh rows of the shared (full) cache in append()'s [T, heads, D] layout.
+  void gather(const LayerView& view) {
     const KvSegments full = view.cache->view(view.layer);
     const int64_t T = view.n_tokens;
     const int S = full.n_segments, D = full.head_dim;
@@ -42,17 +73,8 @@ class GridHook : public LayerHook {
         std::copy(full.v + src, full.v + src + row, v_.data() + dst);
       }
     }
-    for (Cell& c : cells_) {
-      const auto t0 = std::chrono::steady_clock::now();
-      c.cache->append(view.layer, k_.data(), v_.data(), T, view.positions);
-      LayerView own = view;
-      own.cache = c.cache;
-      c.press->compress(own, reserve_);
-      c.compress_s += seconds_since(t0);
-    }
   }
 
- private:
   std::vector<Cell>& cells_;
   int64_t reserve_;
   std::vector<float> k_, v_;
@@ -123,35 +145,43 @@ GridContextResult run_grid_context(LoadedModel& loaded, const std::string& conte
     result.cells[i].compress_s = shared[j++].compress_s;
   }
 
-  const auto is_stop = [&](int32_t id) { return tok.is_end_of_generation(id); };
+  // Own prefills first, so that every cell's cache is ready before the batched answers.
+  std::vector<KVCache*> caches(cells.size());
+  std::vector<std::vector<std::vector<int64_t>>> lengths(cells.size());
+  std::vector<int64_t> first_positions(cells.size());
   for (size_t i = 0; i < cells.size(); ++i) {
     Press* press = cells[i];
-    KVCache& cache = press ? *own[i] : full;
+    caches[i] = press ? own[i].get() : &full;
     GridCellAnswers& out = result.cells[i];
     if (press && press->needs_own_prefill()) {  // the press's own forward pass
       out.own_prefill = true;
       t0 = std::chrono::steady_clock::now();
       PressHook own_hook(*press, reserve);
-      model.forward(context_ids.data(), positions.data(), T, cache, &own_hook);
+      model.forward(context_ids.data(), positions.data(), T, *caches[i], &own_hook);
       out.compress_s = own_hook.seconds();
       result.prefill_s += seconds_since(t0);
     }
-    const auto lengths = cache.lengths();
-    for (const auto& layer : lengths) {
+    lengths[i] = caches[i]->lengths();
+    for (const auto& layer : lengths[i]) {
       for (int64_t len : layer) out.kept_rows += len;
     }
     // As Pipeline::run: positions continue from T, or from the kept length after re-rotation.
-    const int64_t first_position = press && press->rerotates_keys() ? lengths[0][0] : T;
-    t0 = std::chrono::steady_clock::now();
-    for (size_t q = 0; q < questions.size(); ++q) {
-      const auto ids = greedy_answer(model, cache, question_ids[q], first_position,
-                                     questions[q].max_new_tokens, is_stop);
-      out.answers.push_back(tok.decode(ids));
-      cache.truncate(lengths);
-    }
-    out.decode_s = seconds_since(t0);
-    if (press) own[i].reset();  // free the cell's cache as soon as it has answered
+    first_positions[i] = press && press->rerotates_keys() ? lengths[i][0][0] : T;
   }
+
+  // Every cell answers each question in the same batched forwards: one read of the weights
+  // per step serves all the cells' caches.
+  t0 = std::chrono::steady_clock::now();
+  const auto is_stop = [&](int32_t id) { return tok.is_end_of_generation(id); };
+  for (size_t q = 0; q < questions.size(); ++q) {
+    const auto ids = greedy_answers_batched(model, caches, question_ids[q], first_positions,
+                                            questions[q].max_new_tokens, is_stop);
+    for (size_t i = 0; i < cells.size(); ++i) {
+      result.cells[i].answers.push_back(tok.decode(ids[i]));
+      caches[i]->truncate(lengths[i]);
+    }
+  }
+  result.answer_s = seconds_since(t0);
   return result;
 }
 

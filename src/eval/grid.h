@@ -23,7 +23,6 @@ struct GridQuestion {
 struct GridCellAnswers {
   std::vector<std::string> answers;  // one per question
   double compress_s = 0;
-  double decode_s = 0;    // question prefill and decode, all questions
   int64_t kept_rows = 0;  // context rows kept over all layers and kv heads
   bool own_prefill = false;
 };
@@ -32,6 +31,7 @@ struct GridContextResult {
   std::vector<GridCellAnswers> cells;  // in the order of the cells given (nullptr: baseline)
   int64_t context_tokens = 0;
   double prefill_s = 0;  // the shared forward, including every cell's compression
+  double answer_s = 0;   // question prefills and decoding, all cells batched together
 };
 
 // Prefills `context` once and answers every question for every cell; cells[i] == nullptr

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "eval/grid.h"
+#include "presses/press.h"
 #include "presses/registry.h"
 
 namespace kvp {
@@ -67,7 +68,7 @@ std::string cell_key(const std::string& model_id, const CellSpec& c, const std::
   std::string args;
   for (const auto& a : c.args) args += a + ";";
   return stable_hash(model_id + "|" + c.press + "|" + format_ratio(c.ratio) + "|" + args + "|" +
-                     row_hash);
+                     budget_rounding_name(budget_rounding()) + "|" + row_hash);
 }
 
 int row_max_new_tokens(const EvalRow& r, const EvalConfig& config) {
@@ -218,12 +219,14 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
         for (Press* p : presses) {
           GridContextResult r = run_grid_context(loaded, first.context, questions, {p});
           summary.prefill_s += r.prefill_s;
+          summary.answer_s += r.answer_s;
           summary.context_tokens += r.context_tokens;
           answers.push_back(std::move(r.cells[0]));
         }
       } else {
         GridContextResult r = run_grid_context(loaded, first.context, questions, presses);
         summary.prefill_s += r.prefill_s;
+        summary.answer_s += r.answer_s;
         summary.context_tokens += r.context_tokens;
         answers = std::move(r.cells);
       }
@@ -232,7 +235,6 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
     }
     for (size_t k = 0; k < answers.size(); ++k) {
       const CellSpec& spec = cells[todo_cells[g][k]];
-      summary.decode_s += answers[k].decode_s;
       summary.compress_s += answers[k].compress_s;
       for (size_t q = 0; q < groups[g].size(); ++q) {
         const size_t i = groups[g][q];
@@ -288,6 +290,7 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
              results_svg(summary.scores, "Score vs KV-cache compression", subtitle));
   nlohmann::json j;
   j["model"] = config.model_id;
+  j["budget_rounding"] = budget_rounding_name(budget_rounding());
   j["results"] = nlohmann::json::array();
   for (const auto& s : summary.scores) {
     j["results"].push_back(
@@ -304,7 +307,7 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
               {"wall_s", summary.wall_s},
               {"prefill_s", summary.prefill_s},
               {"compress_s", summary.compress_s},
-              {"decode_s", summary.decode_s},
+              {"answer_s", summary.answer_s},
               {"mode", config.separate ? "separate" : "grid"}};
   write_file(dir / "results.json", j.dump(2) + "\n");
   return summary;

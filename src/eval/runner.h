@@ -31,7 +31,7 @@ struct EvalSummary {
   int64_t context_tokens = 0;  // over the contexts run
   double wall_s = 0;
   double prefill_s = 0;
-  double decode_s = 0;
+  double answer_s = 0;  // question prefills and decoding
   double compress_s = 0;
 };
 

@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -19,18 +20,20 @@ Tensor rows_view(Tensor& t, std::initializer_list<int64_t> shape) {
 }  // namespace
 
 Model::Model(ModelConfig config, ModelWeights weights, Backend& backend)
-    : config_(std::move(config)), weights_(std::move(weights)), backend_(backend) {
-  s_.logits = Tensor::empty(DType::F32, {1, config_.vocab_size});
-  s_.last = Tensor::empty(DType::F32, {1, config_.hidden});
-}
+    : config_(std::move(config)), weights_(std::move(weights)), backend_(backend) {}
 
 KVCache Model::make_cache(int64_t capacity) const {
   return KVCache(config_.n_layers, config_.n_kv_heads, config_.head_dim, capacity);
 }
 
-void Model::ensure_scratch(int64_t T) {
-  if (T <= s_.capacity) return;
+void Model::ensure_scratch(int64_t T, int64_t groups) {
   const ModelConfig& c = config_;
+  if (groups > s_.group_capacity) {
+    s_.last = Tensor::empty(DType::F32, {groups, c.hidden});
+    s_.logits = Tensor::empty(DType::F32, {groups, c.vocab_size});
+    s_.group_capacity = groups;
+  }
+  if (T <= s_.capacity) return;
   const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
   const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
   s_.x = Tensor::empty(DType::F32, {T, c.hidden});
@@ -47,13 +50,41 @@ void Model::ensure_scratch(int64_t T) {
 
 const Tensor& Model::forward(const int32_t* ids, const int32_t* positions, int64_t T,
                              KVCache& cache, LayerHook* hook) {
+  return run({ForwardGroup{ids, positions, T, &cache}}, hook);
+}
+
+const Tensor& Model::forward_batch(const std::vector<ForwardGroup>& groups) {
+  return run(groups, nullptr);
+}
+
+const Tensor& Model::run(const std::vector<ForwardGroup>& groups, LayerHook* hook) {
   const ModelConfig& c = config_;
-  check(T > 0, "forward: no tokens");
-  for (int64_t t = 0; t < T; ++t) {
-    check(ids[t] >= 0 && ids[t] < c.vocab_size,
-          "token id " + std::to_string(ids[t]) + " is outside the vocabulary");
+  check(!groups.empty(), "forward: no sequences");
+  check(!hook || groups.size() == 1, "forward: a layer hook needs a single sequence");
+  const int64_t G = static_cast<int64_t>(groups.size());
+  int64_t T = 0;
+  for (const ForwardGroup& g : groups) {
+    check(g.n > 0 && g.ids && g.positions && g.cache, "forward: an empty sequence");
+    for (int64_t t = 0; t < g.n; ++t) {
+      check(g.ids[t] >= 0 && g.ids[t] < c.vocab_size,
+            "token id " + std::to_string(g.ids[t]) + " is outside the vocabulary");
+    }
+    T += g.n;
   }
-  ensure_scratch(T);
+  ensure_scratch(T, G);
+  // One sequence reads its ids and positions in place; several are concatenated.
+  const int32_t* ids = groups[0].ids;
+  const int32_t* positions = groups[0].positions;
+  if (G > 1) {
+    s_.ids.clear();
+    s_.positions.clear();
+    for (const ForwardGroup& g : groups) {
+      s_.ids.insert(s_.ids.end(), g.ids, g.ids + g.n);
+      s_.positions.insert(s_.positions.end(), g.positions, g.positions + g.n);
+    }
+    ids = s_.ids.data();
+    positions = s_.positions.data();
+  }
   Backend& be = backend_;
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim;
   Tensor x = rows_view(s_.x, {T, c.hidden});
@@ -90,8 +121,26 @@ const Tensor& Model::forward(const int32_t* ids, const int32_t* positions, int64
     }
     be.rope(q_heads, positions, c.rope);
     be.rope(k_heads, positions, c.rope);
-    cache.append(l, k.ptr<float>(), v.ptr<float>(), T, positions);
-    be.attention(q_heads, cache.view(l), scale, attn_heads);
+    if (G == 1) {
+      groups[0].cache->append(l, k.ptr<float>(), v.ptr<float>(), T, positions);
+      be.attention(q_heads, groups[0].cache->view(l), scale, attn_heads);
+    } else {
+      int64_t row = 0;
+      s_.group_q.clear();
+      s_.group_out.clear();
+      for (const ForwardGroup& g : groups) {
+        g.cache->append(l, k.ptr<float>() + row * Hkv * D, v.ptr<float>() + row * Hkv * D, g.n,
+                        positions + row);
+        s_.group_q.push_back(Tensor::view(DType::F32, {g.n, H, D}, q.ptr<float>() + row * H * D));
+        s_.group_out.push_back(
+            Tensor::view(DType::F32, {g.n, H, D}, attn.ptr<float>() + row * H * D));
+        row += g.n;
+      }
+      s_.jobs.clear();
+      for (size_t i = 0; i < groups.size(); ++i)
+        s_.jobs.push_back({&s_.group_q[i], groups[i].cache->view(l), &s_.group_out[i]});
+      be.attention_batch(s_.jobs, scale);
+    }
     if (hook) {
       LayerView view;
       view.layer = l;
@@ -101,7 +150,7 @@ const Tensor& Model::forward(const int32_t* ids, const int32_t* positions, int64
       view.queries = &q_heads;
       view.positions = positions;
       view.n_tokens = T;
-      view.cache = &cache;
+      view.cache = groups[0].cache;
       view.backend = &be;
       hook->after_attention(view);
     }
@@ -114,10 +163,18 @@ const Tensor& Model::forward(const int32_t* ids, const int32_t* positions, int64
     be.matmul(gate, w.w_down, proj);
     be.add(x, proj);
   }
-  Tensor last = Tensor::view(DType::F32, {1, c.hidden}, s_.x.ptr<float>() + (T - 1) * c.hidden);
-  be.rms_norm(last, weights_.output_norm, c.rms_eps, s_.last);
-  be.matmul(s_.last, weights_.output, s_.logits);
-  return s_.logits;
+  // The last token of each group goes on to the output norm and the vocabulary projection.
+  Tensor last = rows_view(s_.last, {G, c.hidden});
+  int64_t row = 0;
+  for (int64_t g = 0; g < G; ++g) {
+    row += groups[static_cast<size_t>(g)].n;
+    const float* src = x.ptr<float>() + (row - 1) * c.hidden;
+    std::copy(src, src + c.hidden, last.ptr<float>() + g * c.hidden);
+  }
+  be.rms_norm(last, weights_.output_norm, c.rms_eps, last);
+  s_.logits_out = rows_view(s_.logits, {G, c.vocab_size});
+  be.matmul(last, weights_.output, s_.logits_out);
+  return s_.logits_out;
 }
 
 std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {

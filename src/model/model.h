@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "cache/kv_cache.h"
@@ -31,6 +32,14 @@ class LayerHook {
   virtual void after_attention(LayerView& view) = 0;
 };
 
+// One sequence of a batched forward: n tokens appended to their own cache.
+struct ForwardGroup {
+  const int32_t* ids = nullptr;
+  const int32_t* positions = nullptr;
+  int64_t n = 0;
+  KVCache* cache = nullptr;
+};
+
 class Model {
  public:
   Model(ModelConfig config, ModelWeights weights, Backend& backend);
@@ -45,15 +54,29 @@ class Model {
   const Tensor& forward(const int32_t* ids, const int32_t* positions, int64_t T, KVCache& cache,
                         LayerHook* hook = nullptr);
 
+  // Runs several independent sequences at once, each on its own cache: the matmuls see every
+  // group's tokens together (one pass over the weights for all of them) and attention reads
+  // each group's own cache. Returns the logits of each group's last token ([groups, vocab],
+  // F32; valid until the next call). Serves the eval grid, whose cells answer the same
+  // question from differently compressed caches.
+  const Tensor& forward_batch(const std::vector<ForwardGroup>& groups);
+
   // A cache sized for `capacity` tokens per segment.
   KVCache make_cache(int64_t capacity) const;
 
  private:
   struct Scratch {
     int64_t capacity = 0;
-    Tensor x, normed, q, k, v, attn, proj, gate, up, last, logits;
+    Tensor x, normed, q, k, v, attn, proj, gate, up;
+    int64_t group_capacity = 0;
+    Tensor last, logits;       // [group_capacity, hidden], [group_capacity, vocab]
+    Tensor logits_out;         // the rows of `logits` the last call filled
+    std::vector<int32_t> ids, positions;  // the groups' tokens, concatenated
+    std::vector<Tensor> group_q, group_out;  // per-group views into q and attn
+    std::vector<AttentionJob> jobs;
   };
-  void ensure_scratch(int64_t T);
+  void ensure_scratch(int64_t T, int64_t groups);
+  const Tensor& run(const std::vector<ForwardGroup>& groups, LayerHook* hook);
 
   ModelConfig config_;
   ModelWeights weights_;

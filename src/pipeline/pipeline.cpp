@@ -15,9 +15,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-int32_t argmax(const Tensor& logits) {
-  const float* p = logits.ptr<float>();
-  const int64_t n = logits.numel();
+int32_t argmax(const Tensor& logits, int64_t row = 0) {
+  const int64_t n = logits.cols();
+  const float* p = logits.ptr<float>() + row * n;
   return static_cast<int32_t>(std::max_element(p, p + n) - p);
 }
 
@@ -98,6 +98,52 @@ std::vector<int32_t> greedy_answer(Model& model, KVCache& cache, const std::vect
     ++pos;
   }
   return tokens;
+}
+
+std::vector<std::vector<int32_t>> greedy_answers_batched(
+    Model& model, const std::vector<KVCache*>& caches, const std::vector<int32_t>& question_ids,
+    const std::vector<int64_t>& first_positions, int max_new_tokens,
+    const std::function<bool(int32_t)>& is_stop) {
+  const size_t n_caches = caches.size();
+  check(first_positions.size() == n_caches, "greedy_answers_batched: one first position per cache");
+  std::vector<std::vector<int32_t>> answers(n_caches);
+  if (max_new_tokens <= 0 || n_caches == 0) return answers;
+  const int64_t n = static_cast<int64_t>(question_ids.size());
+  check(n > 0, "empty question");
+  std::vector<std::vector<int32_t>> positions(n_caches);
+  std::vector<ForwardGroup> groups;
+  for (size_t i = 0; i < n_caches; ++i) {
+    positions[i].resize(static_cast<size_t>(n));
+    for (int64_t t = 0; t < n; ++t)
+      positions[i][static_cast<size_t>(t)] = static_cast<int32_t>(first_positions[i] + t);
+    groups.push_back({question_ids.data(), positions[i].data(), n, caches[i]});
+  }
+  std::vector<int32_t> next(n_caches), pos(n_caches);
+  const Tensor* logits = &model.forward_batch(groups);
+  std::vector<size_t> active(n_caches);  // caches still answering, in group order
+  for (size_t i = 0; i < n_caches; ++i) {
+    active[i] = i;
+    next[i] = argmax(*logits, static_cast<int64_t>(i));
+    pos[i] = static_cast<int32_t>(first_positions[i] + n);
+  }
+  for (int step = 0; !active.empty(); ++step) {
+    std::vector<size_t> still;
+    groups.clear();
+    for (size_t i : active) {
+      answers[i].push_back(next[i]);
+      if ((step > 0 && is_stop(next[i])) || step + 1 == max_new_tokens) continue;
+      still.push_back(i);
+      groups.push_back({&next[i], &pos[i], 1, caches[i]});
+    }
+    active = std::move(still);
+    if (active.empty()) break;
+    logits = &model.forward_batch(groups);
+    for (size_t g = 0; g < active.size(); ++g) {
+      next[active[g]] = argmax(*logits, static_cast<int64_t>(g));
+      ++pos[active[g]];
+    }
+  }
+  return answers;
 }
 
 PipelineResult Pipeline::run(const std::string& context, const std::vector<std::string>& questions,

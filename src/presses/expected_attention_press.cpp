@@ -34,6 +34,10 @@ class ExpectedAttentionPress : public ScorerPress {
             {"epsilon", epsilon_}};
   }
 
+  std::string score_identity(const LayerView&) const override {
+    return identity_from_params(*this);
+  }
+
   Scores score(LayerView& view) override {
     const ModelConfig& c = *view.config;
     const int64_t T = view.n_tokens;  // hidden states: the context (or the chunk)

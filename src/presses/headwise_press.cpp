@@ -101,6 +101,11 @@ KeepPlan headwise_allocate(Scores& scores, int64_t n_safe, int64_t budget) {
 }
 
 KeepPlan HeadwisePress::plan(LayerView& view) {
+  if (ratio_ == 0) return keep_everything(view);  // kvpress: no-op
+  return plan_from_scores(view, score(view));
+}
+
+KeepPlan HeadwisePress::plan_from_scores(LayerView& view, const Scores& scores) {
   const int H = view.cache->n_segments();
   const int64_t n = view.cache->length(view.layer, 0);
   for (int h = 1; h < H; ++h)
@@ -108,19 +113,13 @@ KeepPlan HeadwisePress::plan(LayerView& view) {
           name() +
               ": a head-wise press needs every kv head at one length (it runs on the context "
               "prefill)");
-  KeepPlan keep(static_cast<size_t>(H));
-  if (ratio_ == 0) {  // kvpress: no-op
-    for (int h = 0; h < H; ++h) {
-      keep[static_cast<size_t>(h)].resize(static_cast<size_t>(n));
-      std::iota(keep[static_cast<size_t>(h)].begin(), keep[static_cast<size_t>(h)].end(), 0);
-    }
-    return keep;
-  }
-  Scores s = score(view);
-  check(s.n_heads == H && s.n_rows == n && s.values.size() == static_cast<size_t>(H * n),
+  if (ratio_ == 0) return keep_everything(view);
+  check(scores.n_heads == H && scores.n_rows == n &&
+            scores.values.size() == static_cast<size_t>(H * n),
         name() + ": score has the wrong shape");
+  Scores s = scores;  // the allocation marks each head's protected rows in its own copy
   const int64_t n_kept = n_kept_for(n, ratio_);
-  keep = headwise_allocate(s, n_safe_for(n_kept, alpha_), layer_budget(n, H));
+  KeepPlan keep = headwise_allocate(s, n_safe_for(n_kept, alpha_), layer_budget(n, H));
   return select(view, s, std::move(keep));
 }
 

@@ -39,12 +39,13 @@ class HeadwisePress : public Press {
 
   // Higher = keep: one score per cached row of each kv head ([H_kv, T]). Unlike a
   // ScorerPress's, these scores are compared across the heads of the layer.
-  virtual Scores score(LayerView& view) = 0;
+  Scores score(LayerView& view) override = 0;
   // Rows kept over the whole layer (all heads together). kvpress: H * n_kept.
   virtual int64_t layer_budget(int64_t n_rows, int n_heads) const;
 
   // AdaKV's allocation, then select().
   KeepPlan plan(LayerView& view) override;
+  KeepPlan plan_from_scores(LayerView& view, const Scores& scores) override;
 
  protected:
   // Chooses the rows inside each head's budget (allocation[h].size()). `scores` are the
@@ -73,6 +74,10 @@ class AdaKVPress : public HeadwisePress {
   nlohmann::json params() const override;
   void set_compression_ratio(double r) override;
   Scores score(LayerView& view) override { return inner_->score(view); }
+  // The inner scorer's: ada_snapkv shares its scores with snapkv of the same window.
+  std::string score_identity(const LayerView& view) const override {
+    return inner_->score_identity(view);
+  }
   ScorerPress& inner() { return *inner_; }
 
  protected:

@@ -16,6 +16,10 @@ class KeyDiffPress : public ScorerPress {
   std::string name() const override { return "keydiff"; }
   nlohmann::json params() const override { return nlohmann::json::object(); }
 
+  std::string score_identity(const LayerView&) const override {
+    return identity_from_params(*this);
+  }
+
   Scores score(LayerView& view) override {
     const int64_t n = snapkv_rows(view, "keydiff");
     const KvSegments kv = view.cache->view(view.layer);

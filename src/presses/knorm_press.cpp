@@ -13,6 +13,10 @@ class KnormPress : public ScorerPress {
   std::string name() const override { return "knorm"; }
   nlohmann::json params() const override { return nlohmann::json::object(); }
 
+  std::string score_identity(const LayerView&) const override {
+    return identity_from_params(*this);
+  }
+
   Scores score(LayerView& view) override {
     const KvSegments kv = view.cache->view(view.layer);
     Scores s{kv.n_segments, kv.len[0], {}};

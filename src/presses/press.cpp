@@ -60,6 +60,31 @@ void Press::compress(LayerView& view, int64_t reserve) {
   view.cache->compact(view.layer, keep, reserve);
 }
 
+std::string Press::score_identity(const LayerView&) const { return {}; }
+
+Scores Press::score(LayerView&) {
+  throw Error(name() + ": this press does not expose its scores");
+}
+
+KeepPlan Press::plan_from_scores(LayerView&, const Scores&) {
+  throw Error(name() + ": this press does not plan from given scores");
+}
+
+std::string identity_from_params(const Press& press) {
+  return press.name() + press.params().dump();
+}
+
+// Every row of every head, in place: what a ratio of 0 keeps (kvpress scores nothing then).
+KeepPlan keep_everything(const LayerView& view) {
+  const int H = view.cache->n_segments();
+  KeepPlan keep(static_cast<size_t>(H));
+  for (int h = 0; h < H; ++h) {
+    keep[static_cast<size_t>(h)].resize(static_cast<size_t>(view.cache->length(view.layer, h)));
+    std::iota(keep[static_cast<size_t>(h)].begin(), keep[static_cast<size_t>(h)].end(), 0);
+  }
+  return keep;
+}
+
 ScorerPress::ScorerPress(double ratio) : ratio_(ratio) {
   check_ratio(ratio, "press");
 }
@@ -70,17 +95,15 @@ void ScorerPress::set_compression_ratio(double r) {
 }
 
 KeepPlan ScorerPress::plan(LayerView& view) {
+  if (ratio_ == 0) return keep_everything(view);  // kvpress leaves the cache untouched
+  return plan_from_scores(view, score(view));
+}
+
+KeepPlan ScorerPress::plan_from_scores(LayerView& view, const Scores& s) {
+  if (ratio_ == 0) return keep_everything(view);
   const int H = view.cache->n_segments();
   const int64_t n = view.cache->length(view.layer, 0);
   KeepPlan keep(static_cast<size_t>(H));
-  if (ratio_ == 0) {  // kvpress leaves the cache untouched and scores nothing
-    for (int h = 0; h < H; ++h) {
-      keep[h].resize(static_cast<size_t>(view.cache->length(view.layer, h)));
-      std::iota(keep[h].begin(), keep[h].end(), 0);
-    }
-    return keep;
-  }
-  const Scores s = score(view);
   check(s.n_heads == H && s.n_rows == n && s.values.size() == static_cast<size_t>(H * n),
         name() + ": score has the wrong shape");
   const int64_t k = n_kept_for(n, ratio_);

@@ -23,8 +23,7 @@ struct Scores {
   float at(int h, int64_t j) const { return values[static_cast<size_t>(h * n_rows + j)]; }
 };
 
-// Kept rows per kv head, in the order they will sit in the cache.
-using KeepPlan = std::vector<std::vector<int32_t>>;
+// KeepPlan (kv_cache.h): kept rows per kv head, in the order they will sit in the cache.
 
 class Press {
  public:
@@ -49,6 +48,19 @@ class Press {
   // Plans, then re-packs the layer, leaving `reserve` free rows per head. Presses that also
   // change the kept rows (KeyRerotation) or compress in stages (Composed) override it.
   virtual void compress(LayerView& view, int64_t reserve);
+
+  // Score sharing, for the eval grid, where many cells see the same layer. A press whose
+  // plan is "rank the rows by score(view), then choose" may name what its scores are: two
+  // presses with the same non-empty identity give equal scores on the same layer (knorm at
+  // 0.25 and at 0.75; snapkv and ada_snapkv with equal windows), so the grid computes them
+  // once and hands them to plan_from_scores. Empty (the default): the press plans alone.
+  // A press with an identity must not override compress().
+  virtual std::string score_identity(const LayerView& view) const;
+  // Higher = keep, one per cached row of each kv head ([H_kv, rows]); presses with a
+  // score_identity implement it (ScorerPress and HeadwisePress declare it pure).
+  virtual Scores score(LayerView& view);
+  // plan(view) == plan_from_scores(view, score(view)).
+  virtual KeepPlan plan_from_scores(LayerView& view, const Scores& scores);
 };
 
 class ScorerPress : public Press {
@@ -57,9 +69,10 @@ class ScorerPress : public Press {
   double compression_ratio() const override { return ratio_; }
   void set_compression_ratio(double r);
   // Higher = keep. One score per cached row of each kv head of this layer.
-  virtual Scores score(LayerView& view) = 0;
+  Scores score(LayerView& view) override = 0;
   // Top n_kept rows per head by score, in descending score order (kvpress's top-k order).
   KeepPlan plan(LayerView& view) override;
+  KeepPlan plan_from_scores(LayerView& view, const Scores& scores) override;
 
  protected:
   double ratio_;
@@ -93,11 +106,17 @@ class ScopedBudgetRounding {
   BudgetRounding previous_;
 };
 
+// name() and params(): the score identity of a press whose scores depend on its parameters
+// and the layer only (not on the ratio or on earlier calls).
+std::string identity_from_params(const Press& press);
+
 // Rows kept out of n_rows at `ratio` under the current BudgetRounding; at least 1.
 int64_t n_kept_for(int64_t n_rows, double ratio);
 // Indices of the k largest scores of one head, in descending order; ties go to the lower
 // index (a stable rule; torch.topk leaves tie order unspecified).
 std::vector<int32_t> top_k(const float* scores, int64_t n, int64_t k);
+// Every cached row of every head, in place: what a ratio of 0 keeps (kvpress scores nothing).
+KeepPlan keep_everything(const LayerView& view);
 // Validates a compression ratio in [0, 1).
 void check_ratio(double ratio, const std::string& press);
 

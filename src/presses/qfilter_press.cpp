@@ -45,6 +45,10 @@ class QFilterPress : public ScorerPress {
   std::string name() const override { return "qfilter"; }
   nlohmann::json params() const override { return {{"filters", path_}}; }
 
+  std::string score_identity(const LayerView&) const override {
+    return identity_from_params(*this);
+  }
+
   Scores score(LayerView& view) override {
     const int64_t n = snapkv_rows(view, "qfilter");
     const KvSegments kv = view.cache->view(view.layer);

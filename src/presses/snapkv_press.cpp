@@ -92,6 +92,13 @@ class SnapKvPress : public ScorerPress {
     return {{"window_size", window_}, {"kernel_size", kernel_}};
   }
 
+  // The effective window depends on the ratio for contexts shorter than window_size.
+  std::string score_identity(const LayerView& view) const override {
+    const int64_t n = view.cache->length(view.layer, 0);
+    return identity_from_params(*this) + "window=" +
+           std::to_string(snapkv_window(n, view.n_tokens, window_, ratio_));
+  }
+
   Scores score(LayerView& view) override {
     const int64_t n = snapkv_rows(view, "snapkv");
     return snapkv_scores(view, snapkv_window(n, view.n_tokens, window_, ratio_), kernel_);

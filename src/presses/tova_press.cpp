@@ -17,6 +17,10 @@ class TovaPress : public ScorerPress {
   std::string name() const override { return "tova"; }
   nlohmann::json params() const override { return nlohmann::json::object(); }
 
+  std::string score_identity(const LayerView&) const override {
+    return identity_from_params(*this);
+  }
+
   Scores score(LayerView& view) override {
     const int64_t n = snapkv_rows(view, "tova");
     const int H = view.cache->n_segments();

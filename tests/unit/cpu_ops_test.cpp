@@ -527,6 +527,49 @@ TEST_P(CpuOps, AttentionLongPrefill) {
   for (int64_t i = 0; i < out.numel(); ++i) ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], 2e-5f) << i;
 }
 
+// A batch of jobs (as a batched decode step or question prefill issues): each job's own
+// queries over its own cache, with mixed T, lengths and key splits, in one call.
+// Bound: as AttentionSegmentsGqa.
+TEST_P(CpuOps, AttentionBatchMatchesEachJob) {
+  const int D = 64, Hkv = 3, Hq = 9;
+  struct Job {
+    Tensor k, v, q, out, outr;
+    std::vector<int64_t> len, offset;
+  };
+  for (int n_jobs : {1, 2, 25}) {
+    std::vector<Job> jobs(static_cast<size_t>(n_jobs));
+    std::vector<AttentionJob> batch;
+    for (int j = 0; j < n_jobs; ++j) {
+      Job& b = jobs[static_cast<size_t>(j)];
+      const int64_t T = j % 3 == 0 ? 1 : j % 3 == 1 ? 4 : 33;
+      const int64_t base = j % 2 == 0 ? 20 : 900;  // long ones split along the keys alone
+      int64_t total = 0;
+      for (int s = 0; s < Hkv; ++s) {
+        b.offset.push_back(total);
+        b.len.push_back(base + T + 11 * s);
+        total += b.len.back() + 5;
+      }
+      b.k = random_f32(rng_, {total, D}, -2.f, 2.f);
+      b.v = random_f32(rng_, {total, D});
+      b.q = random_f32(rng_, {T, Hq, D}, -2.f, 2.f);
+      b.out = Tensor::empty(DType::F32, {T, Hq, D});
+      b.outr = Tensor::empty(DType::F32, {T, Hq, D});
+    }
+    for (Job& b : jobs) {
+      KvSegments kv{b.k.ptr<float>(), b.v.ptr<float>(), b.offset.data(), b.len.data(), Hkv, D};
+      batch.push_back({&b.q, kv, &b.out});
+      ref::attention(b.q, kv, 0.125f, b.outr);
+    }
+    be_->attention_batch(batch, 0.125f);
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      const float bound = 2e-5f * max_abs(jobs[j].v.ptr<float>(), jobs[j].v.numel());
+      for (int64_t i = 0; i < jobs[j].out.numel(); ++i)
+        ASSERT_NEAR(jobs[j].out.ptr<float>()[i], jobs[j].outr.ptr<float>()[i], bound)
+            << n_jobs << " jobs, job " << j << " at " << i;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Threads, CpuOps, ::testing::Values(1, 2),
                          [](const ::testing::TestParamInfo<int>& i) { return std::to_string(i.param) + "threads"; });
 

@@ -72,6 +72,30 @@ TEST(KVCache, CompactKeepsRowsPerHeadAndFreesMemory) {
   EXPECT_LT(cache.allocated_bytes(), before / 2);
 }
 
+// The eval grid's path: a compressed layer built straight from another cache's full layer
+// equals the same rows compacted in place, and leaves the source untouched.
+TEST(KVCache, CopyKeptEqualsCompactOfACopy) {
+  KVCache full(2, 3, 4, 20), copied(2, 3, 4, 20), compacted(2, 3, 4, 20);
+  append_tokens(full, 1, 0, 20);
+  append_tokens(compacted, 1, 0, 20);
+  const KeepPlan keep = {{19, 3, 7}, {0}, {5, 6, 7, 8, 1}};
+  copied.copy_kept(1, full, keep, 4);
+  compacted.compact(1, keep, 4);
+  EXPECT_EQ(copied.lengths(), compacted.lengths());
+  EXPECT_EQ(copied.allocated_bytes(), compacted.allocated_bytes());
+  for (int h = 0; h < 3; ++h) {
+    for (size_t i = 0; i < keep[h].size(); ++i) {
+      EXPECT_EQ(k_at(copied, 1, h, static_cast<int64_t>(i), 1), value(keep[h][i], h, 1, false));
+      EXPECT_EQ(copied.positions(1, h)[i], keep[h][i]);
+    }
+    EXPECT_EQ(full.length(1, h), 20);
+  }
+  EXPECT_THROW(copied.copy_kept(1, full, keep, 4), Error);              // layer not empty
+  EXPECT_THROW(copied.copy_kept(0, full, {{0}, {0}, {20}}, 0), Error);  // row out of range
+  KVCache other_shape(2, 2, 4, 20);
+  EXPECT_THROW(other_shape.copy_kept(0, full, {{0}, {0}}, 0), Error);
+}
+
 TEST(KVCache, AppendWithinReserveAllocatesNothing) {
   KVCache cache(2, 3, 4, 16);
   append_tokens(cache, 0, 0, 16);

@@ -244,72 +244,98 @@ void attend_block_scalar(const float* q, int64_t Hq, int64_t G, int64_t T, const
 
 }  // namespace
 
-void attention(ThreadPool& pool, const Tensor& q, const KvSegments& kv, float scale, Tensor& out) {
-  check(q.dtype() == DType::F32 && out.dtype() == DType::F32, "attention: q and out must be F32");
-  check(q.ndim() == 3, "attention: q must be [T, Hq, D], got " + q.shape_string());
-  const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2);
-  check(D == kv.head_dim && D > 0, "attention: q head_dim " + std::to_string(D) + " differs from the cache's " +
-                                       std::to_string(kv.head_dim));
-  check(kv.n_segments > 0 && Hq % kv.n_segments == 0, "attention: query heads not a multiple of kv heads");
-  check(out.numel() == q.numel(), "attention: out must have q's shape");
-  if (T == 0) return;
-  const int64_t S = kv.n_segments, G = Hq / S;
-  int64_t max_len = 0;
-  for (int64_t s = 0; s < S; ++s) {
-    check(kv.len[s] >= T, "attention: segment " + std::to_string(s) + " holds " + std::to_string(kv.len[s]) +
-                              " rows, fewer than the " + std::to_string(T) + " new ones");
-    max_len = std::max(max_len, kv.len[s]);
-  }
-  const int64_t BQ = std::max<int64_t>(1, kRowsPerItem / G);
-  const int64_t qblocks = (T + BQ - 1) / BQ;
-  // Split the keys when there are too few (segment, query block) items for the threads.
-  int64_t splits = 1;
-  const int64_t want = 2 * static_cast<int64_t>(pool.size());
-  if (S * qblocks < want && pool.size() > 1) {
-    splits = std::min((want + S * qblocks - 1) / (S * qblocks), std::max<int64_t>(1, max_len / kMinKeysPerSplit));
-  }
-  std::vector<Item> items;
-  items.reserve(static_cast<size_t>(S * qblocks * splits));
-  for (int64_t g = 0; g < S; ++g)
-    for (int64_t b = 0; b < qblocks; ++b) {
-      const int64_t t0 = b * BQ, t1 = std::min(T, t0 + BQ);
-      const int64_t keys = kv.len[g] - T + t1;  // keys the block's last query sees
-      for (int64_t sp = 0; sp < splits; ++sp) {
-        // Split points on kBK boundaries.
-        const int64_t blocks = (keys + kBK - 1) / kBK;
-        const int64_t k0 = std::min(keys, blocks * sp / splits * kBK), k1 = std::min(keys, blocks * (sp + 1) / splits * kBK);
-        if (k0 < k1 || sp == 0) items.push_back({g, t0, t1, k0, k1});
-      }
+void attention_many(ThreadPool& pool, const std::vector<AttentionJob>& jobs, float scale) {
+  // Items of every job in one list, so that many small jobs (a batched decode step: one
+  // query per cache) share one parallel loop instead of one each.
+  struct JobItem {
+    size_t job;
+    Item item;
+  };
+  struct JobShape {
+    int64_t T, Hq, G, splits;
+  };
+  std::vector<JobShape> shapes(jobs.size());
+  int64_t base_items = 0;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const Tensor& q = *jobs[j].q;
+    const KvSegments& kv = jobs[j].kv;
+    check(q.dtype() == DType::F32 && jobs[j].out->dtype() == DType::F32,
+          "attention: q and out must be F32");
+    check(q.ndim() == 3, "attention: q must be [T, Hq, D], got " + q.shape_string());
+    const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2);
+    check(D == kv.head_dim && D > 0, "attention: q head_dim " + std::to_string(D) +
+                                         " differs from the cache's " +
+                                         std::to_string(kv.head_dim));
+    check(kv.n_segments > 0 && Hq % kv.n_segments == 0,
+          "attention: query heads not a multiple of kv heads");
+    check(jobs[j].out->numel() == q.numel(), "attention: out must have q's shape");
+    for (int64_t g = 0; g < kv.n_segments; ++g) {
+      check(kv.len[g] >= T, "attention: segment " + std::to_string(g) + " holds " +
+                                std::to_string(kv.len[g]) + " rows, fewer than the " +
+                                std::to_string(T) + " new ones");
     }
-  const float* qp = q.ptr<float>();
-  float* op = out.ptr<float>();
-  std::vector<Partial> partials(splits > 1 ? items.size() : 0);
-  const bool fast =
-#if defined(__AVX512F__)
-      D % 16 == 0;
-#else
-      false;
-#endif
+    const int64_t G = Hq / kv.n_segments, BQ = std::max<int64_t>(1, kRowsPerItem / G);
+    shapes[j] = {T, Hq, G, 1};
+    base_items += kv.n_segments * ((T + BQ - 1) / BQ);
+  }
+  // Split the keys when there are too few (segment, query block) items for the threads.
+  const int64_t want = 2 * static_cast<int64_t>(pool.size());
+  std::vector<JobItem> items;
+  items.reserve(static_cast<size_t>(base_items));
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const KvSegments& kv = jobs[j].kv;
+    JobShape& sh = shapes[j];
+    if (sh.T == 0) continue;
+    const int64_t S = kv.n_segments, BQ = std::max<int64_t>(1, kRowsPerItem / sh.G);
+    const int64_t qblocks = (sh.T + BQ - 1) / BQ;
+    int64_t max_len = 0;
+    for (int64_t g = 0; g < S; ++g) max_len = std::max(max_len, kv.len[g]);
+    if (base_items < want && pool.size() > 1) {
+      sh.splits = std::min((want + S * qblocks - 1) / (S * qblocks),
+                           std::max<int64_t>(1, max_len / kMinKeysPerSplit));
+    }
+    for (int64_t g = 0; g < S; ++g)
+      for (int64_t b = 0; b < qblocks; ++b) {
+        const int64_t t0 = b * BQ, t1 = std::min(sh.T, t0 + BQ);
+        const int64_t keys = kv.len[g] - sh.T + t1;  // keys the block's last query sees
+        for (int64_t sp = 0; sp < sh.splits; ++sp) {
+          // Split points on kBK boundaries.
+          const int64_t blocks = (keys + kBK - 1) / kBK;
+          const int64_t k0 = std::min(keys, blocks * sp / sh.splits * kBK),
+                        k1 = std::min(keys, blocks * (sp + 1) / sh.splits * kBK);
+          if (k0 < k1 || sp == 0) items.push_back({j, {g, t0, t1, k0, k1}});
+        }
+      }
+  }
+  bool any_split = false;
+  for (const JobShape& sh : shapes) any_split = any_split || sh.splits > 1;
+  std::vector<Partial> partials(any_split ? items.size() : 0);
   auto run = [&](int64_t i0, int64_t i1) {
     thread_local Partial local;
     for (int64_t i = i0; i < i1; ++i) {
-      const Item& it = items[static_cast<size_t>(i)];
-      Partial& p = splits > 1 ? partials[static_cast<size_t>(i)] : local;
+      const JobItem& ji = items[static_cast<size_t>(i)];
+      const Item& it = ji.item;
+      const AttentionJob& job = jobs[ji.job];
+      const JobShape& sh = shapes[ji.job];
+      const int64_t D = job.kv.head_dim;
+      const float* qp = job.q->ptr<float>();
+      Partial& p = sh.splits > 1 ? partials[static_cast<size_t>(i)] : local;
 #if defined(__AVX512F__)
-      if (fast) {
-        attend_block(qp, Hq, G, T, kv, scale, it, p);
+      if (D % 16 == 0) {
+        attend_block(qp, sh.Hq, sh.G, sh.T, job.kv, scale, it, p);
       } else {
-        attend_block_scalar(qp, Hq, G, T, kv, scale, it, p);
+        attend_block_scalar(qp, sh.Hq, sh.G, sh.T, job.kv, scale, it, p);
       }
 #else
-      attend_block_scalar(qp, Hq, G, T, kv, scale, it, p);
+      attend_block_scalar(qp, sh.Hq, sh.G, sh.T, job.kv, scale, it, p);
 #endif
-      if (splits == 1) {
+      if (sh.splits == 1) {
+        float* op = job.out->ptr<float>();
         for (int64_t t = it.t0; t < it.t1; ++t)
-          for (int64_t hl = 0; hl < G; ++hl) {
-            const int64_t r = (t - it.t0) * G + hl;
+          for (int64_t hl = 0; hl < sh.G; ++hl) {
+            const int64_t r = (t - it.t0) * sh.G + hl;
             const float inv = 1.f / p.l[static_cast<size_t>(r)];
-            float* o = op + (t * Hq + it.g * G + hl) * D;
+            float* o = op + (t * sh.Hq + it.g * sh.G + hl) * D;
             for (int64_t d = 0; d < D; ++d) o[d] = p.o[static_cast<size_t>(r * D + d)] * inv;
           }
       }
@@ -320,19 +346,29 @@ void attention(ThreadPool& pool, const Tensor& q, const KvSegments& kv, float sc
   } else {
     pool.parallel_for(static_cast<int64_t>(items.size()), run);
   }
-  if (splits == 1) return;
-  // Merge the splits of each (segment, query block): items of one are consecutive.
+  if (!any_split) return;
+  // Merge the splits of each (job, segment, query block): items of one are consecutive.
   for (size_t a = 0; a < items.size();) {
     size_t b = a + 1;
-    while (b < items.size() && items[b].g == items[a].g && items[b].t0 == items[a].t0) ++b;
-    const Item& it = items[a];
+    const JobItem& first = items[a];
+    while (b < items.size() && items[b].job == first.job && items[b].item.g == first.item.g &&
+           items[b].item.t0 == first.item.t0)
+      ++b;
+    const JobShape& sh = shapes[first.job];
+    if (sh.splits == 1) {
+      a = b;
+      continue;
+    }
+    const Item& it = first.item;
+    const int64_t D = jobs[first.job].kv.head_dim;
+    float* op = jobs[first.job].out->ptr<float>();
     for (int64_t t = it.t0; t < it.t1; ++t)
-      for (int64_t hl = 0; hl < G; ++hl) {
-        const size_t r = static_cast<size_t>((t - it.t0) * G + hl);
+      for (int64_t hl = 0; hl < sh.G; ++hl) {
+        const size_t r = static_cast<size_t>((t - it.t0) * sh.G + hl);
         float m = -INFINITY;
         for (size_t c = a; c < b; ++c) m = std::max(m, partials[c].m[r]);
         float l = 0.f;
-        float* o = op + (t * Hq + it.g * G + hl) * D;
+        float* o = op + (t * sh.Hq + it.g * sh.G + hl) * D;
         std::fill(o, o + D, 0.f);
         for (size_t c = a; c < b; ++c) {
           if (partials[c].m[r] == -INFINITY) continue;
@@ -345,6 +381,10 @@ void attention(ThreadPool& pool, const Tensor& q, const KvSegments& kv, float sc
       }
     a = b;
   }
+}
+
+void attention(ThreadPool& pool, const Tensor& q, const KvSegments& kv, float scale, Tensor& out) {
+  attention_many(pool, {AttentionJob{&q, kv, &out}}, scale);
 }
 
 }  // namespace kvp::cpu

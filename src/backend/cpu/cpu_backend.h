@@ -11,6 +11,7 @@ namespace kvp::cpu {
 
 void matmul(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y);
 void attention(ThreadPool& pool, const Tensor& q, const KvSegments& kv, float scale, Tensor& out);
+void attention_many(ThreadPool& pool, const std::vector<AttentionJob>& jobs, float scale);
 void rms_norm(ThreadPool& pool, const Tensor& x, const Tensor& weight, float eps, Tensor& y);
 void rope(ThreadPool& pool, Tensor& x, const int32_t* positions, const RopeParams& params);
 void silu_mul(ThreadPool& pool, Tensor& gate, const Tensor& up);
@@ -42,6 +43,9 @@ class CpuBackend final : public Backend {
   }
   void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) override {
     cpu::attention(pool_, q, kv, scale, out);
+  }
+  void attention_batch(const std::vector<AttentionJob>& jobs, float scale) override {
+    cpu::attention_many(pool_, jobs, scale);
   }
   void attention_column_sums(const Tensor& q, const KvSegments& kv, float scale,
                              Tensor& out) override {
