@@ -119,6 +119,12 @@ const Tensor& Model::run(const std::vector<ForwardGroup>& groups, LayerHook* hoo
       be.rms_norm(q_rows, w.q_norm, c.rms_eps, q_rows);
       be.rms_norm(k_rows, w.k_norm, c.rms_eps, k_rows);
     }
+    Tensor q_prerope;
+    if (hook) {  // one copy of the layer's queries (T x Hq x D floats), only for the hook
+      if (s_.q_prerope.numel() < T * H * D) s_.q_prerope = Tensor::empty(DType::F32, {T, H * D});
+      q_prerope = rows_view(s_.q_prerope, {T, H, D});
+      std::copy(q.ptr<float>(), q.ptr<float>() + T * H * D, q_prerope.ptr<float>());
+    }
     be.rope(q_heads, positions, c.rope);
     be.rope(k_heads, positions, c.rope);
     if (G == 1) {
@@ -148,6 +154,7 @@ const Tensor& Model::run(const std::vector<ForwardGroup>& groups, LayerHook* hoo
       view.weights = &w;
       view.hidden_states = &normed;
       view.queries = &q_heads;
+      view.queries_prerope = &q_prerope;
       view.positions = positions;
       view.n_tokens = T;
       view.cache = groups[0].cache;

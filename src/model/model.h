@@ -20,6 +20,9 @@ struct LayerView {
   const LayerWeights* weights = nullptr;
   const Tensor* hidden_states = nullptr;  // [T, hidden]: the attention block's normed input
   const Tensor* queries = nullptr;        // [T, n_heads, head_dim], after RoPE
+  // The same queries before RoPE (after bias and q_norm), kept for presses that need them
+  // (expected_attention's statistics) so they need not recompute the projection.
+  const Tensor* queries_prerope = nullptr;  // [T, n_heads, head_dim]
   const int32_t* positions = nullptr;     // [T]
   int64_t n_tokens = 0;                   // T: the context tokens of this prefill
   KVCache* cache = nullptr;               // keys after RoPE and values of this layer
@@ -68,6 +71,7 @@ class Model {
   struct Scratch {
     int64_t capacity = 0;
     Tensor x, normed, q, k, v, attn, proj, gate, up;
+    Tensor q_prerope;  // allocated on the first forward with a hook
     int64_t group_capacity = 0;
     Tensor last, logits;       // [group_capacity, hidden], [group_capacity, vocab]
     Tensor logits_out;         // the rows of `logits` the last call filled

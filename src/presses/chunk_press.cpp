@@ -61,8 +61,14 @@ class ChunkPress : public Press {
       sub.append(view.layer, k.data(), v.data(), len, pos.data());
       float* hp = const_cast<float*>(view.hidden_states->ptr<float>()) + start * c.hidden;
       const Tensor hs = Tensor::view(DType::F32, {len, static_cast<int64_t>(c.hidden)}, hp);
+      Tensor q_kept;  // the chunk's rows of the forward's pre-RoPE queries
+      if (view.queries_prerope) {
+        float* qp = const_cast<float*>(view.queries_prerope->ptr<float>()) + start * Hq * D;
+        q_kept = Tensor::view(DType::F32, {len, Hq, D}, qp);
+      }
       LayerView sv = view;
       sv.hidden_states = &hs;
+      sv.queries_prerope = view.queries_prerope ? &q_kept : nullptr;
       sv.n_tokens = len;
       sv.positions = pos.data();
       sv.cache = &sub;

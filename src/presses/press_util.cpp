@@ -14,6 +14,15 @@ Tensor prerope_queries(const LayerView& view, int64_t begin, int64_t end) {
   check(begin >= 0 && n > 0 && end <= view.hidden_states->rows(),
         "prerope_queries: rows out of range");
   const int64_t Hq = c.n_heads, D = c.head_dim;
+  if (view.queries_prerope) {  // kept by the forward pass: a copy of the rows asked for
+    const Tensor& kept = *view.queries_prerope;
+    check(kept.ndim() == 3 && kept.dim(0) >= end && kept.dim(1) == Hq && kept.dim(2) == D,
+          "prerope_queries: the kept queries have the wrong shape");
+    Tensor q = Tensor::empty(DType::F32, {n, Hq, D});
+    const float* src = kept.ptr<float>() + begin * Hq * D;
+    std::copy(src, src + n * Hq * D, q.ptr<float>());
+    return q;
+  }
   // The hidden states are only read; Tensor::view wants a mutable pointer.
   float* h = const_cast<float*>(view.hidden_states->ptr<float>()) + begin * c.hidden;
   const Tensor hs = Tensor::view(DType::F32, {n, static_cast<int64_t>(c.hidden)}, h,
