@@ -14,6 +14,13 @@ class StreamingLlmPress : public ScorerPress {
   std::string name() const override { return "streaming_llm"; }
   nlohmann::json params() const override { return {{"n_sink", n_sink_}}; }
 
+  // Its scores depend on the ratio (through n_pruned), so only equal cells share them; the
+  // identity still lets the eval grid plan on the full cache and copy only the kept rows.
+  std::string score_identity(const LayerView& view) const override {
+    const int64_t n = view.cache->length(view.layer, 0);
+    return identity_from_params(*this) + "pruned=" + std::to_string(n - n_kept_for(n, ratio_));
+  }
+
   Scores score(LayerView& view) override {
     const KvSegments kv = view.cache->view(view.layer);
     const int64_t n = kv.len[0];
