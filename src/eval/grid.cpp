@@ -21,8 +21,7 @@ struct Cell {
   double compress_s = 0;
 };
 
-// After each layer's attention: copy the layer's T fresh rows out of the shared (full) cache
-// into every cell's cache, then let the cell's press compress its own copy.
+// After each layer's attention: every cell gets its compressed copy of the layer.
 class GridHook : public LayerHook {
  public:
   GridHook(std::vector<Cell>& cells, int64_t reserve) : cells_(cells), reserve_(reserve) {}

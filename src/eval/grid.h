@@ -2,10 +2,11 @@
 // One prefill of a context serves a whole grid of (press, ratio) cells. Presses act after a
 // layer's attention and never change the hidden states that flow on to later layers, so a
 // single forward pass yields, layer by layer, exactly the rows every press would have seen
-// in its own run: the grid hook copies each just-written layer into every cell's own cache
-// and runs that cell's press there (a composed press sees its own compacted cache). The full
-// cache stays uncompressed and answers for the baseline. A press that changes the forward
-// pass itself (Press::needs_own_prefill) gets its own prefill instead.
+// in its own run. The grid hook gives each cell its compressed copy of every layer (shared
+// scores where presses name them, Press::score_identity; see docs/architecture.md), the
+// full cache stays uncompressed for the baseline, and a press that changes the forward pass
+// itself (Press::needs_own_prefill) gets its own prefill. Then all cells answer each
+// question together in batched forwards (greedy_answers_batched).
 #include <cstdint>
 #include <string>
 #include <vector>

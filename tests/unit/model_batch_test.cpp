@@ -1,0 +1,110 @@
+// Model::forward_batch and greedy_answers_batched on a tiny random-weight model (no
+// download needed, so this also runs under the sanitizers): several sequences, each on its
+// own cache, give the logits and answers they give one by one.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "model/model.h"
+#include "pipeline/pipeline.h"
+#include "support/test_paths.h"
+
+namespace kvp {
+
+namespace {
+
+struct Sequence {
+  std::vector<int32_t> ids, positions;
+};
+
+Sequence make_sequence(int64_t n, int32_t first_id, int32_t first_position, int32_t vocab) {
+  Sequence s;
+  for (int64_t t = 0; t < n; ++t) {
+    s.ids.push_back(static_cast<int32_t>((first_id + 7 * t) % vocab));
+    s.positions.push_back(static_cast<int32_t>(first_position + t));
+  }
+  return s;
+}
+
+}  // namespace
+
+// Bound: 1e-4 absolute on logits of magnitude ~1 (the batched matmuls sum in another order).
+TEST(ModelBatch, GroupsGetTheirOwnLogitsAndCaches) {
+  auto backend = make_cpu_backend(2);
+  auto model = load_model(test::source_path("tests/models/tiny-llama"), *backend);
+  const int32_t vocab = static_cast<int32_t>(model->config().vocab_size);
+  // Three caches with different contexts (different lengths), then different new tokens.
+  const std::vector<Sequence> contexts = {make_sequence(9, 1, 0, vocab),
+                                          make_sequence(23, 5, 0, vocab),
+                                          make_sequence(4, 11, 0, vocab)};
+  const std::vector<Sequence> news = {make_sequence(5, 3, 9, vocab), make_sequence(1, 8, 23, vocab),
+                                      make_sequence(12, 2, 4, vocab)};
+  std::vector<KVCache> batched, alone;
+  for (const auto& c : contexts) {
+    batched.push_back(model->make_cache(64));
+    alone.push_back(model->make_cache(64));
+    model->forward(c.ids.data(), c.positions.data(), static_cast<int64_t>(c.ids.size()), batched.back());
+    model->forward(c.ids.data(), c.positions.data(), static_cast<int64_t>(c.ids.size()), alone.back());
+  }
+  std::vector<ForwardGroup> groups;
+  for (size_t i = 0; i < news.size(); ++i) {
+    groups.push_back({news[i].ids.data(), news[i].positions.data(),
+                      static_cast<int64_t>(news[i].ids.size()), &batched[i]});
+  }
+  const Tensor& logits = model->forward_batch(groups);
+  ASSERT_EQ(logits.rows(), 3);
+  ASSERT_EQ(logits.cols(), vocab);
+  const std::vector<float> got(logits.ptr<float>(), logits.ptr<float>() + logits.numel());
+  for (size_t i = 0; i < news.size(); ++i) {
+    const Tensor& one = model->forward(news[i].ids.data(), news[i].positions.data(),
+                                       static_cast<int64_t>(news[i].ids.size()), alone[i]);
+    for (int64_t v = 0; v < vocab; ++v)
+      ASSERT_NEAR(got[i * static_cast<size_t>(vocab) + static_cast<size_t>(v)], one.ptr<float>()[v], 1e-4f)
+          << "group " << i << " token " << v;
+    EXPECT_EQ(batched[i].lengths(), alone[i].lengths()) << "group " << i;
+  }
+}
+
+TEST(ModelBatch, BatchedGreedyAnswersEqualOneByOne) {
+  auto backend = make_cpu_backend(2);
+  auto model = load_model(test::source_path("tests/models/tiny-llama"), *backend);
+  const int32_t vocab = static_cast<int32_t>(model->config().vocab_size);
+  std::vector<KVCache> batched, alone;
+  std::vector<int64_t> first_positions;
+  for (int64_t n : {6, 17, 30, 3, 12}) {
+    const Sequence c = make_sequence(n, static_cast<int32_t>(n), 0, vocab);
+    for (auto* caches : {&batched, &alone}) {
+      caches->push_back(model->make_cache(n + 40));
+      model->forward(c.ids.data(), c.positions.data(), n, caches->back());
+    }
+    first_positions.push_back(n);
+  }
+  const std::vector<int32_t> question = {4, 9, 2, 7};
+  // Token 3 stops an answer early, so the batch shrinks while others go on.
+  const auto is_stop = [](int32_t id) { return id == 3; };
+  std::vector<KVCache*> pointers;
+  for (auto& c : batched) pointers.push_back(&c);
+  const auto answers = greedy_answers_batched(*model, pointers, question, first_positions, 20, is_stop);
+  ASSERT_EQ(answers.size(), alone.size());
+  for (size_t i = 0; i < alone.size(); ++i) {
+    const auto one = greedy_answer(*model, alone[i], question, first_positions[i], 20, is_stop);
+    EXPECT_EQ(answers[i], one) << "cache " << i;
+    EXPECT_EQ(batched[i].lengths(), alone[i].lengths()) << "cache " << i;
+  }
+}
+
+TEST(ModelBatch, RejectsBadGroups) {
+  auto backend = make_cpu_backend(1);
+  auto model = load_model(test::source_path("tests/models/tiny-llama"), *backend);
+  KVCache cache = model->make_cache(8);
+  const int32_t id = 1, pos = 0, bad = static_cast<int32_t>(model->config().vocab_size);
+  EXPECT_THROW(model->forward_batch({}), Error);
+  EXPECT_THROW(model->forward_batch({{&id, &pos, 0, &cache}}), Error);
+  EXPECT_THROW(model->forward_batch({{&id, &pos, 1, nullptr}}), Error);
+  EXPECT_THROW(model->forward_batch({{&id, &pos, 1, &cache}, {&bad, &pos, 1, &cache}}), Error);
+}
+
+}  // namespace kvp
