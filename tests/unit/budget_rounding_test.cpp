@@ -10,7 +10,7 @@ namespace kvp {
 
 TEST(BudgetRounding, NearestGivesTheClosestAchievableRatio) {
   ScopedBudgetRounding nearest(BudgetRounding::Nearest);
-  EXPECT_EQ(n_kept_for(37, 0.25), 28);  // drops round(9.25) = 9 rows: 0.243
+  EXPECT_EQ(n_kept_for(37, 0.25), 28);     // drops round(9.25) = 9 rows: 0.243
   EXPECT_EQ(n_kept_for(1071, 0.75), 268);  // drops round(803.25) = 803
   EXPECT_EQ(n_kept_for(1071, 0.5), 535);   // halves drop the extra row, as kvpress
   EXPECT_EQ(n_kept_for(4, 0.9), 1);        // never an empty head

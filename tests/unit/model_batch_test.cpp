@@ -46,8 +46,10 @@ TEST(ModelBatch, GroupsGetTheirOwnLogitsAndCaches) {
   for (const auto& c : contexts) {
     batched.push_back(model->make_cache(64));
     alone.push_back(model->make_cache(64));
-    model->forward(c.ids.data(), c.positions.data(), static_cast<int64_t>(c.ids.size()), batched.back());
-    model->forward(c.ids.data(), c.positions.data(), static_cast<int64_t>(c.ids.size()), alone.back());
+    model->forward(c.ids.data(), c.positions.data(), static_cast<int64_t>(c.ids.size()),
+                   batched.back());
+    model->forward(c.ids.data(), c.positions.data(), static_cast<int64_t>(c.ids.size()),
+                   alone.back());
   }
   std::vector<ForwardGroup> groups;
   for (size_t i = 0; i < news.size(); ++i) {
@@ -62,7 +64,8 @@ TEST(ModelBatch, GroupsGetTheirOwnLogitsAndCaches) {
     const Tensor& one = model->forward(news[i].ids.data(), news[i].positions.data(),
                                        static_cast<int64_t>(news[i].ids.size()), alone[i]);
     for (int64_t v = 0; v < vocab; ++v)
-      ASSERT_NEAR(got[i * static_cast<size_t>(vocab) + static_cast<size_t>(v)], one.ptr<float>()[v], 1e-4f)
+      ASSERT_NEAR(got[i * static_cast<size_t>(vocab) + static_cast<size_t>(v)], one.ptr<float>()[v],
+                  1e-4f)
           << "group " << i << " token " << v;
     EXPECT_EQ(batched[i].lengths(), alone[i].lengths()) << "group " << i;
   }
@@ -87,7 +90,8 @@ TEST(ModelBatch, BatchedGreedyAnswersEqualOneByOne) {
   const auto is_stop = [](int32_t id) { return id == 3; };
   std::vector<KVCache*> pointers;
   for (auto& c : batched) pointers.push_back(&c);
-  const auto answers = greedy_answers_batched(*model, pointers, question, first_positions, 20, is_stop);
+  const auto answers =
+      greedy_answers_batched(*model, pointers, question, first_positions, 20, is_stop);
   ASSERT_EQ(answers.size(), alone.size());
   for (size_t i = 0; i < alone.size(); ++i) {
     const auto one = greedy_answer(*model, alone[i], question, first_positions[i], 20, is_stop);
