@@ -98,7 +98,6 @@ const Tensor& Model::run(const std::vector<ForwardGroup>& groups, LayerHook* hoo
   Tensor up = rows_view(s_.up, {T, c.ffn_hidden});
   Tensor q_heads = rows_view(s_.q, {T, H, D});
   Tensor k_heads = rows_view(s_.k, {T, Hkv, D});
-  Tensor attn_heads = rows_view(s_.attn, {T, H, D});
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
 
   be.embed(weights_.token_embedding, ids, T, x);
@@ -127,26 +126,21 @@ const Tensor& Model::run(const std::vector<ForwardGroup>& groups, LayerHook* hoo
     }
     be.rope(q_heads, positions, c.rope);
     be.rope(k_heads, positions, c.rope);
-    if (G == 1) {
-      groups[0].cache->append(l, k.ptr<float>(), v.ptr<float>(), T, positions);
-      be.attention(q_heads, groups[0].cache->view(l), scale, attn_heads);
-    } else {
-      int64_t row = 0;
-      s_.group_q.clear();
-      s_.group_out.clear();
-      for (const ForwardGroup& g : groups) {
-        g.cache->append(l, k.ptr<float>() + row * Hkv * D, v.ptr<float>() + row * Hkv * D, g.n,
-                        positions + row);
-        s_.group_q.push_back(Tensor::view(DType::F32, {g.n, H, D}, q.ptr<float>() + row * H * D));
-        s_.group_out.push_back(
-            Tensor::view(DType::F32, {g.n, H, D}, attn.ptr<float>() + row * H * D));
-        row += g.n;
-      }
-      s_.jobs.clear();
-      for (size_t i = 0; i < groups.size(); ++i)
-        s_.jobs.push_back({&s_.group_q[i], groups[i].cache->view(l), &s_.group_out[i]});
-      be.attention_batch(s_.jobs, scale);
+    // Each group appends its rows to its own cache and attends over it; one launch for all.
+    int64_t row = 0;
+    s_.group_q.clear();
+    s_.group_out.clear();
+    for (const ForwardGroup& g : groups) {
+      g.cache->append(l, k.ptr<float>() + row * Hkv * D, v.ptr<float>() + row * Hkv * D, g.n,
+                      positions + row);
+      s_.group_q.push_back(Tensor::view(DType::F32, {g.n, H, D}, q.ptr<float>() + row * H * D));
+      s_.group_out.push_back(Tensor::view(DType::F32, {g.n, H, D}, attn.ptr<float>() + row * H * D));
+      row += g.n;
     }
+    s_.jobs.clear();
+    for (size_t i = 0; i < groups.size(); ++i)
+      s_.jobs.push_back({&s_.group_q[i], groups[i].cache->view(l), &s_.group_out[i]});
+    be.attention_batch(s_.jobs, scale);
     if (hook) {
       LayerView view;
       view.layer = l;

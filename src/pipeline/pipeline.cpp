@@ -80,30 +80,14 @@ PromptParts split_prompt(const ChatTemplate& chat, const Tokenizer& tokenizer,
 std::vector<int32_t> greedy_answer(Model& model, KVCache& cache, const std::vector<int32_t>& question_ids,
                                    int64_t first_position, int max_new_tokens,
                                    const std::function<bool(int32_t)>& is_stop, double* prefill_seconds) {
-  std::vector<int32_t> tokens;
-  if (max_new_tokens <= 0) return tokens;
-  const int64_t n = static_cast<int64_t>(question_ids.size());
-  check(n > 0, "empty question");
-  std::vector<int32_t> positions(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(first_position + i);
-  const auto t0 = std::chrono::steady_clock::now();
-  int32_t next = argmax(model.forward(question_ids.data(), positions.data(), n, cache));
-  if (prefill_seconds) *prefill_seconds = seconds_since(t0);
-  int32_t pos = static_cast<int32_t>(first_position + n);
-  for (int step = 0; step < max_new_tokens; ++step) {
-    tokens.push_back(next);
-    if (step > 0 && is_stop(next)) break;
-    if (step + 1 == max_new_tokens) break;
-    next = argmax(model.forward(&next, &pos, 1, cache));
-    ++pos;
-  }
-  return tokens;
+  return greedy_answers_batched(model, {&cache}, question_ids, {first_position}, max_new_tokens,
+                                is_stop, prefill_seconds)[0];
 }
 
 std::vector<std::vector<int32_t>> greedy_answers_batched(
     Model& model, const std::vector<KVCache*>& caches, const std::vector<int32_t>& question_ids,
     const std::vector<int64_t>& first_positions, int max_new_tokens,
-    const std::function<bool(int32_t)>& is_stop) {
+    const std::function<bool(int32_t)>& is_stop, double* prefill_seconds) {
   const size_t n_caches = caches.size();
   check(first_positions.size() == n_caches, "greedy_answers_batched: one first position per cache");
   std::vector<std::vector<int32_t>> answers(n_caches);
@@ -118,16 +102,21 @@ std::vector<std::vector<int32_t>> greedy_answers_batched(
       positions[i][static_cast<size_t>(t)] = static_cast<int32_t>(first_positions[i] + t);
     groups.push_back({question_ids.data(), positions[i].data(), n, caches[i]});
   }
-  std::vector<int32_t> next(n_caches), pos(n_caches);
+  const auto t0 = std::chrono::steady_clock::now();
   const Tensor* logits = &model.forward_batch(groups);
-  std::vector<size_t> active(n_caches);  // caches still answering, in group order
+  if (prefill_seconds) *prefill_seconds = seconds_since(t0);
+  std::vector<int32_t> next(n_caches), pos(n_caches);
+  // Caches still answering, in group order; `still` is reused so decoding allocates nothing.
+  std::vector<size_t> active(n_caches), still;
+  still.reserve(n_caches);
   for (size_t i = 0; i < n_caches; ++i) {
     active[i] = i;
     next[i] = argmax(*logits, static_cast<int64_t>(i));
     pos[i] = static_cast<int32_t>(first_positions[i] + n);
   }
+  // The first token is always taken; a later stop token ends the answer (kept, not fed back).
   for (int step = 0; !active.empty(); ++step) {
-    std::vector<size_t> still;
+    still.clear();
     groups.clear();
     for (size_t i : active) {
       answers[i].push_back(next[i]);
@@ -135,7 +124,7 @@ std::vector<std::vector<int32_t>> greedy_answers_batched(
       still.push_back(i);
       groups.push_back({&next[i], &pos[i], 1, caches[i]});
     }
-    active = std::move(still);
+    std::swap(active, still);
     if (active.empty()) break;
     logits = &model.forward_batch(groups);
     for (size_t g = 0; g < active.size(); ++g) {

@@ -77,15 +77,16 @@ std::vector<int32_t> greedy_answer(Model& model, KVCache& cache, const std::vect
                                    const std::function<bool(int32_t)>& is_stop,
                                    double* prefill_seconds = nullptr);
 
-// greedy_answer for one question on several caches at once (the eval grid's cells): the
-// question is prefilled on every cache in one batched forward, then each step decodes one
-// token for every cache still answering, again in one forward. Each cache gets the answer
-// greedy_answer would give it alone, up to summation order (the batched matmul sums in
-// another order than the one-row kernel, ~1e-6 relative). first_positions[i] is cache i's.
+// greedy_answer for one question on several caches at once (the eval grid's cells; with one
+// cache it is greedy_answer): the question is prefilled on every cache in one batched
+// forward, then each step decodes one token for every cache still answering, again in one
+// forward. Each cache gets the answer greedy_answer would give it alone, up to summation
+// order (a step of 4 or more rows uses the blocked matmul, not the one-row kernel: ~1e-6
+// relative). first_positions[i] is cache i's.
 std::vector<std::vector<int32_t>> greedy_answers_batched(
     Model& model, const std::vector<KVCache*>& caches, const std::vector<int32_t>& question_ids,
     const std::vector<int64_t>& first_positions, int max_new_tokens,
-    const std::function<bool(int32_t)>& is_stop);
+    const std::function<bool(int32_t)>& is_stop, double* prefill_seconds = nullptr);
 
 class Pipeline {
  public:
