@@ -1,10 +1,10 @@
 // Times the CPU backend's matmul on the default model's shapes (SmolLM2-135M: hidden 576,
-// kv 192, intermediate 1536, vocab 49152), at T = 1 (decode) and T = 512 (prefill), for
+// kv 192, intermediate 1536, vocab 49152), at T = 1 (decode) and T = 512 (prefill) or --rows, for
 // Q4_1 and Q8_0 weights, with 1 and 2 threads; prints the median time, the GB/s of weights
 // read and the GFLOP/s. Then a whole decode step's matmuls (30 layers of distinct Q4_1
 // weights, 96 MB that do not fit in cache, plus the Q8_0 output head) as tokens/s.
 //
-//   build-cpu/bench/ops_bench [--reps N] [--threads 1,2] [--quick]
+//   build-cpu/bench/ops_bench [--reps N] [--threads 1,2] [--rows 1,512] [--quick]
 //
 // Built by hand against llama.cpp's ggml (its headers and libggml-cpu / libggml-base), it
 // also compares the matrix-vector kernels with ggml's on the same weights, single thread,
@@ -149,24 +149,30 @@ int main(int argc, char** argv) {
   int reps = 50;
   bool quick = false;
   std::vector<int> threads = {1, 2};
+  std::vector<int> row_counts = {1, 512};
+  const auto parse_list = [](const std::string& s) {
+    std::vector<int> out;
+    size_t pos = 0;
+    while (pos < s.size()) {
+      const size_t c = s.find(',', pos);
+      out.push_back(std::atoi(s.substr(pos, c - pos).c_str()));
+      if (c == std::string::npos) break;
+      pos = c + 1;
+    }
+    return out;
+  };
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) {
       reps = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--threads" && i + 1 < argc) {
-      threads.clear();
-      std::string s = argv[++i];
-      size_t pos = 0;
-      while (pos < s.size()) {
-        const size_t c = s.find(',', pos);
-        threads.push_back(std::atoi(s.substr(pos, c - pos).c_str()));
-        if (c == std::string::npos) break;
-        pos = c + 1;
-      }
+      threads = parse_list(argv[++i]);
+    } else if (a == "--rows" && i + 1 < argc) {
+      row_counts = parse_list(argv[++i]);
     } else if (a == "--quick") {
       quick = true;
     } else {
-      std::fprintf(stderr, "usage: %s [--reps N] [--threads 1,2] [--quick]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--reps N] [--threads 1,2] [--rows 1,512] [--quick]\n", argv[0]);
       return 2;
     }
   }
@@ -185,11 +191,12 @@ int main(int argc, char** argv) {
     auto be = kvp::make_cpu_backend(nt);
     for (const Shape& s : shapes) {
       Tensor w = random_weight(s.t, s.N, s.K);
-      for (int64_t T : {int64_t{1}, int64_t{512}}) {
-        if (quick && T == 512 && s.N == 49152) continue;
+      for (const int rows : row_counts) {
+        const int64_t T = std::max(1, rows);
+        if (quick && T >= 64 && s.N == 49152) continue;
         Tensor x = random_x(T, s.K);
         Tensor y = Tensor::empty(DType::F32, {T, s.N});
-        const int r = T == 1 ? reps * 10 : std::max(3, reps / 5);
+        const int r = T == 1 ? reps * 10 : T <= 64 ? reps : std::max(3, reps / 5);
         const double us = median_us(r, [&] { be->matmul(x, w, y); });
         const double gbs = static_cast<double>(w.nbytes()) / (us * 1e3);
         const double gflops = 2.0 * static_cast<double>(T * s.N * s.K) / (us * 1e3);

@@ -24,6 +24,13 @@ struct RopeParams {
 
 // One layer's K or V rows in the segmented cache: segment s (= batch * n_kv_heads + kv_head)
 // holds rows [offset[s], offset[s] + len[s]) of `rows`, each head_dim floats.
+//
+// A segment may also start with a borrowed prefix: its first prefix_len[s] rows are rows
+// prefix_rows[s][i] of segment s of another layer buffer (prefix_k / prefix_v, segment
+// start prefix_offset[s]), and only its remaining len[s] - prefix_len[s] rows live at
+// offset[s]. The eval grid's cells use it to attend over their kept rows of one shared full
+// cache instead of each reading its own copy. Only attention reads a prefix; ops that take
+// contiguous segments check has_prefix() and refuse.
 struct KvSegments {
   const float* k = nullptr;
   const float* v = nullptr;
@@ -31,6 +38,23 @@ struct KvSegments {
   const int64_t* len = nullptr;
   int n_segments = 0;
   int head_dim = 0;
+  const float* prefix_k = nullptr;
+  const float* prefix_v = nullptr;
+  const int64_t* prefix_offset = nullptr;
+  const int64_t* prefix_len = nullptr;  // null: no segment has a prefix
+  const int32_t* const* prefix_rows = nullptr;
+
+  bool has_prefix() const { return prefix_len != nullptr; }
+  // Row j (< len[s]) of segment s, wherever it lives.
+  const float* k_row(int64_t s, int64_t j) const { return row(k, prefix_k, s, j); }
+  const float* v_row(int64_t s, int64_t j) const { return row(v, prefix_v, s, j); }
+
+ private:
+  const float* row(const float* own, const float* borrowed, int64_t s, int64_t j) const {
+    if (prefix_len && j < prefix_len[s])
+      return borrowed + (prefix_offset[s] + prefix_rows[s][j]) * head_dim;
+    return own + (offset[s] + j - (prefix_len ? prefix_len[s] : 0)) * head_dim;
+  }
 };
 
 // One attention call of a batch: queries q [T, Hq, D] over their own cache segments.

@@ -56,10 +56,11 @@ void KVCache::reallocate(Layer& layer, const Layer& source, const std::vector<in
         dst_pos[i] = src_pos[rows[i]];
       }
       layer.len[s] = static_cast<int64_t>(rows.size());
-    } else if (layer.len[s] > 0) {
-      std::memcpy(dst_k, src_k, static_cast<size_t>(layer.len[s]) * row * sizeof(float));
-      std::memcpy(dst_v, src_v, static_cast<size_t>(layer.len[s]) * row * sizeof(float));
-      std::memcpy(dst_pos, src_pos, static_cast<size_t>(layer.len[s]) * sizeof(int32_t));
+    } else if (layer.own_len(s) > 0) {
+      const auto n = static_cast<size_t>(layer.own_len(s));
+      std::memcpy(dst_k, src_k, n * row * sizeof(float));
+      std::memcpy(dst_v, src_v, n * row * sizeof(float));
+      std::memcpy(dst_pos, src_pos, n * sizeof(int32_t));
     }
   }
   layer.k = std::move(k);
@@ -74,8 +75,9 @@ void KVCache::append(int layer_index, const float* k, const float* v, int64_t T,
   check(layer_index >= 0 && layer_index < n_layers(), "KV cache: layer out of range");
   Layer& layer = layers_[static_cast<size_t>(layer_index)];
   bool full = false;
-  for (int s = 0; s < n_segments_; ++s) full = full || layer.len[s] + T > layer.cap[s];
+  for (int s = 0; s < n_segments_; ++s) full = full || layer.own_len(static_cast<size_t>(s)) + T > layer.cap[s];
   if (full) {
+    check(layer.prefix_len.empty(), "KV cache: a layer with a borrowed prefix cannot grow past its reserve");
     std::vector<int64_t> cap(layer.cap);
     for (int s = 0; s < n_segments_; ++s) {
       const int64_t grown = layer.total_rows == 0 ? initial_capacity_ : std::max<int64_t>(2 * cap[s], 16);
@@ -85,14 +87,15 @@ void KVCache::append(int layer_index, const float* k, const float* v, int64_t T,
   }
   const size_t row = static_cast<size_t>(head_dim_);
   for (int s = 0; s < n_segments_; ++s) {
-    float* dst_k = layer.k.get() + (layer.offset[s] + layer.len[s]) * head_dim_;
-    float* dst_v = layer.v.get() + (layer.offset[s] + layer.len[s]) * head_dim_;
+    const int64_t own = layer.own_len(static_cast<size_t>(s));
+    float* dst_k = layer.k.get() + (layer.offset[s] + own) * head_dim_;
+    float* dst_v = layer.v.get() + (layer.offset[s] + own) * head_dim_;
     for (int64_t t = 0; t < T; ++t) {
       const size_t src = (static_cast<size_t>(t) * n_segments_ + static_cast<size_t>(s)) * row;
       std::memcpy(dst_k + t * head_dim_, k + src, row * sizeof(float));
       std::memcpy(dst_v + t * head_dim_, v + src, row * sizeof(float));
     }
-    std::memcpy(layer.pos.get() + layer.offset[s] + layer.len[s], positions, static_cast<size_t>(T) * sizeof(int32_t));
+    std::memcpy(layer.pos.get() + layer.offset[s] + own, positions, static_cast<size_t>(T) * sizeof(int32_t));
     layer.len[s] += T;
   }
 }
@@ -106,11 +109,20 @@ KvSegments KVCache::view(int layer_index) const {
   view.len = layer.len.data();
   view.n_segments = n_segments_;
   view.head_dim = head_dim_;
+  if (!layer.prefix_len.empty()) {
+    const Layer& lent = lender_->layers_[static_cast<size_t>(layer_index)];
+    view.prefix_k = lent.k.get();
+    view.prefix_v = lent.v.get();
+    view.prefix_offset = lent.offset.data();
+    view.prefix_len = layer.prefix_len.data();
+    view.prefix_rows = layer.prefix_row_ptrs.data();
+  }
   return view;
 }
 
 const int32_t* KVCache::positions(int layer, int segment) const {
   const Layer& l = layers_.at(static_cast<size_t>(layer));
+  check(l.prefix_len.empty(), "KV cache: positions of a borrowed prefix are not stored");
   return l.pos.get() + l.offset.at(static_cast<size_t>(segment));
 }
 
@@ -131,6 +143,8 @@ void KVCache::truncate(const std::vector<std::vector<int64_t>>& lengths) {
     for (int s = 0; s < n_segments_; ++s) {
       check(lengths[l][s] >= 0 && lengths[l][s] <= layers_[l].len[s],
             "KV cache: truncate can only shrink a segment");
+      check(layers_[l].prefix_len.empty() || lengths[l][s] >= layers_[l].prefix_len[s],
+            "KV cache: truncate cannot cut into a borrowed prefix");
       layers_[l].len[s] = lengths[l][s];
     }
   }
@@ -157,6 +171,7 @@ std::vector<int64_t> KVCache::kept_capacity(const Layer& source, const KeepPlan&
 void KVCache::compact(int layer_index, const KeepPlan& keep, int64_t reserve) {
   check(layer_index >= 0 && layer_index < n_layers(), "KV cache: layer out of range");
   Layer& layer = layers_[static_cast<size_t>(layer_index)];
+  check(layer.prefix_len.empty(), "KV cache: a layer with a borrowed prefix cannot be compacted");
   reallocate(layer, layer, kept_capacity(layer, keep, reserve), &keep);
 }
 
@@ -169,7 +184,33 @@ void KVCache::copy_kept(int layer_index, const KVCache& source, const KeepPlan& 
   Layer& layer = layers_[static_cast<size_t>(layer_index)];
   check(layer.total_rows == 0, "KV cache: copy_kept fills an empty layer only");
   const Layer& from = source.layers_[static_cast<size_t>(layer_index)];
+  check(from.prefix_len.empty(), "KV cache: cannot copy from a layer with a borrowed prefix");
   reallocate(layer, from, kept_capacity(from, keep, reserve), &keep);
+}
+
+void KVCache::borrow_kept(int layer_index, const KVCache& lender, const KeepPlan& keep,
+                          int64_t reserve) {
+  check(layer_index >= 0 && layer_index < n_layers() && layer_index < lender.n_layers(),
+        "KV cache: layer out of range");
+  check(lender.n_segments_ == n_segments_ && lender.head_dim_ == head_dim_,
+        "KV cache: borrow_kept needs a cache of the same shape");
+  check(&lender != this && (lender_ == nullptr || lender_ == &lender),
+        "KV cache: a cache borrows from one other cache");
+  Layer& layer = layers_[static_cast<size_t>(layer_index)];
+  check(layer.total_rows == 0, "KV cache: borrow_kept fills an empty layer only");
+  const Layer& from = lender.layers_[static_cast<size_t>(layer_index)];
+  check(from.prefix_len.empty(), "KV cache: cannot borrow from a layer with a borrowed prefix");
+  kept_capacity(from, keep, reserve);  // validates the rows
+  reallocate(layer, layer, std::vector<int64_t>(static_cast<size_t>(n_segments_), reserve), nullptr);
+  layer.prefix_rows = keep;
+  layer.prefix_len.resize(static_cast<size_t>(n_segments_));
+  layer.prefix_row_ptrs.resize(static_cast<size_t>(n_segments_));
+  for (size_t s = 0; s < static_cast<size_t>(n_segments_); ++s) {
+    layer.prefix_len[s] = static_cast<int64_t>(keep[s].size());
+    layer.prefix_row_ptrs[s] = layer.prefix_rows[s].data();
+    layer.len[s] = layer.prefix_len[s];
+  }
+  lender_ = &lender;
 }
 
 size_t KVCache::allocated_bytes() const {
@@ -181,7 +222,7 @@ size_t KVCache::allocated_bytes() const {
 size_t KVCache::used_bytes() const {
   size_t rows = 0;
   for (const auto& layer : layers_) {
-    for (int64_t l : layer.len) rows += static_cast<size_t>(l);
+    for (size_t s = 0; s < layer.len.size(); ++s) rows += static_cast<size_t>(layer.own_len(s));
   }
   return 2 * rows * static_cast<size_t>(head_dim_) * sizeof(float);
 }

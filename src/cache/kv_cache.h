@@ -51,10 +51,19 @@ class KVCache {
   // layer of `source`, with `reserve` free rows after each: compact() without first copying
   // every row in (the eval grid builds many compressed caches from one full one).
   void copy_kept(int layer, const KVCache& source, const KeepPlan& keep, int64_t reserve);
+  // copy_kept() without the copy: segment s of this (still empty) layer starts with rows
+  // keep[s] of `lender`'s layer, read in place through the view's borrowed prefix
+  // (KvSegments), and only the `reserve` rows appended later are this cache's own. The eval
+  // grid's cells answer this way, so that a decode step reads the shared full cache once
+  // (it stays in cache) instead of every cell's copy from memory. The lender must outlive
+  // this cache and keep those rows; one cache borrows from one lender. A borrowed layer
+  // cannot be compacted, lent, truncated into its prefix, grown past its reserve, or asked
+  // for positions.
+  void borrow_kept(int layer, const KVCache& lender, const KeepPlan& keep, int64_t reserve);
 
   // Bytes of K and V buffers currently allocated (capacity, not length).
   size_t allocated_bytes() const;
-  // Bytes of K and V rows currently in use.
+  // Bytes of K and V rows currently in use (a borrowed prefix's rows are the lender's).
   size_t used_bytes() const;
   // Buffer allocations made by any cache since the process started: tests use it to prove
   // that decoding within the reserve allocates nothing.
@@ -64,8 +73,13 @@ class KVCache {
   struct Layer {
     std::unique_ptr<float[]> k, v;
     std::unique_ptr<int32_t[]> pos;  // 4 bytes per row beside 2 * head_dim floats
-    std::vector<int64_t> offset, len, cap;
+    std::vector<int64_t> offset, len, cap;  // len counts a borrowed prefix, cap does not
     int64_t total_rows = 0;
+    // borrow_kept(): per segment, the lender's rows that come first (empty: none).
+    std::vector<int64_t> prefix_len;
+    KeepPlan prefix_rows;
+    std::vector<const int32_t*> prefix_row_ptrs;
+    int64_t own_len(size_t s) const { return len[s] - (prefix_len.empty() ? 0 : prefix_len[s]); }
   };
   // New buffers for `layer` with capacities new_cap, filled from `source` (the layer itself
   // or another cache's): rows keep[s] of each segment when given, else every row.
@@ -79,6 +93,7 @@ class KVCache {
   int head_dim_;
   int64_t initial_capacity_;
   std::vector<Layer> layers_;
+  const KVCache* lender_ = nullptr;
   static std::atomic<uint64_t> allocations_;
 };
 

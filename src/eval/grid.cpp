@@ -28,8 +28,9 @@ class GridHook : public LayerHook {
 
   void after_attention(LayerView& view) override {
     // Cells whose presses share a score identity plan from one score() per layer on the
-    // full cache (its cost is charged to the first such cell) and copy only their kept
-    // rows; the others get the layer's rows in their own cache and compress it themselves.
+    // full cache (its cost is charged to the first such cell) and borrow their kept rows
+    // from it in place; the others get the layer's rows in their own cache and compress it
+    // themselves.
     std::map<std::string, Scores> scores;
     bool gathered = false;
     for (Cell& c : cells_) {
@@ -41,7 +42,7 @@ class GridHook : public LayerHook {
         auto it = scores.find(identity);
         if (it == scores.end()) it = scores.emplace(identity, c.press->score(view)).first;
         const KeepPlan keep = c.press->plan_from_scores(view, it->second);
-        c.cache->copy_kept(view.layer, *view.cache, keep, reserve_);
+        c.cache->borrow_kept(view.layer, *view.cache, keep, reserve_);
       } else {
         if (!gathered) gather(view);
         gathered = true;

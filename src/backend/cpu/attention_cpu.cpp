@@ -68,15 +68,15 @@ void qk_rows(const float* q, int64_t D, const float* kt, float* s) {
     for (int c = 0; c < 4; ++c) _mm512_storeu_ps(s + r * kBK + 16 * c, acc[r][c]);
 }
 
-// o[r, 0:16 ND] += sum_{j < nk} p[r, j] * v[j, 0:16 ND] for r < NR.
+// o[r, 0:16 ND] += sum_{j < nk} p[r, j] * v[j][0:16 ND] for r < NR (v: row pointers).
 template <int NR, int ND>
-void pv_rows(const float* p, int64_t nk, const float* v, int64_t D, float* o) {
+void pv_rows(const float* p, int64_t nk, const float* const* v, int64_t d0, int64_t D, float* o) {
   __m512 acc[NR][ND];
   for (int r = 0; r < NR; ++r)
     for (int c = 0; c < ND; ++c) acc[r][c] = _mm512_loadu_ps(o + r * D + 16 * c);
   for (int64_t j = 0; j < nk; ++j) {
     __m512 vv[ND];
-    for (int c = 0; c < ND; ++c) vv[c] = _mm512_loadu_ps(v + j * D + 16 * c);
+    for (int c = 0; c < ND; ++c) vv[c] = _mm512_loadu_ps(v[j] + d0 + 16 * c);
     for (int r = 0; r < NR; ++r) {
       const __m512 pr = _mm512_set1_ps(p[r * kBK + j]);
       for (int c = 0; c < ND; ++c) acc[r][c] = _mm512_fmadd_ps(pr, vv[c], acc[r][c]);
@@ -87,13 +87,13 @@ void pv_rows(const float* p, int64_t nk, const float* v, int64_t D, float* o) {
 }
 
 template <int NR>
-void pv_rows_any(const float* p, int64_t nk, const float* v, int64_t D, float* o) {
+void pv_rows_any(const float* p, int64_t nk, const float* const* v, int64_t D, float* o) {
   int64_t d0 = 0;
-  for (; d0 + 64 <= D; d0 += 64) pv_rows<NR, 4>(p, nk, v + d0, D, o + d0);
+  for (; d0 + 64 <= D; d0 += 64) pv_rows<NR, 4>(p, nk, v, d0, D, o + d0);
   switch ((D - d0) / 16) {
-    case 3: pv_rows<NR, 3>(p, nk, v + d0, D, o + d0); break;
-    case 2: pv_rows<NR, 2>(p, nk, v + d0, D, o + d0); break;
-    case 1: pv_rows<NR, 1>(p, nk, v + d0, D, o + d0); break;
+    case 3: pv_rows<NR, 3>(p, nk, v, d0, D, o + d0); break;
+    case 2: pv_rows<NR, 2>(p, nk, v, d0, D, o + d0); break;
+    case 1: pv_rows<NR, 1>(p, nk, v, d0, D, o + d0); break;
     default: break;
   }
 }
@@ -104,8 +104,9 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
   const int64_t D = kv.head_dim;
   const int64_t len = kv.len[it.g];
   const int64_t BQ = it.t1 - it.t0, M = G * BQ;
-  const float* K = kv.k + kv.offset[it.g] * D;
-  const float* V = kv.v + kv.offset[it.g] * D;
+  // Rows by pointer, so that a borrowed prefix (KvSegments) reads like a contiguous segment.
+  const float* krow[kBK];
+  const float* vrow[kBK];
   thread_local std::vector<float> qb, kt, s;
   qb.resize(static_cast<size_t>(M * D));
   kt.resize(static_cast<size_t>(D * kBK));
@@ -125,14 +126,18 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
   float* O = out.o.data();
   for (int64_t j0 = it.k0; j0 < kend; j0 += kBK) {
     const int64_t nk = std::min(kBK, kend - j0);
+    for (int64_t j = 0; j < nk; ++j) {
+      krow[j] = kv.k_row(it.g, j0 + j);
+      vrow[j] = kv.v_row(it.g, j0 + j);
+    }
     // Kt[d][j] = K[j0 + j][d], zero past nk.
     if (nk == kBK) {
       for (int64_t jb = 0; jb < kBK; jb += 16)
-        for (int64_t db = 0; db < D; db += 16) transpose16(K + (j0 + jb) * D + db, D, kt.data() + db * kBK + jb, kBK);
+        for (int64_t db = 0; db < D; db += 16) transpose16(krow + jb, db, kt.data() + db * kBK + jb, kBK);
     } else {
       for (int64_t j = 0; j < kBK; ++j) {
       if (j < nk) {
-        const float* kr = K + (j0 + j) * D;
+        const float* kr = krow[j];
         for (int64_t d = 0; d < D; ++d) kt[static_cast<size_t>(d * kBK + j)] = kr[d];
       } else {
         for (int64_t d = 0; d < D; ++d) kt[static_cast<size_t>(d * kBK + j)] = 0.f;
@@ -196,11 +201,11 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
     // O += P V, four rows at a time.
     {
       int64_t i0 = 0;
-      for (; i0 + 4 <= M; i0 += 4) pv_rows_any<4>(s.data() + i0 * kBK, nk, V + j0 * D, D, O + i0 * D);
+      for (; i0 + 4 <= M; i0 += 4) pv_rows_any<4>(s.data() + i0 * kBK, nk, vrow, D, O + i0 * D);
       switch (M - i0) {
-        case 3: pv_rows_any<3>(s.data() + i0 * kBK, nk, V + j0 * D, D, O + i0 * D); break;
-        case 2: pv_rows_any<2>(s.data() + i0 * kBK, nk, V + j0 * D, D, O + i0 * D); break;
-        case 1: pv_rows_any<1>(s.data() + i0 * kBK, nk, V + j0 * D, D, O + i0 * D); break;
+        case 3: pv_rows_any<3>(s.data() + i0 * kBK, nk, vrow, D, O + i0 * D); break;
+        case 2: pv_rows_any<2>(s.data() + i0 * kBK, nk, vrow, D, O + i0 * D); break;
+        case 1: pv_rows_any<1>(s.data() + i0 * kBK, nk, vrow, D, O + i0 * D); break;
         default: break;
       }
     }
@@ -217,8 +222,6 @@ void attend_block_scalar(const float* q, int64_t Hq, int64_t G, int64_t T, const
   out.m.assign(static_cast<size_t>(M), -INFINITY);
   out.l.assign(static_cast<size_t>(M), 0.f);
   out.o.assign(static_cast<size_t>(M * D), 0.f);
-  const float* K = kv.k + kv.offset[it.g] * D;
-  const float* V = kv.v + kv.offset[it.g] * D;
   for (int64_t t = it.t0; t < it.t1; ++t)
     for (int64_t hl = 0; hl < G; ++hl) {
       const int64_t i = (t - it.t0) * G + hl;
@@ -228,7 +231,7 @@ void attend_block_scalar(const float* q, int64_t Hq, int64_t G, int64_t T, const
       float& l = out.l[static_cast<size_t>(i)];
       float* o = out.o.data() + i * D;
       for (int64_t j = it.k0; j < end; ++j) {
-        const float sc = dot_f32(qv, K + j * D, D) * scale;
+        const float sc = dot_f32(qv, kv.k_row(it.g, j), D) * scale;
         if (sc > m) {
           const float a = m == -INFINITY ? 0.f : std::exp(m - sc);
           l *= a;
@@ -237,7 +240,7 @@ void attend_block_scalar(const float* q, int64_t Hq, int64_t G, int64_t T, const
         }
         const float p = std::exp(sc - m);
         l += p;
-        axpy_f32(p, V + j * D, o, D);
+        axpy_f32(p, kv.v_row(it.g, j), o, D);
       }
     }
 }

@@ -41,6 +41,7 @@ void attention_column_sums(ThreadPool& pool, const Tensor& q, const KvSegments& 
         "attention_column_sums: query heads not a multiple of kv heads");
   check(out.ndim() == 2 && out.dim(0) == kv.n_segments,
         "attention_column_sums: out must be [n_segments, L]");
+  check(!kv.has_prefix(), "attention_column_sums: segments with a borrowed prefix are not supported");
   const int64_t S = kv.n_segments, L = out.dim(1), G = Hq / S;
   for (int64_t g = 0; g < S; ++g)
     check(kv.len[g] >= T && kv.len[g] <= L, "attention_column_sums: segment length out of range");

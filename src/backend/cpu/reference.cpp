@@ -275,13 +275,12 @@ void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) 
       check(len >= T, "attention: segment shorter than the new rows");
       const int64_t n = len - T + t + 1;
       const float* qv = q.ptr<float>() + (t * Hq + h) * D;
-      const float* K = kv.k + kv.offset[g] * D;
-      const float* V = kv.v + kv.offset[g] * D;
       s.assign(static_cast<size_t>(n), 0.0);
       double mx = -INFINITY;
       for (int64_t j = 0; j < n; ++j) {
         double d = 0;
-        for (int64_t i = 0; i < D; ++i) d += static_cast<double>(qv[i]) * K[j * D + i];
+        const float* kr = kv.k_row(g, j);
+        for (int64_t i = 0; i < D; ++i) d += static_cast<double>(qv[i]) * kr[i];
         s[static_cast<size_t>(j)] = d * scale;
         mx = std::max(mx, s[static_cast<size_t>(j)]);
       }
@@ -290,7 +289,8 @@ void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) 
       for (int64_t j = 0; j < n; ++j) {
         const double p = std::exp(s[static_cast<size_t>(j)] - mx);
         sum += p;
-        for (int64_t i = 0; i < D; ++i) acc[static_cast<size_t>(i)] += p * V[j * D + i];
+        const float* vr = kv.v_row(g, j);
+        for (int64_t i = 0; i < D; ++i) acc[static_cast<size_t>(i)] += p * vr[i];
       }
       float* o = out.ptr<float>() + (t * Hq + h) * D;
       for (int64_t i = 0; i < D; ++i) o[i] = static_cast<float>(acc[static_cast<size_t>(i)] / sum);
@@ -308,6 +308,7 @@ void attention_column_sums(const Tensor& q, const KvSegments& kv, float scale, T
         "attention_column_sums: query heads not a multiple of kv heads");
   check(out.ndim() == 2 && out.dim(0) == kv.n_segments,
         "attention_column_sums: out must be [n_segments, L]");
+  check(!kv.has_prefix(), "attention_column_sums: segments with a borrowed prefix are not supported");
   const int64_t L = out.dim(1), group = Hq / kv.n_segments;
   std::vector<double> acc(static_cast<size_t>(kv.n_segments * L), 0.0), s;
   for (int64_t h = 0; h < Hq; ++h) {

@@ -65,10 +65,9 @@ inline __m512 exp_ps(__m512 x) {
   return _mm512_mask_mov_ps(out, nan, x_in);
 }
 
-// Transposes a 16x16 block: rows src[i * lds + j] -> dst[j * ldd + i].
-inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
-  __m512 r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+// Transposes the 16x16 block held in r (row i = r[i]) and stores row j at dst + j * ldd.
+inline void transpose16_store(__m512 (&r)[16], float* dst, int64_t ldd) {
+  __m512 t[16];
   for (int i = 0; i < 8; ++i) {
     t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
@@ -94,6 +93,20 @@ inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) 
     r[j + 12] = _mm512_shuffle_f32x4(t[j + 4], t[12 + j], 0xdd);
   }
   for (int j = 0; j < 16; ++j) _mm512_storeu_ps(dst + j * ldd, r[j]);
+}
+
+// Transposes a 16x16 block: rows src[i * lds + j] -> dst[j * ldd + i].
+inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m512 r[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+  transpose16_store(r, dst, ldd);
+}
+
+// The same for 16 rows anywhere: rows[i][col + j] -> dst[j * ldd + i].
+inline void transpose16(const float* const* rows, int64_t col, float* dst, int64_t ldd) {
+  __m512 r[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(rows[i] + col);
+  transpose16_store(r, dst, ldd);
 }
 #endif
 
