@@ -142,7 +142,10 @@ void matmul_tiled(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y)
   const int64_t T = x.rows(), K = x.cols(), N = w.rows();
   const float* xp = x.ptr<float>();
   float* yp = y.ptr<float>();
-  const int64_t tiles = (N + kTileRows - 1) / kTileRows;
+  // Half-size tiles when full ones are too few to balance over the threads (a 576-row
+  // projection is 9 tiles, 5 against 4 on two threads; 18 half tiles split evenly).
+  const int64_t tile_rows = (N + kTileRows - 1) / kTileRows >= 8 * static_cast<int64_t>(pool.size()) ? kTileRows : kPanel;
+  const int64_t tiles = (N + tile_rows - 1) / tile_rows;
   // Split T as well when there are too few tiles to keep every thread busy.
   const int64_t want_items = 4 * static_cast<int64_t>(pool.size());
   int64_t t_chunks = tiles >= want_items ? 1 : (want_items + tiles - 1) / tiles;
@@ -158,7 +161,7 @@ void matmul_tiled(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y)
     int64_t packed_tile = -1;
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t tile = item / t_chunks, tc = item % t_chunks;
-      const int64_t o0 = tile * kTileRows, rows = std::min(kTileRows, N - o0);
+      const int64_t o0 = tile * tile_rows, rows = std::min(tile_rows, N - o0);
       if (tile != packed_tile) {
         pack_tile(w, o0, rows, tmp, packed);
         packed_tile = tile;
