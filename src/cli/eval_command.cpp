@@ -42,6 +42,9 @@ const std::vector<OptionSpec> kSpecs = {
     {"threads", "N", "CPU threads (default: all cores)"},
     {"out", "DIR",
      "output directory (default eval_out); finished cells found there are not run again"},
+    {"context-batch", "N",
+     "contexts whose cells answer together in batched forwards (default 4; more rows per "
+     "decode step, at the memory of N full caches)"},
     {"separate", "",
      "prefill the context once per cell instead of once for the whole grid (slower; for "
      "comparison)"},
@@ -111,6 +114,7 @@ int cmd_eval(const std::vector<std::string>& argv) {
   config.max_new_tokens = args.get_int("max-new-tokens", 0, 1, 1 << 20);
   config.out_dir = args.get("out", "eval_out");
   config.separate = args.has("separate");
+  config.context_batch = args.get_int("context-batch", 4, 1, 1024);
   config.progress = !args.has("no-progress");
   grid_cells(config);  // unknown presses and bad parameters fail before the model loads
 

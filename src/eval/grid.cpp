@@ -91,98 +91,143 @@ int64_t context_token_count(const LoadedModel& loaded, const std::string& contex
   return static_cast<int64_t>(encode_context(loaded, context).size());
 }
 
-GridContextResult run_grid_context(LoadedModel& loaded, const std::string& context,
-                                   const std::vector<GridQuestion>& questions,
-                                   const std::vector<Press*>& cells) {
+namespace {
+
+// One context after its prefill: every cell's cache ready to answer.
+struct PrefilledContext {
+  std::vector<std::vector<int32_t>> question_ids;
+  std::unique_ptr<KVCache> full;               // the baseline's cache, lent to the cells
+  std::vector<std::unique_ptr<KVCache>> own;   // declared after `full`: destroyed first
+  std::vector<KVCache*> caches;                // per cell
+  std::vector<std::vector<std::vector<int64_t>>> lengths;  // per cell, before any question
+  std::vector<int64_t> first_positions;        // per cell
+};
+
+PrefilledContext prefill_context(LoadedModel& loaded, const GridContext& in, GridContextResult& result) {
   Model& model = *loaded.model;
   const Tokenizer& tok = *loaded.tokenizer;
   const ModelConfig& cfg = model.config();
-  check(!context.empty(), "the context is empty");
-  check(!questions.empty(), "no question given");
+  const std::vector<Press*>& cells = in.cells;
+  check(!in.context.empty(), "the context is empty");
+  check(!in.questions.empty(), "no question given");
 
   // Token ids exactly as Pipeline::run builds them.
-  const PromptParts parts = split_prompt(loaded.chat, tok, context);
+  const PromptParts parts = split_prompt(loaded.chat, tok, in.context);
   const std::vector<int32_t> context_ids =
       tok.encode(parts.context, true, loaded.chat.format() == ChatFormat::NONE);
   const int64_t T = static_cast<int64_t>(context_ids.size());
   check(T > 0, "the context is empty after tokenisation");
-  std::vector<std::vector<int32_t>> question_ids;
+  PrefilledContext p;
   int64_t reserve = 0;
-  for (const auto& q : questions) {
+  for (const auto& q : in.questions) {
     check(q.max_new_tokens >= 0, "max_new_tokens must be >= 0");
-    question_ids.push_back(
+    p.question_ids.push_back(
         tok.encode(q.question + parts.question_suffix + q.answer_prefix, true, false));
     reserve = std::max<int64_t>(
-        reserve, static_cast<int64_t>(question_ids.back().size()) + q.max_new_tokens);
+        reserve, static_cast<int64_t>(p.question_ids.back().size()) + q.max_new_tokens);
   }
   check(T + reserve <= cfg.max_positions,
         "context (" + std::to_string(T) + " tokens) + question and answer (" +
             std::to_string(reserve) + ") exceed the model's maximum of " +
             std::to_string(cfg.max_positions) + " positions");
 
-  GridContextResult result;
   result.context_tokens = T;
   result.cells.resize(cells.size());
   std::vector<int32_t> positions(static_cast<size_t>(T));
   for (int64_t i = 0; i < T; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(i);
 
   // Caches: the shared one (baseline) and one per press cell.
-  KVCache full = model.make_cache(T + reserve);
-  std::vector<std::unique_ptr<KVCache>> own(cells.size());
+  p.full = std::make_unique<KVCache>(model.make_cache(T + reserve));
+  p.own.resize(cells.size());
   std::vector<Cell> shared;  // cells served by the shared prefill
   for (size_t i = 0; i < cells.size(); ++i) {
     if (!cells[i]) continue;
-    own[i] = std::make_unique<KVCache>(model.make_cache(T + reserve));
+    p.own[i] = std::make_unique<KVCache>(model.make_cache(T + reserve));
     if (cells[i]->needs_own_prefill()) continue;
-    shared.push_back({cells[i], own[i].get(), 0});
+    shared.push_back({cells[i], p.own[i].get(), 0});
   }
   auto t0 = std::chrono::steady_clock::now();
   GridHook hook(shared, reserve);
-  model.forward(context_ids.data(), positions.data(), T, full, shared.empty() ? nullptr : &hook);
+  model.forward(context_ids.data(), positions.data(), T, *p.full, shared.empty() ? nullptr : &hook);
   result.prefill_s = seconds_since(t0);
   for (size_t i = 0, j = 0; i < cells.size(); ++i) {
     if (!cells[i] || cells[i]->needs_own_prefill()) continue;
     result.cells[i].compress_s = shared[j++].compress_s;
   }
 
-  // Own prefills first, so that every cell's cache is ready before the batched answers.
-  std::vector<KVCache*> caches(cells.size());
-  std::vector<std::vector<std::vector<int64_t>>> lengths(cells.size());
-  std::vector<int64_t> first_positions(cells.size());
+  // Own prefills, so that every cell's cache is ready before the batched answers.
+  p.caches.resize(cells.size());
+  p.lengths.resize(cells.size());
+  p.first_positions.resize(cells.size());
   for (size_t i = 0; i < cells.size(); ++i) {
     Press* press = cells[i];
-    caches[i] = press ? own[i].get() : &full;
+    p.caches[i] = press ? p.own[i].get() : p.full.get();
     GridCellAnswers& out = result.cells[i];
     if (press && press->needs_own_prefill()) {  // the press's own forward pass
       out.own_prefill = true;
       t0 = std::chrono::steady_clock::now();
       PressHook own_hook(*press, reserve);
-      model.forward(context_ids.data(), positions.data(), T, *caches[i], &own_hook);
+      model.forward(context_ids.data(), positions.data(), T, *p.caches[i], &own_hook);
       out.compress_s = own_hook.seconds();
       result.prefill_s += seconds_since(t0);
     }
-    lengths[i] = caches[i]->lengths();
-    for (const auto& layer : lengths[i]) {
+    p.lengths[i] = p.caches[i]->lengths();
+    for (const auto& layer : p.lengths[i]) {
       for (int64_t len : layer) out.kept_rows += len;
     }
     // As Pipeline::run: positions continue from T, or from the kept length after re-rotation.
-    first_positions[i] = press && press->rerotates_keys() ? lengths[i][0][0] : T;
+    p.first_positions[i] = press && press->rerotates_keys() ? p.lengths[i][0][0] : T;
+  }
+  return p;
+}
+
+}  // namespace
+
+std::vector<GridContextResult> run_grid_contexts(LoadedModel& loaded,
+                                                 const std::vector<GridContext>& contexts) {
+  std::vector<GridContextResult> results(contexts.size());
+  std::vector<PrefilledContext> ready;
+  size_t rounds = 0;
+  for (size_t c = 0; c < contexts.size(); ++c) {
+    ready.push_back(prefill_context(loaded, contexts[c], results[c]));
+    rounds = std::max(rounds, contexts[c].questions.size());
   }
 
-  // Every cell answers each question in the same batched forwards: one read of the weights
-  // per step serves all the cells' caches.
-  t0 = std::chrono::steady_clock::now();
+  // Question q of every context, for every cell, in the same batched forwards: one read of
+  // the weights per step serves all the caches, and more rows make the matmuls faster.
+  const Tokenizer& tok = *loaded.tokenizer;
+  const auto t0 = std::chrono::steady_clock::now();
   const auto is_stop = [&](int32_t id) { return tok.is_end_of_generation(id); };
-  for (size_t q = 0; q < questions.size(); ++q) {
-    const auto ids = greedy_answers_batched(model, caches, question_ids[q], first_positions,
-                                            questions[q].max_new_tokens, is_stop);
-    for (size_t i = 0; i < cells.size(); ++i) {
-      result.cells[i].answers.push_back(tok.decode(ids[i]));
-      caches[i]->truncate(lengths[i]);
+  for (size_t q = 0; q < rounds; ++q) {
+    std::vector<AnswerRequest> requests;
+    for (size_t c = 0; c < contexts.size(); ++c) {
+      if (q >= contexts[c].questions.size()) continue;
+      const PrefilledContext& p = ready[c];
+      for (size_t i = 0; i < p.caches.size(); ++i) {
+        requests.push_back({p.caches[i], &p.question_ids[q], p.first_positions[i],
+                            contexts[c].questions[q].max_new_tokens});
+      }
+    }
+    const auto ids = greedy_answers_batched(*loaded.model, requests, is_stop);
+    size_t k = 0;
+    for (size_t c = 0; c < contexts.size(); ++c) {
+      if (q >= contexts[c].questions.size()) continue;
+      PrefilledContext& p = ready[c];
+      for (size_t i = 0; i < p.caches.size(); ++i) {
+        results[c].cells[i].answers.push_back(tok.decode(ids[k++]));
+        p.caches[i]->truncate(p.lengths[i]);
+      }
     }
   }
-  result.answer_s = seconds_since(t0);
-  return result;
+  const double answer_s = seconds_since(t0);
+  for (auto& r : results) r.answer_s = answer_s / static_cast<double>(results.size());
+  return results;
+}
+
+GridContextResult run_grid_context(LoadedModel& loaded, const std::string& context,
+                                   const std::vector<GridQuestion>& questions,
+                                   const std::vector<Press*>& cells) {
+  return run_grid_contexts(loaded, {GridContext{context, questions, cells}})[0];
 }
 
 }  // namespace kvp

@@ -32,7 +32,15 @@ struct GridContextResult {
   std::vector<GridCellAnswers> cells;  // in the order of the cells given (nullptr: baseline)
   int64_t context_tokens = 0;
   double prefill_s = 0;  // the shared forward, including every cell's compression
-  double answer_s = 0;   // question prefills and decoding, all cells batched together
+  // Question prefills and decoding, all cells batched together (contexts answered together
+  // share the time equally).
+  double answer_s = 0;
+};
+
+struct GridContext {
+  std::string context;
+  std::vector<GridQuestion> questions;
+  std::vector<Press*> cells;  // nullptr: the uncompressed baseline
 };
 
 // Prefills `context` once and answers every question for every cell; cells[i] == nullptr
@@ -41,6 +49,13 @@ struct GridContextResult {
 GridContextResult run_grid_context(LoadedModel& loaded, const std::string& context,
                                    const std::vector<GridQuestion>& questions,
                                    const std::vector<Press*>& cells);
+
+// run_grid_context for several contexts: each is prefilled on its own, then question q of
+// every context is answered by all their cells in the same batched forwards (a decode step
+// of 4 contexts x 25 cells is one 100-row matmul instead of four 25-row ones). Memory: every
+// context's full cache and its cells' answer rows at once.
+std::vector<GridContextResult> run_grid_contexts(LoadedModel& loaded,
+                                                 const std::vector<GridContext>& contexts);
 
 // Tokens the pipeline feeds for this context (the chat template's prefix included).
 int64_t context_token_count(const LoadedModel& loaded, const std::string& context);

@@ -192,67 +192,88 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
   progress.update(0, 0, "");
   std::ofstream records(records_path, std::ios::app);
   check(static_cast<bool>(records), "cannot write " + records_path.string());
+  check(config.context_batch >= 1, "the context batch must be at least 1");
+  std::vector<size_t> pending;  // context groups with cells to run
   for (size_t g = 0; g < groups.size(); ++g) {
-    if (todo_cells[g].empty()) continue;
-    std::vector<GridQuestion> questions;
-    for (size_t i : groups[g]) {
-      questions.push_back(
-          {rows[i].question, rows[i].answer_prefix, row_max_new_tokens(rows[i], config)});
-    }
-    const EvalRow& first = rows[groups[g].front()];
-    const std::string where =
-        first.line > 0 ? "line " + std::to_string(first.line) : "task " + first.task;
+    if (!todo_cells[g].empty()) pending.push_back(g);
+  }
+  const size_t batch = config.separate ? 1 : static_cast<size_t>(config.context_batch);
+  for (size_t b0 = 0; b0 < pending.size(); b0 += batch) {
+    const std::vector<size_t> batch_groups(
+        pending.begin() + static_cast<std::ptrdiff_t>(b0),
+        pending.begin() + static_cast<std::ptrdiff_t>(std::min(pending.size(), b0 + batch)));
     std::vector<std::unique_ptr<Press>> owned;
-    std::vector<Press*> presses;
-    for (size_t c : todo_cells[g]) {
-      const CellSpec& spec = cells[c];
-      if (spec.press == "baseline") {
-        presses.push_back(nullptr);
-      } else {
-        owned.push_back(make_press(spec.press, spec.ratio, spec.args));
-        presses.push_back(owned.back().get());
+    std::vector<GridContext> inputs;
+    for (size_t g : batch_groups) {
+      GridContext in;
+      in.context = rows[groups[g].front()].context;
+      for (size_t i : groups[g]) {
+        in.questions.push_back(
+            {rows[i].question, rows[i].answer_prefix, row_max_new_tokens(rows[i], config)});
       }
+      for (size_t c : todo_cells[g]) {
+        const CellSpec& spec = cells[c];
+        if (spec.press == "baseline") {
+          in.cells.push_back(nullptr);
+        } else {
+          owned.push_back(make_press(spec.press, spec.ratio, spec.args));
+          in.cells.push_back(owned.back().get());
+        }
+      }
+      inputs.push_back(std::move(in));
     }
-    std::vector<GridCellAnswers> answers;
+    // Errors name the first row of the batch's contexts.
+    std::string where;
+    for (size_t g : batch_groups) {
+      const EvalRow& first = rows[groups[g].front()];
+      where += (where.empty() ? "" : " or ") +
+               (first.line > 0 ? "line " + std::to_string(first.line) : "task " + first.task);
+    }
+    std::vector<std::vector<GridCellAnswers>> answers(batch_groups.size());
     try {
       if (config.separate) {  // one prefill per cell: the reference the grid is measured against
-        for (Press* p : presses) {
-          GridContextResult r = run_grid_context(loaded, first.context, questions, {p});
+        for (Press* p : inputs[0].cells) {
+          GridContextResult r = run_grid_context(loaded, inputs[0].context, inputs[0].questions, {p});
           summary.prefill_s += r.prefill_s;
           summary.answer_s += r.answer_s;
           summary.context_tokens += r.context_tokens;
-          answers.push_back(std::move(r.cells[0]));
+          answers[0].push_back(std::move(r.cells[0]));
         }
       } else {
-        GridContextResult r = run_grid_context(loaded, first.context, questions, presses);
-        summary.prefill_s += r.prefill_s;
-        summary.answer_s += r.answer_s;
-        summary.context_tokens += r.context_tokens;
-        answers = std::move(r.cells);
+        std::vector<GridContextResult> results = run_grid_contexts(loaded, inputs);
+        for (size_t k = 0; k < results.size(); ++k) {
+          summary.prefill_s += results[k].prefill_s;
+          summary.answer_s += results[k].answer_s;
+          summary.context_tokens += results[k].context_tokens;
+          answers[k] = std::move(results[k].cells);
+        }
       }
     } catch (const Error& e) {
-      throw Error(std::string(where) + ": " + e.what());
+      throw Error(where + ": " + e.what());
     }
-    for (size_t k = 0; k < answers.size(); ++k) {
-      const CellSpec& spec = cells[todo_cells[g][k]];
-      summary.compress_s += answers[k].compress_s;
-      for (size_t q = 0; q < groups[g].size(); ++q) {
-        const size_t i = groups[g][q];
-        const std::string& text = answers[k].answers[q];
-        nlohmann::json j = {{"key", keys[i][todo_cells[g][k]]},
-                            {"press", spec.press},
-                            {"ratio", spec.ratio},
-                            {"task", rows[i].task},
-                            {"row", i},
-                            {"answer", text},
-                            {"references", rows[i].answers},
-                            {"score", score_answer(text, rows[i].answers, rows[i].metric)}};
-        records << j.dump() << "\n";
-        done[j["key"].get<std::string>()] = j;
+    for (size_t b = 0; b < batch_groups.size(); ++b) {
+      const size_t g = batch_groups[b];
+      for (size_t k = 0; k < answers[b].size(); ++k) {
+        const CellSpec& spec = cells[todo_cells[g][k]];
+        summary.compress_s += answers[b][k].compress_s;
+        for (size_t q = 0; q < groups[g].size(); ++q) {
+          const size_t i = groups[g][q];
+          const std::string& text = answers[b][k].answers[q];
+          nlohmann::json j = {{"key", keys[i][todo_cells[g][k]]},
+                              {"press", spec.press},
+                              {"ratio", spec.ratio},
+                              {"task", rows[i].task},
+                              {"row", i},
+                              {"answer", text},
+                              {"references", rows[i].answers},
+                              {"score", score_answer(text, rows[i].answers, rows[i].metric)}};
+          records << j.dump() << "\n";
+          done[j["key"].get<std::string>()] = j;
+        }
       }
+      ++summary.contexts_run;
     }
     records.flush();
-    ++summary.contexts_run;
     progress.update(summary.contexts_run, seconds_since(t_loop), "");
   }
 
@@ -308,7 +329,8 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
               {"prefill_s", summary.prefill_s},
               {"compress_s", summary.compress_s},
               {"answer_s", summary.answer_s},
-              {"mode", config.separate ? "separate" : "grid"}};
+              {"mode", config.separate ? "separate" : "grid"},
+              {"context_batch", config.separate ? 1 : config.context_batch}};
   write_file(dir / "results.json", j.dump(2) + "\n");
   return summary;
 }

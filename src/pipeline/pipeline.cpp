@@ -88,41 +88,56 @@ std::vector<std::vector<int32_t>> greedy_answers_batched(
     Model& model, const std::vector<KVCache*>& caches, const std::vector<int32_t>& question_ids,
     const std::vector<int64_t>& first_positions, int max_new_tokens,
     const std::function<bool(int32_t)>& is_stop, double* prefill_seconds) {
-  const size_t n_caches = caches.size();
-  check(first_positions.size() == n_caches, "greedy_answers_batched: one first position per cache");
-  std::vector<std::vector<int32_t>> answers(n_caches);
-  if (max_new_tokens <= 0 || n_caches == 0) return answers;
-  const int64_t n = static_cast<int64_t>(question_ids.size());
-  check(n > 0, "empty question");
-  std::vector<std::vector<int32_t>> positions(n_caches);
+  check(first_positions.size() == caches.size(), "greedy_answers_batched: one first position per cache");
+  std::vector<AnswerRequest> requests;
+  for (size_t i = 0; i < caches.size(); ++i)
+    requests.push_back({caches[i], &question_ids, first_positions[i], max_new_tokens});
+  return greedy_answers_batched(model, requests, is_stop, prefill_seconds);
+}
+
+std::vector<std::vector<int32_t>> greedy_answers_batched(Model& model,
+                                                         const std::vector<AnswerRequest>& requests,
+                                                         const std::function<bool(int32_t)>& is_stop,
+                                                         double* prefill_seconds) {
+  const size_t n_requests = requests.size();
+  std::vector<std::vector<int32_t>> answers(n_requests);
+  if (prefill_seconds) *prefill_seconds = 0;
+  std::vector<std::vector<int32_t>> positions(n_requests);
   std::vector<ForwardGroup> groups;
-  for (size_t i = 0; i < n_caches; ++i) {
+  std::vector<size_t> active, still;  // requests still answering, in group order
+  for (size_t i = 0; i < n_requests; ++i) {
+    const AnswerRequest& r = requests[i];
+    check(r.cache && r.question_ids, "greedy_answers_batched: a request without cache or question");
+    if (r.max_new_tokens <= 0) continue;
+    const int64_t n = static_cast<int64_t>(r.question_ids->size());
+    check(n > 0, "empty question");
     positions[i].resize(static_cast<size_t>(n));
     for (int64_t t = 0; t < n; ++t)
-      positions[i][static_cast<size_t>(t)] = static_cast<int32_t>(first_positions[i] + t);
-    groups.push_back({question_ids.data(), positions[i].data(), n, caches[i]});
+      positions[i][static_cast<size_t>(t)] = static_cast<int32_t>(r.first_position + t);
+    groups.push_back({r.question_ids->data(), positions[i].data(), n, r.cache});
+    active.push_back(i);
   }
+  if (active.empty()) return answers;
   const auto t0 = std::chrono::steady_clock::now();
   const Tensor* logits = &model.forward_batch(groups);
   if (prefill_seconds) *prefill_seconds = seconds_since(t0);
-  std::vector<int32_t> next(n_caches), pos(n_caches);
-  // Caches still answering, in group order; `still` is reused so decoding allocates nothing.
-  std::vector<size_t> active(n_caches), still;
-  still.reserve(n_caches);
-  for (size_t i = 0; i < n_caches; ++i) {
-    active[i] = i;
-    next[i] = argmax(*logits, static_cast<int64_t>(i));
-    pos[i] = static_cast<int32_t>(first_positions[i] + n);
+  std::vector<int32_t> next(n_requests), pos(n_requests);
+  for (size_t g = 0; g < active.size(); ++g) {
+    const size_t i = active[g];
+    next[i] = argmax(*logits, static_cast<int64_t>(g));
+    pos[i] = static_cast<int32_t>(requests[i].first_position +
+                                  static_cast<int64_t>(requests[i].question_ids->size()));
   }
+  still.reserve(active.size());
   // The first token is always taken; a later stop token ends the answer (kept, not fed back).
   for (int step = 0; !active.empty(); ++step) {
     still.clear();
     groups.clear();
     for (size_t i : active) {
       answers[i].push_back(next[i]);
-      if ((step > 0 && is_stop(next[i])) || step + 1 == max_new_tokens) continue;
+      if ((step > 0 && is_stop(next[i])) || step + 1 == requests[i].max_new_tokens) continue;
       still.push_back(i);
-      groups.push_back({&next[i], &pos[i], 1, caches[i]});
+      groups.push_back({&next[i], &pos[i], 1, requests[i].cache});
     }
     std::swap(active, still);
     if (active.empty()) break;

@@ -77,12 +77,25 @@ std::vector<int32_t> greedy_answer(Model& model, KVCache& cache, const std::vect
                                    const std::function<bool(int32_t)>& is_stop,
                                    double* prefill_seconds = nullptr);
 
-// greedy_answer for one question on several caches at once (the eval grid's cells; with one
-// cache it is greedy_answer): the question is prefilled on every cache in one batched
-// forward, then each step decodes one token for every cache still answering, again in one
-// forward. Each cache gets the answer greedy_answer would give it alone, up to summation
-// order (a step of 4 or more rows uses the blocked matmul, not the one-row kernel: ~1e-6
-// relative). first_positions[i] is cache i's.
+// One cache's question for greedy_answers_batched.
+struct AnswerRequest {
+  KVCache* cache = nullptr;
+  const std::vector<int32_t>* question_ids = nullptr;
+  int64_t first_position = 0;
+  int max_new_tokens = 0;
+};
+
+// greedy_answer for several caches at once, each with its own question (the eval grid's
+// cells, of one context or several; with one cache it is greedy_answer): the questions are
+// prefilled on their caches in one batched forward, then each step decodes one token for
+// every cache still answering, again in one forward. Each cache gets the answer
+// greedy_answer would give it alone, up to summation order (a step of 4 or more rows uses
+// the blocked matmul, not the one-row kernel: ~1e-6 relative).
+std::vector<std::vector<int32_t>> greedy_answers_batched(Model& model,
+                                                         const std::vector<AnswerRequest>& requests,
+                                                         const std::function<bool(int32_t)>& is_stop,
+                                                         double* prefill_seconds = nullptr);
+// The same question on every cache; first_positions[i] is cache i's.
 std::vector<std::vector<int32_t>> greedy_answers_batched(
     Model& model, const std::vector<KVCache*>& caches, const std::vector<int32_t>& question_ids,
     const std::vector<int64_t>& first_positions, int max_new_tokens,

@@ -487,14 +487,16 @@ TEST_P(CpuOps, AttentionSegmentsGqa) {
 }
 
 // Other head shapes: plain multi-head (G = 1), wide groups (G = 8), a head_dim that is no
-// multiple of 16 (the scalar path), long decode segments (split along the keys).
+// multiple of 16 (the scalar path), long decode segments (split along the keys), decode
+// with 1, 2 and 4 query rows per kv head (S as dot products of K rows, partial key blocks).
 TEST_P(CpuOps, AttentionShapes) {
   struct Case {
     int D, Hkv, Hq;
     int64_t T, len;
   };
   for (const Case& c : {Case{64, 4, 4, 5, 90}, Case{128, 1, 8, 1, 2000}, Case{24, 2, 6, 3, 70},
-                        Case{64, 2, 4, 1, 1500}, Case{32, 3, 9, 70, 200}}) {
+                        Case{64, 2, 4, 1, 1500}, Case{32, 3, 9, 70, 200}, Case{64, 4, 4, 1, 130},
+                        Case{64, 2, 8, 1, 300}, Case{128, 2, 8, 1, 77}, Case{64, 1, 2, 2, 45}}) {
     std::vector<int64_t> len, offset;
     int64_t total = 0;
     for (int s = 0; s < c.Hkv; ++s) {

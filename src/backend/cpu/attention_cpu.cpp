@@ -25,6 +25,9 @@ namespace {
 constexpr int64_t kBK = 64;          // keys per block
 constexpr int64_t kRowsPerItem = 48;  // target M = G * BQ
 constexpr int64_t kMinKeysPerSplit = 256;
+// Up to this many rows per item (G query heads x BQ queries) compute S as dot products of
+// K rows; more rows amortise transposing the K block (decode with G = 3 or 4 uses dots).
+constexpr int64_t kMaxDotRows = 4;
 
 struct Item {
   int64_t g, t0, t1, k0, k1;  // segment, queries [t0, t1), keys [k0, k1)
@@ -68,6 +71,43 @@ void qk_rows(const float* q, int64_t D, const float* kt, float* s) {
     for (int c = 0; c < 4; ++c) _mm512_storeu_ps(s + r * kBK + 16 * c, acc[r][c]);
 }
 
+// The eight sums of a[0..7]'s lanes, into out[0..7]: a transpose-and-add tree.
+inline void hsum8(const __m512 (&a)[8], float* out) {
+  __m512 t[4];
+  for (int i = 0; i < 4; ++i)
+    t[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+  // Per 128-bit lane: partial sums of a[0..3] (u0) and a[4..7] (u1).
+  const __m512 u0 = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[0]), _mm512_castps_pd(t[1]))),
+                                  _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[0]), _mm512_castps_pd(t[1]))));
+  const __m512 u1 = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[2]), _mm512_castps_pd(t[3]))),
+                                  _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[2]), _mm512_castps_pd(t[3]))));
+  const __m512 v = _mm512_add_ps(_mm512_shuffle_f32x4(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_f32x4(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 w = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
+  _mm_storeu_ps(out, _mm512_castps512_ps128(w));
+  _mm_storeu_ps(out + 4, _mm512_extractf32x4_ps(w, 2));
+}
+
+// s[r, j] = q[r] . k[j] for r < NR and all kBK keys, as dot products of whole rows (no
+// transposed K block): cheaper when few query rows share the block, as in decoding.
+template <int NR>
+void qk_dot_rows(const float* q, int64_t D, const float* const* k, float* s) {
+  for (int64_t j0 = 0; j0 < kBK; j0 += 8) {
+    __m512 acc[NR][8];
+    for (int r = 0; r < NR; ++r)
+      for (int j = 0; j < 8; ++j) acc[r][j] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; d += 16) {
+      __m512 qv[NR];
+      for (int r = 0; r < NR; ++r) qv[r] = _mm512_loadu_ps(q + r * D + d);
+      for (int j = 0; j < 8; ++j) {
+        const __m512 kv = _mm512_loadu_ps(k[j0 + j] + d);
+        for (int r = 0; r < NR; ++r) acc[r][j] = _mm512_fmadd_ps(qv[r], kv, acc[r][j]);
+      }
+    }
+    for (int r = 0; r < NR; ++r) hsum8(acc[r], s + r * kBK + j0);
+  }
+}
+
 // o[r, 0:16 ND] += sum_{j < nk} p[r, j] * v[j][0:16 ND] for r < NR (v: row pointers).
 template <int NR, int ND>
 void pv_rows(const float* p, int64_t nk, const float* const* v, int64_t d0, int64_t D, float* o) {
@@ -108,6 +148,7 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
   const float* krow[kBK];
   const float* vrow[kBK];
   thread_local std::vector<float> qb, kt, s;
+  thread_local std::vector<int64_t> lim;
   qb.resize(static_cast<size_t>(M * D));
   kt.resize(static_cast<size_t>(D * kBK));
   s.resize(static_cast<size_t>(M * kBK));
@@ -115,7 +156,7 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
   out.l.assign(static_cast<size_t>(M), 0.f);
   out.o.assign(static_cast<size_t>(M * D), 0.f);
   // Row i = (t - t0) * G + hl holds query t of head g * G + hl; it sees keys [0, lim[i]].
-  std::vector<int64_t> lim(static_cast<size_t>(M));
+  lim.resize(static_cast<size_t>(M));
   for (int64_t t = it.t0; t < it.t1; ++t)
     for (int64_t hl = 0; hl < G; ++hl) {
       const int64_t i = (t - it.t0) * G + hl;
@@ -130,22 +171,32 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
       krow[j] = kv.k_row(it.g, j0 + j);
       vrow[j] = kv.v_row(it.g, j0 + j);
     }
-    // Kt[d][j] = K[j0 + j][d], zero past nk.
-    if (nk == kBK) {
-      for (int64_t jb = 0; jb < kBK; jb += 16)
-        for (int64_t db = 0; db < D; db += 16) transpose16(krow + jb, db, kt.data() + db * kBK + jb, kBK);
+    if (M <= kMaxDotRows) {
+      // S as dot products; keys past nk repeat a real row (finite, and masked below).
+      for (int64_t j = nk; j < kBK; ++j) krow[j] = krow[0];
+      int64_t i0 = 0;
+      for (; i0 + 3 <= M; i0 += 3) qk_dot_rows<3>(qb.data() + i0 * D, D, krow, s.data() + i0 * kBK);
+      switch (M - i0) {
+        case 2: qk_dot_rows<2>(qb.data() + i0 * D, D, krow, s.data() + i0 * kBK); break;
+        case 1: qk_dot_rows<1>(qb.data() + i0 * D, D, krow, s.data() + i0 * kBK); break;
+        default: break;
+      }
     } else {
-      for (int64_t j = 0; j < kBK; ++j) {
-      if (j < nk) {
-        const float* kr = krow[j];
-        for (int64_t d = 0; d < D; ++d) kt[static_cast<size_t>(d * kBK + j)] = kr[d];
+      // Kt[d][j] = K[j0 + j][d], zero past nk.
+      if (nk == kBK) {
+        for (int64_t jb = 0; jb < kBK; jb += 16)
+          for (int64_t db = 0; db < D; db += 16) transpose16(krow + jb, db, kt.data() + db * kBK + jb, kBK);
       } else {
-        for (int64_t d = 0; d < D; ++d) kt[static_cast<size_t>(d * kBK + j)] = 0.f;
+        for (int64_t j = 0; j < kBK; ++j) {
+          if (j < nk) {
+            const float* kr = krow[j];
+            for (int64_t d = 0; d < D; ++d) kt[static_cast<size_t>(d * kBK + j)] = kr[d];
+          } else {
+            for (int64_t d = 0; d < D; ++d) kt[static_cast<size_t>(d * kBK + j)] = 0.f;
+          }
+        }
       }
-      }
-    }
-    // S = Q Kt, four rows at a time, then the softmax update row by row.
-    {
+      // S = Q Kt, four rows at a time.
       int64_t i0 = 0;
       for (; i0 + 4 <= M; i0 += 4) qk_rows<4>(qb.data() + i0 * D, D, kt.data(), s.data() + i0 * kBK);
       switch (M - i0) {
@@ -155,6 +206,7 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
         default: break;
       }
     }
+    // The softmax update row by row.
     for (int64_t i0 = 0; i0 < M; i0 += 4) {
       const int64_t nr = std::min<int64_t>(4, M - i0);
       const __m512 vs = _mm512_set1_ps(scale);
