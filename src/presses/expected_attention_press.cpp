@@ -1,6 +1,7 @@
 // expected_attention: score each key by the attention it should receive from future queries,
 // modelled as a Gaussian fitted to the context's pre-RoPE queries and rotated by the average
 // RoPE rotation of the next n_future_positions positions (kvpress's ExpectedAttentionPress).
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -99,30 +100,40 @@ class ExpectedAttentionPress : public ScorerPress {
         R[static_cast<size_t>((i + h2) * D + i)] = sb;
       }
     }
-    // mu' = R mu; cov' = R cov R^T (the averaged R, as kvpress does).
+    // mu' = R mu; cov' = R cov R^T (the averaged R, as kvpress does). R has two non-zeros
+    // per row and column (R[a][a] and R[a][a +- h2]), so each product is a pair of terms:
+    // the same double sums as the dense products (their other terms are exact zeros).
+    const auto partner = [h2](int64_t a) { return a < h2 ? a + h2 : a - h2; };
     std::vector<float> mu_r(static_cast<size_t>(Hq * D)), cov_r(cov.size());
     std::vector<double> tmp(static_cast<size_t>(D * D));
+    const auto r_at = [&](int64_t a, int64_t b) { return R[static_cast<size_t>(a * D + b)]; };
     for (int64_t hq = 0; hq < Hq; ++hq) {
+      const float* m = muf.data() + hq * D;
       for (int64_t a = 0; a < D; ++a) {
-        double s = 0;
-        for (int64_t b = 0; b < D; ++b)
-          s += R[static_cast<size_t>(a * D + b)] * muf[static_cast<size_t>(hq * D + b)];
-        mu_r[static_cast<size_t>(hq * D + a)] = static_cast<float>(s);
+        const int64_t p = partner(a), lo = std::min(a, p), hi = std::max(a, p);
+        double sum = 0;
+        sum += r_at(a, lo) * m[lo];
+        sum += r_at(a, hi) * m[hi];
+        mu_r[static_cast<size_t>(hq * D + a)] = static_cast<float>(sum);
       }
       if (!use_covariance_) continue;
       const float* cv = cov.data() + hq * D * D;
-      for (int64_t a = 0; a < D; ++a)  // tmp = R cov
+      for (int64_t a = 0; a < D; ++a) {  // tmp = R cov
+        const int64_t p = partner(a), lo = std::min(a, p), hi = std::max(a, p);
         for (int64_t b = 0; b < D; ++b) {
-          double s = 0;
-          for (int64_t k = 0; k < D; ++k) s += R[static_cast<size_t>(a * D + k)] * cv[k * D + b];
-          tmp[static_cast<size_t>(a * D + b)] = s;
+          double sum = 0;
+          sum += r_at(a, lo) * cv[lo * D + b];
+          sum += r_at(a, hi) * cv[hi * D + b];
+          tmp[static_cast<size_t>(a * D + b)] = sum;
         }
+      }
       for (int64_t a = 0; a < D; ++a)  // cov' = tmp R^T
         for (int64_t b = 0; b < D; ++b) {
-          double s = 0;
-          for (int64_t k = 0; k < D; ++k)
-            s += tmp[static_cast<size_t>(a * D + k)] * R[static_cast<size_t>(b * D + k)];
-          cov_r[static_cast<size_t>(hq * D * D + a * D + b)] = static_cast<float>(s);
+          const int64_t p = partner(b), lo = std::min(b, p), hi = std::max(b, p);
+          double sum = 0;
+          sum += tmp[static_cast<size_t>(a * D + lo)] * r_at(b, lo);
+          sum += tmp[static_cast<size_t>(a * D + hi)] * r_at(b, hi);
+          cov_r[static_cast<size_t>(hq * D * D + a * D + b)] = static_cast<float>(sum);
         }
     }
 
