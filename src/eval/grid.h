@@ -2,11 +2,12 @@
 // One prefill of a context serves a whole grid of (press, ratio) cells. Presses act after a
 // layer's attention and never change the hidden states that flow on to later layers, so a
 // single forward pass yields, layer by layer, exactly the rows every press would have seen
-// in its own run. The grid hook gives each cell its compressed copy of every layer (shared
-// scores where presses name them, Press::score_identity; see docs/architecture.md), the
-// full cache stays uncompressed for the baseline, and a press that changes the forward pass
-// itself (Press::needs_own_prefill) gets its own prefill. Then all cells answer each
-// question together in batched forwards (greedy_answers_batched).
+// in its own run. The grid hook gives each cell its kept rows of every layer (shared scores
+// where presses name them, Press::score_identity, and then rows borrowed in place from the
+// full cache, KVCache::borrow_kept; see docs/architecture.md), the full cache stays
+// uncompressed for the baseline, and a press that changes the forward pass itself
+// (Press::needs_own_prefill) gets its own prefill. Then all cells answer each question
+// together in batched forwards (greedy_answers_batched).
 #include <cstdint>
 #include <string>
 #include <vector>

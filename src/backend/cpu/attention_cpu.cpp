@@ -5,7 +5,10 @@
 // block: S = Q K^T (K block transposed once, then a broadcast-FMA kernel), scale, causal
 // mask, online softmax (running max and sum per row, the output rescaled when the max
 // grows), O += P V. Memory is O(M * (D + kBK)) per work item, whatever T and the segment
-// lengths. Work items are (segment, query block, key split): decode (T = 1) has only
+// lengths. With only a few rows per item (decode: M = G), S is computed instead as dot
+// products of whole K rows reduced by a transpose-add tree, which skips transposing the
+// block. Keys are read through row pointers, so a segment's borrowed prefix (KvSegments)
+// costs nothing extra. Work items are (segment, query block, key split): decode (T = 1) has only
 // n_segments items, so long segments are also split along the keys (flash-decoding) and
 // the partial results merged by their maxima and sums.
 #include <algorithm>
