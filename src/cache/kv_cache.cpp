@@ -175,32 +175,34 @@ void KVCache::compact(int layer_index, const KeepPlan& keep, int64_t reserve) {
   reallocate(layer, layer, kept_capacity(layer, keep, reserve), &keep);
 }
 
-void KVCache::copy_kept(int layer_index, const KVCache& source, const KeepPlan& keep,
-                        int64_t reserve) {
+const KVCache::Layer& KVCache::fill_source(int layer_index, const KVCache& source,
+                                           const std::string& what) const {
   check(layer_index >= 0 && layer_index < n_layers() && layer_index < source.n_layers(),
         "KV cache: layer out of range");
   check(source.n_segments_ == n_segments_ && source.head_dim_ == head_dim_,
-        "KV cache: copy_kept needs a cache of the same shape");
-  Layer& layer = layers_[static_cast<size_t>(layer_index)];
-  check(layer.total_rows == 0, "KV cache: copy_kept fills an empty layer only");
+        "KV cache: " + what + " needs a cache of the same shape");
+  check(layers_[static_cast<size_t>(layer_index)].total_rows == 0,
+        "KV cache: " + what + " fills an empty layer only");
   const Layer& from = source.layers_[static_cast<size_t>(layer_index)];
-  check(from.prefix_len.empty(), "KV cache: cannot copy from a layer with a borrowed prefix");
+  check(from.prefix_len.empty(),
+        "KV cache: " + what + " cannot read a layer with a borrowed prefix");
+  return from;
+}
+
+void KVCache::copy_kept(int layer_index, const KVCache& source, const KeepPlan& keep,
+                        int64_t reserve) {
+  const Layer& from = fill_source(layer_index, source, "copy_kept");
+  Layer& layer = layers_[static_cast<size_t>(layer_index)];
   reallocate(layer, from, kept_capacity(from, keep, reserve), &keep);
 }
 
 void KVCache::borrow_kept(int layer_index, const KVCache& lender, const KeepPlan& keep,
                           int64_t reserve) {
-  check(layer_index >= 0 && layer_index < n_layers() && layer_index < lender.n_layers(),
-        "KV cache: layer out of range");
-  check(lender.n_segments_ == n_segments_ && lender.head_dim_ == head_dim_,
-        "KV cache: borrow_kept needs a cache of the same shape");
   check(&lender != this && (lender_ == nullptr || lender_ == &lender),
         "KV cache: a cache borrows from one other cache");
-  Layer& layer = layers_[static_cast<size_t>(layer_index)];
-  check(layer.total_rows == 0, "KV cache: borrow_kept fills an empty layer only");
-  const Layer& from = lender.layers_[static_cast<size_t>(layer_index)];
-  check(from.prefix_len.empty(), "KV cache: cannot borrow from a layer with a borrowed prefix");
+  const Layer& from = fill_source(layer_index, lender, "borrow_kept");
   kept_capacity(from, keep, reserve);  // validates the rows
+  Layer& layer = layers_[static_cast<size_t>(layer_index)];
   reallocate(layer, layer, std::vector<int64_t>(static_cast<size_t>(n_segments_), reserve), nullptr);
   layer.prefix_rows = keep;
   layer.prefix_len.resize(static_cast<size_t>(n_segments_));

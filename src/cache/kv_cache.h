@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -85,6 +86,9 @@ class KVCache {
   // or another cache's): rows keep[s] of each segment when given, else every row.
   void reallocate(Layer& layer, const Layer& source, const std::vector<int64_t>& new_cap,
                   const KeepPlan* keep);
+  // The same layer of `source`, checked for filling this cache's empty layer from it
+  // (copy_kept, borrow_kept; `what` names the caller in errors).
+  const Layer& fill_source(int layer, const KVCache& source, const std::string& what) const;
   // Capacities after keeping `keep` (validated against source's lengths) plus the reserve.
   std::vector<int64_t> kept_capacity(const Layer& source, const KeepPlan& keep,
                                      int64_t reserve) const;

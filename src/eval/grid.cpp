@@ -189,7 +189,12 @@ std::vector<GridContextResult> run_grid_contexts(LoadedModel& loaded,
   std::vector<PrefilledContext> ready;
   size_t rounds = 0;
   for (size_t c = 0; c < contexts.size(); ++c) {
-    ready.push_back(prefill_context(loaded, contexts[c], results[c]));
+    try {
+      ready.push_back(prefill_context(loaded, contexts[c], results[c]));
+    } catch (const Error& e) {
+      if (contexts[c].label.empty()) throw;
+      throw Error(contexts[c].label + ": " + e.what());
+    }
     rounds = std::max(rounds, contexts[c].questions.size());
   }
 
@@ -227,7 +232,7 @@ std::vector<GridContextResult> run_grid_contexts(LoadedModel& loaded,
 GridContextResult run_grid_context(LoadedModel& loaded, const std::string& context,
                                    const std::vector<GridQuestion>& questions,
                                    const std::vector<Press*>& cells) {
-  return run_grid_contexts(loaded, {GridContext{context, questions, cells}})[0];
+  return run_grid_contexts(loaded, {GridContext{context, questions, cells, ""}})[0];
 }
 
 }  // namespace kvp

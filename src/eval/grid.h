@@ -42,6 +42,7 @@ struct GridContext {
   std::string context;
   std::vector<GridQuestion> questions;
   std::vector<Press*> cells;  // nullptr: the uncompressed baseline
+  std::string label;          // when set, prefixes this context's errors ("line 3: ...")
 };
 
 // Prefills `context` once and answers every question for every cell; cells[i] == nullptr

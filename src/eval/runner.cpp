@@ -206,7 +206,9 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
     std::vector<GridContext> inputs;
     for (size_t g : batch_groups) {
       GridContext in;
-      in.context = rows[groups[g].front()].context;
+      const EvalRow& first = rows[groups[g].front()];
+      in.context = first.context;
+      in.label = first.line > 0 ? "line " + std::to_string(first.line) : "task " + first.task;
       for (size_t i : groups[g]) {
         in.questions.push_back(
             {rows[i].question, rows[i].answer_prefix, row_max_new_tokens(rows[i], config)});
@@ -222,34 +224,25 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
       }
       inputs.push_back(std::move(in));
     }
-    // Errors name the first row of the batch's contexts.
-    std::string where;
-    for (size_t g : batch_groups) {
-      const EvalRow& first = rows[groups[g].front()];
-      where += (where.empty() ? "" : " or ") +
-               (first.line > 0 ? "line " + std::to_string(first.line) : "task " + first.task);
-    }
     std::vector<std::vector<GridCellAnswers>> answers(batch_groups.size());
-    try {
-      if (config.separate) {  // one prefill per cell: the reference the grid is measured against
-        for (Press* p : inputs[0].cells) {
-          GridContextResult r = run_grid_context(loaded, inputs[0].context, inputs[0].questions, {p});
-          summary.prefill_s += r.prefill_s;
-          summary.answer_s += r.answer_s;
-          summary.context_tokens += r.context_tokens;
-          answers[0].push_back(std::move(r.cells[0]));
-        }
-      } else {
-        std::vector<GridContextResult> results = run_grid_contexts(loaded, inputs);
-        for (size_t k = 0; k < results.size(); ++k) {
-          summary.prefill_s += results[k].prefill_s;
-          summary.answer_s += results[k].answer_s;
-          summary.context_tokens += results[k].context_tokens;
-          answers[k] = std::move(results[k].cells);
-        }
+    if (config.separate) {  // one prefill per cell: the reference the grid is measured against
+      for (Press* p : inputs[0].cells) {
+        GridContext one = inputs[0];
+        one.cells = {p};
+        GridContextResult r = std::move(run_grid_contexts(loaded, {one})[0]);
+        summary.prefill_s += r.prefill_s;
+        summary.answer_s += r.answer_s;
+        summary.context_tokens += r.context_tokens;
+        answers[0].push_back(std::move(r.cells[0]));
       }
-    } catch (const Error& e) {
-      throw Error(where + ": " + e.what());
+    } else {
+      std::vector<GridContextResult> results = run_grid_contexts(loaded, inputs);
+      for (size_t k = 0; k < results.size(); ++k) {
+        summary.prefill_s += results[k].prefill_s;
+        summary.answer_s += results[k].answer_s;
+        summary.context_tokens += results[k].context_tokens;
+        answers[k] = std::move(results[k].cells);
+      }
     }
     for (size_t b = 0; b < batch_groups.size(); ++b) {
       const size_t g = batch_groups[b];
