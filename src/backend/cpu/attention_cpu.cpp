@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -364,6 +365,21 @@ void attention_many(ThreadPool& pool, const std::vector<AttentionJob>& jobs, flo
           if (k0 < k1 || sp == 0) items.push_back({j, {g, t0, t1, k0, k1}});
         }
       }
+  }
+  // Jobs that borrow rows from the same cache (the cells of one context) read the same
+  // lender segment: grouping their items by (lender, segment) lets a thread reuse that
+  // segment's rows from its own L2 instead of cycling through every segment per job. The
+  // sort is stable, so the splits of one (job, segment, query block) stay consecutive.
+  if (jobs.size() > 1) {
+    const auto lender = [&](const JobItem& ji) {
+      const KvSegments& kv = jobs[ji.job].kv;
+      return kv.has_prefix() ? kv.prefix_k : kv.k;
+    };
+    std::stable_sort(items.begin(), items.end(), [&](const JobItem& a, const JobItem& b) {
+      const float *la = lender(a), *lb = lender(b);
+      if (la != lb) return std::less<const float*>()(la, lb);
+      return a.item.g < b.item.g;
+    });
   }
   bool any_split = false;
   for (const JobShape& sh : shapes) any_split = any_split || sh.splits > 1;
