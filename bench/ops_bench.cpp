@@ -20,12 +20,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "backend/backend.h"
 #include "backend/cpu/quant.h"
+#include "cache/kv_cache.h"
 #include "core/half.h"
 #include "core/tensor.h"
 
@@ -227,6 +229,87 @@ int main(int argc, char** argv) {
       char what[64];
       std::snprintf(what, sizeof what, "T=%lld ctx=%lld", static_cast<long long>(T), static_cast<long long>(ctx));
       std::printf("%-7d %-28s %12.1f %9.1f %9.1f\n", nt, what, us, kv_bytes / (us * 1e3), 4.0 * D * pairs / (us * 1e3));
+    }
+  }
+
+  // The eval grid's decode attention: 4 contexts of 1024 rows, each with 24 cells that
+  // borrow 75%, 50% or 25% of every kv head's rows (random subsets) plus the baseline, every
+  // cache holding 60 more rows of question and answer; one step = one query per cache (100
+  // jobs) on each of 30 layers. The same step over copied (not borrowed) caches for
+  // comparison. Grid decode steps spend most of their non-matmul time here.
+  {
+    const int layers = 30, contexts = quick ? 1 : 4, T = 1024, extra = 60;
+    const double ratios[3] = {0.25, 0.5, 0.75};
+    std::vector<std::unique_ptr<kvp::KVCache>> lenders, borrowed, copied;
+    std::vector<int32_t> pos(static_cast<size_t>(T + extra));
+    for (int i = 0; i < T + extra; ++i) pos[static_cast<size_t>(i)] = i;
+    for (int c = 0; c < contexts; ++c) {
+      lenders.push_back(std::make_unique<kvp::KVCache>(layers, 3, 64, T + extra));
+      for (int l = 0; l < layers; ++l) {
+        Tensor k = random_x(T, 3 * 64), v = random_x(T, 3 * 64);
+        lenders.back()->append(l, k.ptr<float>(), v.ptr<float>(), T, pos.data());
+      }
+      for (int cell = 0; cell < 24; ++cell) {
+        borrowed.push_back(std::make_unique<kvp::KVCache>(layers, 3, 64, extra));
+        copied.push_back(std::make_unique<kvp::KVCache>(layers, 3, 64, extra));
+        const int64_t kept = static_cast<int64_t>(T * (1 - ratios[cell % 3]));
+        for (int l = 0; l < layers; ++l) {
+          kvp::KeepPlan keep(3);
+          for (auto& rows : keep) {
+            std::vector<int32_t> all(static_cast<size_t>(T));
+            for (int i = 0; i < T; ++i) all[static_cast<size_t>(i)] = i;
+            for (int i = T - 1; i > 0; --i)
+              std::swap(all[static_cast<size_t>(i)], all[next_u64() % static_cast<uint64_t>(i + 1)]);
+            rows.assign(all.begin(), all.begin() + kept);
+            std::sort(rows.begin(), rows.end());
+          }
+          borrowed.back()->borrow_kept(l, *lenders.back(), keep, extra);
+          copied.back()->copy_kept(l, *lenders.back(), keep, extra);
+        }
+      }
+    }
+    const auto add_rows = [&](std::vector<std::unique_ptr<kvp::KVCache>>& caches) {
+      for (auto& cache : caches)
+        for (int l = 0; l < layers; ++l) {
+          Tensor k = random_x(extra, 3 * 64), v = random_x(extra, 3 * 64);
+          const int64_t at = cache->lengths()[static_cast<size_t>(l)][0];
+          cache->append(l, k.ptr<float>(), v.ptr<float>(), extra, pos.data() + at);
+        }
+    };
+    add_rows(borrowed);
+    add_rows(copied);
+    add_rows(lenders);
+    Tensor q = random_x(9, 64).reshaped({1, 9, 64});
+    std::vector<Tensor> outs;
+    for (size_t i = 0; i < lenders.size() + borrowed.size(); ++i)
+      outs.push_back(Tensor::empty(DType::F32, {1, 9, 64}));
+    std::printf("\n%-7s %-28s %12s %9s %9s\n", "threads", "grid decode attention", "us/step", "us/row",
+                "GFLOP/s");
+    for (int nt : threads) {
+      auto be = kvp::make_cpu_backend(nt);
+      for (const bool borrow : {true, false}) {
+        const auto& cells = borrow ? borrowed : copied;
+        std::vector<std::vector<kvp::AttentionJob>> jobs(layers);  // per layer, one per cache
+        double keys = 0;
+        for (int l = 0; l < layers; ++l) {
+          size_t o = 0;
+          for (int c = 0; c < contexts; ++c) {
+            jobs[l].push_back({&q, lenders[static_cast<size_t>(c)]->view(l), &outs[o++]});
+            for (int cell = 0; cell < 24; ++cell)
+              jobs[l].push_back({&q, cells[static_cast<size_t>(c * 24 + cell)]->view(l), &outs[o++]});
+          }
+          for (const auto& j : jobs[l])
+            for (int g = 0; g < 3; ++g) keys += static_cast<double>(j.kv.len[g]);
+        }
+        const double us = median_us(std::max(3, reps / 4), [&] {
+          for (int l = 0; l < layers; ++l) be->attention_batch(jobs[l], 0.125f);
+        });
+        char what[64];
+        std::snprintf(what, sizeof what, "%d ctx x 25 cells, %s", contexts, borrow ? "borrowed" : "copied");
+        // Per key of a kv head: 3 query heads x (QK + PV) x 64 x 2 flops.
+        std::printf("%-7d %-28s %12.1f %9.1f %9.1f\n", nt, what, us, us / (25.0 * contexts),
+                    keys * 3 * 4 * 64 / (us * 1e3));
+      }
     }
   }
 

@@ -43,8 +43,8 @@ const std::vector<OptionSpec> kSpecs = {
     {"out", "DIR",
      "output directory (default eval_out); finished cells found there are not run again"},
     {"context-batch", "N",
-     "contexts whose cells answer together in batched forwards (default 4; more rows per "
-     "decode step, at the memory of N full caches)"},
+     "contexts whose cells answer at once in batched forwards (default 4): a context that "
+     "finishes makes room for the next, so decode steps stay full; memory: N full caches"},
     {"separate", "",
      "prefill the context once per cell instead of once for the whole grid (slower; for "
      "comparison)"},

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
+#include <list>
 #include <map>
 #include <memory>
+#include <numeric>
 
 #include "core/error.h"
 
@@ -183,49 +186,102 @@ PrefilledContext prefill_context(LoadedModel& loaded, const GridContext& in, Gri
 
 }  // namespace
 
+void run_grid_stream(LoadedModel& loaded, const std::vector<GridContext>& contexts,
+                     size_t live_contexts,
+                     const std::function<void(size_t, GridContextResult&&)>& on_done) {
+  check(live_contexts >= 1, "at least one context must answer at a time");
+  // A context from its prefill until its last cell has answered its last question.
+  struct Live {
+    size_t index = 0;
+    PrefilledContext p;
+    GridContextResult result;
+    std::vector<size_t> question;  // per cell: the question it is answering
+    size_t cells_left = 0;
+  };
+  struct Owner {
+    Live* live;
+    size_t cell;
+  };
+  const Tokenizer& tok = *loaded.tokenizer;
+  GreedyBatcher batcher(*loaded.model, [&](int32_t id) { return tok.is_end_of_generation(id); });
+  std::list<Live> live;
+  std::map<size_t, Owner> owners;  // ticket -> the cell that asked
+  const auto ask = [&](Live& l, size_t cell) {
+    const GridQuestion& q = contexts[l.index].questions[l.question[cell]];
+    const size_t ticket = batcher.add({l.p.caches[cell], &l.p.question_ids[l.question[cell]],
+                                       l.p.first_positions[cell], q.max_new_tokens});
+    owners[ticket] = {&l, cell};
+  };
+  // Longest answers first: a context whose cells decode many tokens then overlaps with
+  // several short ones, instead of decoding alone in small steps at the end.
+  std::vector<size_t> order(contexts.size());
+  std::iota(order.begin(), order.end(), 0);
+  const auto longest_answer = [&](size_t i) {
+    int n = 0;
+    for (const GridQuestion& q : contexts[i].questions) n = std::max(n, q.max_new_tokens);
+    return n;
+  };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return longest_answer(a) > longest_answer(b); });
+  size_t next = 0;
+  for (;;) {
+    // Keep `live_contexts` contexts answering: a finished one's place goes to the next, whose
+    // questions join the decode steps of the others.
+    while (live.size() < live_contexts && next < contexts.size()) {
+      Live& l = live.emplace_back();
+      l.index = order[next++];
+      try {
+        l.p = prefill_context(loaded, contexts[l.index], l.result);
+      } catch (const Error& e) {
+        if (contexts[l.index].label.empty()) throw;
+        throw Error(contexts[l.index].label + ": " + e.what());
+      }
+      l.cells_left = l.p.caches.size();
+      l.question.assign(l.cells_left, 0);
+      for (size_t c = 0; c < l.cells_left; ++c) ask(l, c);
+    }
+    if (live.empty()) return;
+    // Each step's time goes to the contexts in proportion to the rows they fed.
+    std::map<Live*, int64_t> rows;
+    int64_t total_rows = 0;
+    for (const GreedyBatcher::Planned& r : batcher.planned()) {
+      rows[owners.at(r.ticket).live] += r.rows;
+      total_rows += r.rows;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<GreedyBatcher::Finished> finished = batcher.step();
+    const double step_s = seconds_since(t0);
+    for (const auto& [l, n] : rows) {
+      l->result.answer_s += step_s * static_cast<double>(n) / static_cast<double>(total_rows);
+    }
+    for (GreedyBatcher::Finished& f : finished) {
+      const Owner o = owners.at(f.ticket);
+      owners.erase(f.ticket);
+      Live& l = *o.live;
+      l.result.cells[o.cell].answers.push_back(tok.decode(f.tokens));
+      l.p.caches[o.cell]->truncate(l.p.lengths[o.cell]);
+      if (++l.question[o.cell] < contexts[l.index].questions.size()) {
+        ask(l, o.cell);
+      } else {
+        --l.cells_left;
+      }
+    }
+    for (auto it = live.begin(); it != live.end();) {
+      if (it->cells_left > 0) {
+        ++it;
+        continue;
+      }
+      on_done(it->index, std::move(it->result));
+      it = live.erase(it);
+    }
+  }
+}
+
 std::vector<GridContextResult> run_grid_contexts(LoadedModel& loaded,
                                                  const std::vector<GridContext>& contexts) {
   std::vector<GridContextResult> results(contexts.size());
-  std::vector<PrefilledContext> ready;
-  size_t rounds = 0;
-  for (size_t c = 0; c < contexts.size(); ++c) {
-    try {
-      ready.push_back(prefill_context(loaded, contexts[c], results[c]));
-    } catch (const Error& e) {
-      if (contexts[c].label.empty()) throw;
-      throw Error(contexts[c].label + ": " + e.what());
-    }
-    rounds = std::max(rounds, contexts[c].questions.size());
-  }
-
-  // Question q of every context, for every cell, in the same batched forwards: one read of
-  // the weights per step serves all the caches, and more rows make the matmuls faster.
-  const Tokenizer& tok = *loaded.tokenizer;
-  const auto t0 = std::chrono::steady_clock::now();
-  const auto is_stop = [&](int32_t id) { return tok.is_end_of_generation(id); };
-  for (size_t q = 0; q < rounds; ++q) {
-    std::vector<AnswerRequest> requests;
-    for (size_t c = 0; c < contexts.size(); ++c) {
-      if (q >= contexts[c].questions.size()) continue;
-      const PrefilledContext& p = ready[c];
-      for (size_t i = 0; i < p.caches.size(); ++i) {
-        requests.push_back({p.caches[i], &p.question_ids[q], p.first_positions[i],
-                            contexts[c].questions[q].max_new_tokens});
-      }
-    }
-    const auto ids = greedy_answers_batched(*loaded.model, requests, is_stop);
-    size_t k = 0;
-    for (size_t c = 0; c < contexts.size(); ++c) {
-      if (q >= contexts[c].questions.size()) continue;
-      PrefilledContext& p = ready[c];
-      for (size_t i = 0; i < p.caches.size(); ++i) {
-        results[c].cells[i].answers.push_back(tok.decode(ids[k++]));
-        p.caches[i]->truncate(p.lengths[i]);
-      }
-    }
-  }
-  const double answer_s = seconds_since(t0);
-  for (auto& r : results) r.answer_s = answer_s / static_cast<double>(results.size());
+  run_grid_stream(loaded, contexts, std::max<size_t>(1, contexts.size()),
+                  [&](size_t i, GridContextResult&& r) { results[i] = std::move(r); });
   return results;
 }
 

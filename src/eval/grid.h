@@ -9,6 +9,7 @@
 // (Press::needs_own_prefill) gets its own prefill. Then all cells answer each question
 // together in batched forwards (greedy_answers_batched).
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,8 +34,8 @@ struct GridContextResult {
   std::vector<GridCellAnswers> cells;  // in the order of the cells given (nullptr: baseline)
   int64_t context_tokens = 0;
   double prefill_s = 0;  // the shared forward, including every cell's compression
-  // Question prefills and decoding, all cells batched together (contexts answered together
-  // share the time equally).
+  // Question prefills and decoding: this context's share of the batched steps it was in (in
+  // proportion to the rows it fed).
   double answer_s = 0;
 };
 
@@ -52,10 +53,19 @@ GridContextResult run_grid_context(LoadedModel& loaded, const std::string& conte
                                    const std::vector<GridQuestion>& questions,
                                    const std::vector<Press*>& cells);
 
-// run_grid_context for several contexts: each is prefilled on its own, then question q of
-// every context is answered by all their cells in the same batched forwards (a decode step
-// of 4 contexts x 25 cells is one 100-row matmul instead of four 25-row ones). Memory: every
-// context's full cache and its cells' answer rows at once.
+// run_grid_context for several contexts, with continuous batching: at most `live_contexts`
+// contexts are answering at a time; each is prefilled on its own when a place is free, then
+// its cells' questions join the batched forwards (GreedyBatcher) in which the cells of the
+// other live contexts decode. A decode step of 4 contexts x 25 cells is one 100-row matmul
+// instead of four 25-row ones, and the step stays that full while a few cells of one
+// context still decode a long answer. on_done(index, result) is called as each context
+// finishes (not necessarily in order). Memory: `live_contexts` full caches and their cells'
+// answer rows. Errors of a context are prefixed with its label.
+void run_grid_stream(LoadedModel& loaded, const std::vector<GridContext>& contexts,
+                     size_t live_contexts,
+                     const std::function<void(size_t, GridContextResult&&)>& on_done);
+
+// All the contexts live at once; results in the order given.
 std::vector<GridContextResult> run_grid_contexts(LoadedModel& loaded,
                                                  const std::vector<GridContext>& contexts);
 

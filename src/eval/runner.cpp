@@ -197,77 +197,75 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
   for (size_t g = 0; g < groups.size(); ++g) {
     if (!todo_cells[g].empty()) pending.push_back(g);
   }
-  const size_t batch = config.separate ? 1 : static_cast<size_t>(config.context_batch);
-  for (size_t b0 = 0; b0 < pending.size(); b0 += batch) {
-    const std::vector<size_t> batch_groups(
-        pending.begin() + static_cast<std::ptrdiff_t>(b0),
-        pending.begin() + static_cast<std::ptrdiff_t>(std::min(pending.size(), b0 + batch)));
-    std::vector<std::unique_ptr<Press>> owned;
-    std::vector<GridContext> inputs;
-    for (size_t g : batch_groups) {
-      GridContext in;
-      const EvalRow& first = rows[groups[g].front()];
-      in.context = first.context;
-      in.label = first.line > 0 ? "line " + std::to_string(first.line) : "task " + first.task;
-      for (size_t i : groups[g]) {
-        in.questions.push_back(
-            {rows[i].question, rows[i].answer_prefix, row_max_new_tokens(rows[i], config)});
-      }
-      for (size_t c : todo_cells[g]) {
-        const CellSpec& spec = cells[c];
-        if (spec.press == "baseline") {
-          in.cells.push_back(nullptr);
-        } else {
-          owned.push_back(make_press(spec.press, spec.ratio, spec.args));
-          in.cells.push_back(owned.back().get());
-        }
-      }
-      inputs.push_back(std::move(in));
+  // Every pending context's grid input, with its presses (small objects: settings only).
+  std::vector<std::unique_ptr<Press>> owned;
+  std::vector<GridContext> inputs;
+  for (size_t g : pending) {
+    GridContext in;
+    const EvalRow& first = rows[groups[g].front()];
+    in.context = first.context;
+    in.label = first.line > 0 ? "line " + std::to_string(first.line) : "task " + first.task;
+    for (size_t i : groups[g]) {
+      in.questions.push_back(
+          {rows[i].question, rows[i].answer_prefix, row_max_new_tokens(rows[i], config)});
     }
-    std::vector<std::vector<GridCellAnswers>> answers(batch_groups.size());
-    if (config.separate) {  // one prefill per cell: the reference the grid is measured against
-      for (Press* p : inputs[0].cells) {
-        GridContext one = inputs[0];
-        one.cells = {p};
-        GridContextResult r = std::move(run_grid_contexts(loaded, {one})[0]);
-        summary.prefill_s += r.prefill_s;
-        summary.answer_s += r.answer_s;
-        summary.context_tokens += r.context_tokens;
-        answers[0].push_back(std::move(r.cells[0]));
-      }
-    } else {
-      std::vector<GridContextResult> results = run_grid_contexts(loaded, inputs);
-      for (size_t k = 0; k < results.size(); ++k) {
-        summary.prefill_s += results[k].prefill_s;
-        summary.answer_s += results[k].answer_s;
-        summary.context_tokens += results[k].context_tokens;
-        answers[k] = std::move(results[k].cells);
+    for (size_t c : todo_cells[g]) {
+      const CellSpec& spec = cells[c];
+      if (spec.press == "baseline") {
+        in.cells.push_back(nullptr);
+      } else {
+        owned.push_back(make_press(spec.press, spec.ratio, spec.args));
+        in.cells.push_back(owned.back().get());
       }
     }
-    for (size_t b = 0; b < batch_groups.size(); ++b) {
-      const size_t g = batch_groups[b];
-      for (size_t k = 0; k < answers[b].size(); ++k) {
-        const CellSpec& spec = cells[todo_cells[g][k]];
-        summary.compress_s += answers[b][k].compress_s;
-        for (size_t q = 0; q < groups[g].size(); ++q) {
-          const size_t i = groups[g][q];
-          const std::string& text = answers[b][k].answers[q];
-          nlohmann::json j = {{"key", keys[i][todo_cells[g][k]]},
-                              {"press", spec.press},
-                              {"ratio", spec.ratio},
-                              {"task", rows[i].task},
-                              {"row", i},
-                              {"answer", text},
-                              {"references", rows[i].answers},
-                              {"score", score_answer(text, rows[i].answers, rows[i].metric)}};
-          records << j.dump() << "\n";
-          done[j["key"].get<std::string>()] = j;
-        }
+    inputs.push_back(std::move(in));
+  }
+  // Records a finished context: its rows go to cells.jsonl at once, so a run that stops
+  // resumes after the last context written.
+  const auto record = [&](size_t k, const GridContextResult& r) {
+    const size_t g = pending[k];
+    summary.prefill_s += r.prefill_s;
+    summary.answer_s += r.answer_s;
+    summary.context_tokens += r.context_tokens;
+    for (size_t c = 0; c < r.cells.size(); ++c) {
+      const CellSpec& spec = cells[todo_cells[g][c]];
+      summary.compress_s += r.cells[c].compress_s;
+      for (size_t q = 0; q < groups[g].size(); ++q) {
+        const size_t i = groups[g][q];
+        const std::string& text = r.cells[c].answers[q];
+        nlohmann::json j = {{"key", keys[i][todo_cells[g][c]]},
+                            {"press", spec.press},
+                            {"ratio", spec.ratio},
+                            {"task", rows[i].task},
+                            {"row", i},
+                            {"answer", text},
+                            {"references", rows[i].answers},
+                            {"score", score_answer(text, rows[i].answers, rows[i].metric)}};
+        records << j.dump() << "\n";
+        done[j["key"].get<std::string>()] = j;
       }
-      ++summary.contexts_run;
     }
     records.flush();
+    ++summary.contexts_run;
     progress.update(summary.contexts_run, seconds_since(t_loop), "");
+  };
+  if (config.separate) {  // one prefill per cell: the reference the grid is measured against
+    for (size_t k = 0; k < inputs.size(); ++k) {
+      GridContextResult all;
+      for (Press* p : inputs[k].cells) {
+        GridContext one = inputs[k];
+        one.cells = {p};
+        GridContextResult r = std::move(run_grid_contexts(loaded, {one})[0]);
+        all.prefill_s += r.prefill_s;
+        all.answer_s += r.answer_s;
+        all.context_tokens = r.context_tokens;
+        all.cells.push_back(std::move(r.cells[0]));
+      }
+      record(k, all);
+    }
+  } else {
+    run_grid_stream(loaded, inputs, static_cast<size_t>(config.context_batch),
+                    [&](size_t k, GridContextResult&& r) { record(k, r); });
   }
 
   // Scores per (cell, task), in grid order then task order of first appearance.

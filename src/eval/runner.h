@@ -1,8 +1,8 @@
 #pragma once
 // The evaluation loop: rows grouped by context, one grid prefill per context for every
-// (press, ratio) cell plus the baseline, a few contexts answered together, per-row results
-// appended to DIR/cells.jsonl as each batch of contexts finishes (so an interrupted run
-// resumes where it stopped), then the reports.
+// (press, ratio) cell plus the baseline, a few contexts answering at once, per-row results
+// appended to DIR/cells.jsonl as each context finishes (so an interrupted run resumes where
+// it stopped), then the reports.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -22,8 +22,8 @@ struct EvalConfig {
   std::string out_dir = "eval_out";
   std::string model_id;   // part of the resume key
   bool separate = false;  // one prefill per cell instead of the grid (for speed comparisons)
-  // Contexts whose cells answer in the same batched forwards (run_grid_contexts): more rows
-  // per decode step, at the memory of that many full caches.
+  // Contexts whose cells answer at once in the same batched forwards (run_grid_stream): more
+  // rows per decode step, at the memory of that many full caches.
   int context_batch = 4;
   bool progress = true;   // progress bar on stderr
 };

@@ -99,55 +99,86 @@ std::vector<std::vector<int32_t>> greedy_answers_batched(Model& model,
                                                          const std::vector<AnswerRequest>& requests,
                                                          const std::function<bool(int32_t)>& is_stop,
                                                          double* prefill_seconds) {
-  const size_t n_requests = requests.size();
-  std::vector<std::vector<int32_t>> answers(n_requests);
-  if (prefill_seconds) *prefill_seconds = 0;
-  std::vector<std::vector<int32_t>> positions(n_requests);
-  std::vector<ForwardGroup> groups;
-  std::vector<size_t> active, still;  // requests still answering, in group order
-  for (size_t i = 0; i < n_requests; ++i) {
-    const AnswerRequest& r = requests[i];
-    check(r.cache && r.question_ids, "greedy_answers_batched: a request without cache or question");
-    if (r.max_new_tokens <= 0) continue;
-    const int64_t n = static_cast<int64_t>(r.question_ids->size());
-    check(n > 0, "empty question");
-    positions[i].resize(static_cast<size_t>(n));
-    for (int64_t t = 0; t < n; ++t)
-      positions[i][static_cast<size_t>(t)] = static_cast<int32_t>(r.first_position + t);
-    groups.push_back({r.question_ids->data(), positions[i].data(), n, r.cache});
-    active.push_back(i);
-  }
-  if (active.empty()) return answers;
-  const auto t0 = std::chrono::steady_clock::now();
-  const Tensor* logits = &model.forward_batch(groups);
-  if (prefill_seconds) *prefill_seconds = seconds_since(t0);
-  std::vector<int32_t> next(n_requests), pos(n_requests);
-  for (size_t g = 0; g < active.size(); ++g) {
-    const size_t i = active[g];
-    next[i] = argmax(*logits, static_cast<int64_t>(g));
-    pos[i] = static_cast<int32_t>(requests[i].first_position +
-                                  static_cast<int64_t>(requests[i].question_ids->size()));
-  }
-  still.reserve(active.size());
-  // The first token is always taken; a later stop token ends the answer (kept, not fed back).
-  for (int step = 0; !active.empty(); ++step) {
-    still.clear();
-    groups.clear();
-    for (size_t i : active) {
-      answers[i].push_back(next[i]);
-      if ((step > 0 && is_stop(next[i])) || step + 1 == requests[i].max_new_tokens) continue;
-      still.push_back(i);
-      groups.push_back({&next[i], &pos[i], 1, requests[i].cache});
-    }
-    std::swap(active, still);
-    if (active.empty()) break;
-    logits = &model.forward_batch(groups);
-    for (size_t g = 0; g < active.size(); ++g) {
-      next[active[g]] = argmax(*logits, static_cast<int64_t>(g));
-      ++pos[active[g]];
-    }
+  std::vector<std::vector<int32_t>> answers(requests.size());
+  GreedyBatcher batcher(model, is_stop);
+  for (const AnswerRequest& r : requests) batcher.add(r);
+  for (bool first = true; batcher.busy(); first = false) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (GreedyBatcher::Finished& f : batcher.step()) answers[f.ticket] = std::move(f.tokens);
+    // Every question is prefilled by the first step, which decodes nothing yet.
+    if (first && prefill_seconds) *prefill_seconds = seconds_since(t0);
   }
   return answers;
+}
+
+GreedyBatcher::GreedyBatcher(Model& model, std::function<bool(int32_t)> is_stop)
+    : model_(model), is_stop_(std::move(is_stop)) {}
+
+size_t GreedyBatcher::add(const AnswerRequest& request) {
+  check(request.cache && request.question_ids,
+        "greedy_answers_batched: a request without cache or question");
+  const size_t ticket = next_ticket_++;
+  if (request.max_new_tokens <= 0) {  // nothing to decode: the question is not even prefilled
+    finished_.push_back({ticket, {}});
+    return ticket;
+  }
+  const int64_t n = static_cast<int64_t>(request.question_ids->size());
+  check(n > 0, "empty question");
+  Sequence s;
+  s.request = request;
+  s.ticket = ticket;
+  s.question_positions.resize(static_cast<size_t>(n));
+  for (int64_t t = 0; t < n; ++t)
+    s.question_positions[static_cast<size_t>(t)] = static_cast<int32_t>(request.first_position + t);
+  active_.push_back(std::move(s));
+  return ticket;
+}
+
+std::vector<GreedyBatcher::Planned> GreedyBatcher::planned() const {
+  std::vector<Planned> rows;
+  for (const Sequence& s : active_) {
+    rows.push_back({s.ticket, s.prefilled ? 1 : static_cast<int64_t>(s.question_positions.size())});
+  }
+  return rows;
+}
+
+std::vector<GreedyBatcher::Finished> GreedyBatcher::step() {
+  std::vector<Finished> done;
+  std::swap(done, finished_);
+  if (active_.empty()) return done;
+  groups_.clear();
+  for (Sequence& s : active_) {
+    if (s.prefilled) {
+      groups_.push_back({&s.next, &s.position, 1, s.request.cache});
+    } else {
+      groups_.push_back({s.request.question_ids->data(), s.question_positions.data(),
+                         static_cast<int64_t>(s.question_positions.size()), s.request.cache});
+    }
+  }
+  const Tensor& logits = model_.forward_batch(groups_);
+  size_t kept = 0;
+  for (size_t g = 0; g < active_.size(); ++g) {
+    Sequence& s = active_[g];
+    if (s.prefilled) {
+      ++s.position;
+    } else {
+      s.prefilled = true;
+      s.position = static_cast<int32_t>(s.request.first_position +
+                                        static_cast<int64_t>(s.question_positions.size()));
+    }
+    s.next = argmax(logits, static_cast<int64_t>(g));
+    s.tokens.push_back(s.next);
+    // The first token is always taken; a later stop token ends the answer (kept, not fed back).
+    const size_t n = s.tokens.size();
+    if ((n > 1 && is_stop_(s.next)) || n == static_cast<size_t>(s.request.max_new_tokens)) {
+      done.push_back({s.ticket, std::move(s.tokens)});
+    } else {
+      if (kept != g) active_[kept] = std::move(s);
+      ++kept;
+    }
+  }
+  active_.resize(kept);
+  return done;
 }
 
 PipelineResult Pipeline::run(const std::string& context, const std::vector<std::string>& questions,

@@ -95,6 +95,51 @@ std::vector<std::vector<int32_t>> greedy_answers_batched(Model& model,
                                                          const std::vector<AnswerRequest>& requests,
                                                          const std::function<bool(int32_t)>& is_stop,
                                                          double* prefill_seconds = nullptr);
+// The engine of greedy_answers_batched, for requests that come and go (the eval grid keeps
+// its batch full by adding the cells of a new context as others finish): each step() is one
+// batched forward over every active request, the question rows of a request added since
+// the last step or one decoded token for the others. A request's tokens do not depend on
+// what else is in the batch (up to summation order, as above).
+class GreedyBatcher {
+ public:
+  GreedyBatcher(Model& model, std::function<bool(int32_t)> is_stop);
+  // Queues a request (its cache and question must outlive it) and returns its ticket: 0, 1,
+  // ... in the order of the calls. A request with max_new_tokens <= 0 finishes at the next
+  // step without a forward and without tokens.
+  size_t add(const AnswerRequest& request);
+  bool busy() const { return !active_.empty() || !finished_.empty(); }
+
+  struct Planned {
+    size_t ticket;
+    int64_t rows;  // rows the next step feeds for this request
+  };
+  std::vector<Planned> planned() const;
+
+  struct Finished {
+    size_t ticket;
+    std::vector<int32_t> tokens;
+  };
+  // One forward over the active requests; returns the requests that finished.
+  std::vector<Finished> step();
+
+ private:
+  struct Sequence {
+    AnswerRequest request;
+    size_t ticket = 0;
+    std::vector<int32_t> question_positions;
+    std::vector<int32_t> tokens;
+    int32_t next = 0;      // the last token taken, fed by the next step
+    int32_t position = 0;  // its position
+    bool prefilled = false;
+  };
+  Model& model_;
+  std::function<bool(int32_t)> is_stop_;
+  std::vector<Sequence> active_;
+  std::vector<Finished> finished_;
+  std::vector<ForwardGroup> groups_;
+  size_t next_ticket_ = 0;
+};
+
 // The same question on every cache; first_positions[i] is cache i's.
 std::vector<std::vector<int32_t>> greedy_answers_batched(
     Model& model, const std::vector<KVCache*>& caches, const std::vector<int32_t>& question_ids,

@@ -100,6 +100,70 @@ TEST(ModelBatch, BatchedGreedyAnswersEqualOneByOne) {
   }
 }
 
+// Requests that join while others decode (as the eval grid adds a new context's cells) get
+// the tokens they get alone; tickets number the requests in order, and a request with no
+// tokens to decode finishes at once without touching its cache.
+TEST(ModelBatch, RequestsJoiningMidwayAnswerAsAlone) {
+  auto backend = make_cpu_backend(2);
+  auto model = load_model(test::source_path("tests/models/tiny-llama"), *backend);
+  const int32_t vocab = static_cast<int32_t>(model->config().vocab_size);
+  const std::vector<int64_t> lengths = {6, 17, 30, 3, 12};
+  const std::vector<int> limits = {20, 5, 12, 0, 9};
+  std::vector<KVCache> batched, alone;
+  for (int64_t n : lengths) {
+    const Sequence c = make_sequence(n, static_cast<int32_t>(n), 0, vocab);
+    for (auto* caches : {&batched, &alone}) {
+      caches->push_back(model->make_cache(n + 40));
+      model->forward(c.ids.data(), c.positions.data(), n, caches->back());
+    }
+  }
+  const std::vector<std::vector<int32_t>> questions = {{4, 9, 2, 7}, {5}, {1, 2, 3, 4, 5, 6}, {8, 8}, {2, 6}};
+  const auto is_stop = [](int32_t id) { return id == 3; };
+  GreedyBatcher batcher(*model, is_stop);
+  std::vector<std::vector<int32_t>> got(lengths.size());
+  std::vector<bool> finished(lengths.size(), false);
+  size_t added = 0;
+  const auto add = [&] {
+    const AnswerRequest r{&batched[added], &questions[added], lengths[added], limits[added]};
+    EXPECT_EQ(batcher.add(r), added);
+    ++added;
+  };
+  add();
+  add();
+  // One more request joins after each of the first steps.
+  for (int step = 0; batcher.busy() || added < lengths.size(); ++step) {
+    if (step > 0 && added < lengths.size()) add();
+    for (GreedyBatcher::Finished& f : batcher.step()) {
+      ASSERT_LT(f.ticket, got.size());
+      EXPECT_FALSE(finished[f.ticket]) << "request " << f.ticket << " finished twice";
+      finished[f.ticket] = true;
+      got[f.ticket] = std::move(f.tokens);
+    }
+    ASSERT_LT(step, 100) << "the batcher never went idle";
+  }
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    EXPECT_TRUE(finished[i]) << "request " << i;
+    const auto one = greedy_answer(*model, alone[i], questions[i], lengths[i], limits[i], is_stop);
+    EXPECT_EQ(got[i], one) << "request " << i;
+    EXPECT_EQ(batched[i].lengths(), alone[i].lengths()) << "request " << i;
+  }
+  EXPECT_TRUE(got[3].empty());
+  EXPECT_EQ(batched[3].length(0, 0), lengths[3]);
+}
+
+TEST(ModelBatch, BatcherRejectsBadRequests) {
+  auto backend = make_cpu_backend(1);
+  auto model = load_model(test::source_path("tests/models/tiny-llama"), *backend);
+  KVCache cache = model->make_cache(8);
+  const std::vector<int32_t> empty, question = {1};
+  GreedyBatcher batcher(*model, [](int32_t) { return false; });
+  EXPECT_THROW(batcher.add({nullptr, &question, 0, 4}), Error);
+  EXPECT_THROW(batcher.add({&cache, nullptr, 0, 4}), Error);
+  EXPECT_THROW(batcher.add({&cache, &empty, 0, 4}), Error);
+  EXPECT_FALSE(batcher.busy());
+  EXPECT_TRUE(batcher.step().empty());
+}
+
 TEST(ModelBatch, RejectsBadGroups) {
   auto backend = make_cpu_backend(1);
   auto model = load_model(test::source_path("tests/models/tiny-llama"), *backend);
