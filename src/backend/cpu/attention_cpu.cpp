@@ -44,15 +44,6 @@ struct Partial {
 
 #if defined(__AVX512F__)
 
-inline float hmax(__m512 v) {
-  v = _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
-  v = _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
-  __m128 s = _mm512_castps512_ps128(v);
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // s[r, 0:64] = sum_d q[r, d] * kt[d, 0:64] for r < NR (accumulators stay in registers).
 template <int NR>
 void qk_rows(const float* q, int64_t D, const float* kt, float* s) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/simd.h"
 #include "core/error.h"
 
 namespace kvp::cpu {
@@ -27,6 +28,79 @@ inline float dot(const float* a, const float* b, int64_t D) {
   for (int i = 0; i < 16; ++i) s += lane[i];
   return s;
 }
+
+#if defined(__AVX512F__)
+
+// s[h * ld + j] = scale * q[h] . K[j] for h < NH and 32-key chunks covering j < n, from the
+// transposed keys kt ([D][ldk]).
+template <int NH>
+void scores_from_kt(const float* q, int64_t D, const float* kt, int64_t ldk, int64_t n,
+                    float scale, float* s, int64_t ld) {
+  const __m512 vs = _mm512_set1_ps(scale);
+  for (int64_t j0 = 0; j0 < n; j0 += 32) {
+    __m512 a0[NH], a1[NH];
+    for (int h = 0; h < NH; ++h) a0[h] = a1[h] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; ++d) {
+      const __m512 k0 = _mm512_loadu_ps(kt + d * ldk + j0), k1 = _mm512_loadu_ps(kt + d * ldk + j0 + 16);
+      for (int h = 0; h < NH; ++h) {
+        const __m512 qv = _mm512_set1_ps(q[h * D + d]);
+        a0[h] = _mm512_fmadd_ps(qv, k0, a0[h]);
+        a1[h] = _mm512_fmadd_ps(qv, k1, a1[h]);
+      }
+    }
+    for (int h = 0; h < NH; ++h) {
+      _mm512_storeu_ps(s + h * ld + j0, _mm512_mul_ps(a0[h], vs));
+      _mm512_storeu_ps(s + h * ld + j0 + 16, _mm512_mul_ps(a1[h], vs));
+    }
+  }
+}
+
+// acc[j] += softmax_j(s[0:n])[j]: masked max, exp_ps, sum, then the normalised add.
+void add_softmax(float* s, int64_t n, float* acc) {
+  __m512 mx = _mm512_set1_ps(-INFINITY);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, s + j));
+  }
+  const __m512 vm = _mm512_set1_ps(hmax(mx));
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __m512 e = _mm512_maskz_mov_ps(m, exp_ps(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm)));
+    _mm512_storeu_ps(s + j, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  const __m512 inv = _mm512_set1_ps(1.f / hsum(sum));
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __m512 a = _mm512_maskz_loadu_ps(m, acc + j);
+    _mm512_mask_storeu_ps(acc + j, m, _mm512_fmadd_ps(_mm512_loadu_ps(s + j), inv, a));
+  }
+}
+
+// Queries [t0, t1) of segment g's G heads, added into acc (one partial row of L floats).
+void column_sums_avx512(const float* Q, int64_t Hq, int64_t G, int64_t T, int64_t g, int64_t D,
+                        const float* kt, int64_t ldk, int64_t len, float scale, int64_t t0,
+                        int64_t t1, float* acc) {
+  thread_local std::vector<float> s;
+  s.resize(static_cast<size_t>(4 * ldk));
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t n = len - T + t + 1;
+    for (int64_t h0 = 0; h0 < G; h0 += 4) {
+      const float* q = Q + (t * Hq + g * G + h0) * D;
+      const int64_t nh = std::min<int64_t>(4, G - h0);
+      switch (nh) {
+        case 4: scores_from_kt<4>(q, D, kt, ldk, n, scale, s.data(), ldk); break;
+        case 3: scores_from_kt<3>(q, D, kt, ldk, n, scale, s.data(), ldk); break;
+        case 2: scores_from_kt<2>(q, D, kt, ldk, n, scale, s.data(), ldk); break;
+        default: scores_from_kt<1>(q, D, kt, ldk, n, scale, s.data(), ldk); break;
+      }
+      for (int64_t h = 0; h < nh; ++h) add_softmax(s.data() + h * ldk, n, acc);
+    }
+  }
+}
+
+#endif  // __AVX512F__
 
 }  // namespace
 
@@ -55,6 +129,27 @@ void attention_column_sums(ThreadPool& pool, const Tensor& q, const KvSegments& 
   std::vector<float> partial(static_cast<size_t>(n_items * L), 0.f);
   const float* Q = q.ptr<float>();
 
+  // AVX-512: each segment's keys transposed once ([D][ldk], zero-padded to whole 32-key
+  // chunks), so scores of 32 keys are 2 * D broadcast-FMAs per query head, no horizontal sums.
+  bool vector_path = false;
+  int64_t ldk = 0;
+  std::vector<float> kt;
+#if defined(__AVX512F__)
+  vector_path = D % 16 == 0;
+  if (vector_path) {
+    ldk = (L + 31) / 32 * 32;
+    kt.assign(static_cast<size_t>(S * D * ldk), 0.f);
+    for (int64_t g = 0; g < S; ++g) {
+      const float* K = kv.k + kv.offset[g] * D;
+      float* dst = kt.data() + g * D * ldk;
+      int64_t j = 0;
+      for (; j + 16 <= kv.len[g]; j += 16)
+        for (int64_t d = 0; d < D; d += 16) transpose16(K + j * D + d, D, dst + d * ldk + j, ldk);
+      for (; j < kv.len[g]; ++j)
+        for (int64_t d = 0; d < D; ++d) dst[d * ldk + j] = K[j * D + d];
+    }
+  }
+#endif
   pool.parallel_for(n_items, [&](int64_t begin, int64_t end) {
     std::vector<float> s;
     for (int64_t item = begin; item < end; ++item) {
@@ -83,6 +178,12 @@ void attention_column_sums(ThreadPool& pool, const Tensor& q, const KvSegments& 
       const int64_t t0 = boundary(b), t1 = boundary(b + 1);
       float* acc = partial.data() + item * L;
       const float* K = kv.k + kv.offset[g] * D;
+#if defined(__AVX512F__)
+      if (vector_path) {
+        column_sums_avx512(Q, Hq, G, T, g, D, kt.data() + g * D * ldk, ldk, len, scale, t0, t1, acc);
+        continue;
+      }
+#endif
       s.resize(static_cast<size_t>(G * len));
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = len - T + t + 1;
