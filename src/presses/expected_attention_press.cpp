@@ -51,23 +51,37 @@ class ExpectedAttentionPress : public ScorerPress {
 
     // 1. Statistics of the pre-RoPE queries of tokens n_sink..T-1 (population covariance).
     const int64_t N = T - n_sink_;
-    const Tensor q = prerope_queries(view, n_sink_, T);
+    const Tensor q = prerope_query_rows(view, n_sink_, T);
     const float* qp = q.ptr<float>();
     std::vector<double> mu(static_cast<size_t>(Hq * D), 0.0);
-    for (int64_t t = 0; t < N; ++t)
-      for (int64_t i = 0; i < Hq * D; ++i) mu[static_cast<size_t>(i)] += qp[t * Hq * D + i];
+    {
+      // Each mu[i] is still summed over t in order; restrict lets the loop over i vectorise.
+      double* __restrict m = mu.data();
+      for (int64_t t = 0; t < N; ++t) {
+        const float* __restrict row = qp + t * Hq * D;
+        for (int64_t i = 0; i < Hq * D; ++i) m[i] += static_cast<double>(row[i]);
+      }
+    }
     std::vector<float> muf(mu.size());
     for (size_t i = 0; i < mu.size(); ++i)
       muf[i] = static_cast<float>(mu[i] / static_cast<double>(N));
     std::vector<float> cov(static_cast<size_t>(use_covariance_ ? Hq * D * D : 0));
     if (use_covariance_) {
-      Tensor centered_t = Tensor::empty(DType::F32, {D, N});  // (Q - mu)^T of one head
+      // (Q - mu)^T of one head, rows padded to Np (zeros): a row stride that is not a
+      // multiple of 4 KiB keeps the transposed writes out of each other's cache sets, and the
+      // trailing zeros add exact zeros to each entry's sum.
+      const int64_t Np = (N + 15) / 16 * 16 + 16;
+      Tensor centered_t = Tensor::empty(DType::F32, {D, Np});
       Tensor prod = Tensor::empty(DType::F32, {D, D});
+      float* ct = centered_t.ptr<float>();
+      std::fill(ct, ct + D * Np, 0.f);
       for (int64_t hq = 0; hq < Hq; ++hq) {
-        float* ct = centered_t.ptr<float>();
-        for (int64_t t = 0; t < N; ++t)
+        const float* mh = muf.data() + hq * D;
+        for (int64_t t0 = 0; t0 < N; t0 += 16) {
+          const int64_t t1 = std::min(N, t0 + 16);
           for (int64_t i = 0; i < D; ++i)
-            ct[i * N + t] = qp[(t * Hq + hq) * D + i] - muf[static_cast<size_t>(hq * D + i)];
+            for (int64_t t = t0; t < t1; ++t) ct[i * Np + t] = qp[(t * Hq + hq) * D + i] - mh[i];
+        }
         be.matmul(centered_t, centered_t, prod);
         for (int64_t i = 0; i < D * D; ++i)
           cov[static_cast<size_t>(hq * D * D + i)] = prod.ptr<float>()[i] / static_cast<float>(N);

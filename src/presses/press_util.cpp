@@ -37,6 +37,18 @@ Tensor prerope_queries(const LayerView& view, int64_t begin, int64_t end) {
   return q.reshaped({n, Hq, D});
 }
 
+Tensor prerope_query_rows(const LayerView& view, int64_t begin, int64_t end) {
+  if (!view.queries_prerope) return prerope_queries(view, begin, end);
+  const Tensor& kept = *view.queries_prerope;
+  const int64_t Hq = view.config->n_heads, D = view.config->head_dim;
+  check(begin >= 0 && begin < end && end <= kept.dim(0) && kept.ndim() == 3 &&
+            kept.dim(1) == Hq && kept.dim(2) == D,
+        "prerope_query_rows: rows out of range or kept queries of the wrong shape");
+  // Tensor::view wants a mutable pointer; callers only read.
+  float* rows = const_cast<float*>(kept.ptr<float>()) + begin * Hq * D;
+  return Tensor::view(DType::F32, {end - begin, Hq, D}, rows, kept.device());
+}
+
 Tensor dequantized(Backend& backend, const Tensor& weight) {
   const int64_t rows = weight.rows(), cols = weight.cols();
   if (weight.dtype() == DType::F32) return weight;

@@ -12,6 +12,9 @@ namespace kvp {
 // Pre-RoPE queries of hidden-state rows [begin, end) of the view: q_proj(h) (+ bias on
 // Qwen2, q_norm on Qwen3), as kvpress's get_prerope_query_states. [end - begin, Hq, d] F32.
 Tensor prerope_queries(const LayerView& view, int64_t begin, int64_t end);
+// The same rows, read-only: a view of the forward pass's kept queries when it kept them
+// (no copy), else computed as above.
+Tensor prerope_query_rows(const LayerView& view, int64_t begin, int64_t end);
 
 // A weight matrix [rows, cols] of any DType as F32, dequantised through the backend.
 Tensor dequantized(Backend& backend, const Tensor& weight);
