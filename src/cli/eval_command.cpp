@@ -43,7 +43,7 @@ const std::vector<OptionSpec> kSpecs = {
     {"out", "DIR",
      "output directory (default eval_out); finished cells found there are not run again"},
     {"context-batch", "N",
-     "contexts whose cells answer at once in batched forwards (default 4): a context that "
+     "contexts whose cells answer at once in batched forwards (default 8): a context that "
      "finishes makes room for the next, so decode steps stay full; memory: N full caches"},
     {"separate", "",
      "prefill the context once per cell instead of once for the whole grid (slower; for "
@@ -114,7 +114,7 @@ int cmd_eval(const std::vector<std::string>& argv) {
   config.max_new_tokens = args.get_int("max-new-tokens", 0, 1, 1 << 20);
   config.out_dir = args.get("out", "eval_out");
   config.separate = args.has("separate");
-  config.context_batch = args.get_int("context-batch", 4, 1, 1024);
+  config.context_batch = args.get_int("context-batch", 8, 1, 1024);
   config.progress = !args.has("no-progress");
   grid_cells(config);  // unknown presses and bad parameters fail before the model loads
 

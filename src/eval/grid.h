@@ -56,8 +56,8 @@ GridContextResult run_grid_context(LoadedModel& loaded, const std::string& conte
 // run_grid_context for several contexts, with continuous batching: at most `live_contexts`
 // contexts are answering at a time; each is prefilled on its own when a place is free, then
 // its cells' questions join the batched forwards (GreedyBatcher) in which the cells of the
-// other live contexts decode. A decode step of 4 contexts x 25 cells is one 100-row matmul
-// instead of four 25-row ones, and the step stays that full while a few cells of one
+// other live contexts decode. A decode step of 8 contexts x 25 cells is one 200-row matmul
+// instead of eight 25-row ones, and the step stays that full while a few cells of one
 // context still decode a long answer. on_done(index, result) is called as each context
 // finishes (not necessarily in order). Memory: `live_contexts` full caches and their cells'
 // answer rows. Errors of a context are prefixed with its label.

@@ -24,7 +24,7 @@ struct EvalConfig {
   bool separate = false;  // one prefill per cell instead of the grid (for speed comparisons)
   // Contexts whose cells answer at once in the same batched forwards (run_grid_stream): more
   // rows per decode step, at the memory of that many full caches.
-  int context_batch = 4;
+  int context_batch = 8;
   bool progress = true;   // progress bar on stderr
 };
 
