@@ -6,8 +6,8 @@
 // where presses name them, Press::score_identity, and then rows borrowed in place from the
 // full cache, KVCache::borrow_kept; see docs/architecture.md), the full cache stays
 // uncompressed for the baseline, and a press that changes the forward pass itself
-// (Press::needs_own_prefill) gets its own prefill. Then all cells answer each question
-// together in batched forwards (greedy_answers_batched).
+// (Press::needs_own_prefill) gets its own prefill. Then the cells answer in batched forwards
+// shared with the other live contexts' cells (GreedyBatcher, run_grid_stream).
 #include <cstdint>
 #include <functional>
 #include <string>

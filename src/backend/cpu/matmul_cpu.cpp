@@ -78,8 +78,7 @@ template <int MR>
 void micro_kernel(int64_t K, const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy, int cols,
                   bool accumulate) {
   __m512 c0[MR], c1[MR];
-  const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
-  const __mmask16 m1 = static_cast<__mmask16>(cols <= 16 ? 0 : cols >= 32 ? 0xFFFF : (1u << (cols - 16)) - 1);
+  const __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols - 16);
   if (accumulate) {
     for (int i = 0; i < MR; ++i) {
       c0[i] = _mm512_maskz_loadu_ps(m0, y + i * ldy);

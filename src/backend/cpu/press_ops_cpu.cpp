@@ -59,20 +59,20 @@ void scores_from_kt(const float* q, int64_t D, const float* kt, int64_t ldk, int
 void add_softmax(float* s, int64_t n, float* acc) {
   __m512 mx = _mm512_set1_ps(-INFINITY);
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __mmask16 m = first_lanes(n - j);
     mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, s + j));
   }
   const __m512 vm = _mm512_set1_ps(hmax(mx));
   __m512 sum = _mm512_setzero_ps();
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __mmask16 m = first_lanes(n - j);
     const __m512 e = _mm512_maskz_mov_ps(m, exp_ps(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm)));
     _mm512_storeu_ps(s + j, e);
     sum = _mm512_add_ps(sum, e);
   }
   const __m512 inv = _mm512_set1_ps(1.f / hsum(sum));
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __mmask16 m = first_lanes(n - j);
     const __m512 a = _mm512_maskz_loadu_ps(m, acc + j);
     _mm512_mask_storeu_ps(acc + j, m, _mm512_fmadd_ps(_mm512_loadu_ps(s + j), inv, a));
   }

@@ -17,22 +17,30 @@
 namespace kvp::cpu {
 
 #if defined(__AVX512F__)
-// (not _mm512_reduce_add_ps: GCC 12's version trips -Wmaybe-uninitialized)
-inline float hsum(__m512 v) {
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
+// One lane of op over the 16 lanes of v (op: a lane-wise binary op on __m512 and __m128).
+// (Not _mm512_reduce_add_ps: GCC 12's version trips -Wmaybe-uninitialized.)
+template <class Op512, class Op128>
+inline float reduce_lanes(__m512 v, Op512 op512, Op128 op128) {
+  v = op512(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  v = op512(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
   __m128 s = _mm512_castps512_ps128(v);
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  s = op128(s, _mm_movehl_ps(s, s));
+  s = op128(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+inline float hsum(__m512 v) {
+  return reduce_lanes(
+      v, [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); },
+      [](__m128 a, __m128 b) { return _mm_add_ps(a, b); });
+}
 inline float hmax(__m512 v) {
-  v = _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
-  v = _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
-  __m128 s = _mm512_castps512_ps128(v);
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+  return reduce_lanes(
+      v, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); },
+      [](__m128 a, __m128 b) { return _mm_max_ps(a, b); });
+}
+// The first n lanes (none for n <= 0, all for n >= 16): masks for a row's partial tail.
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << n) - 1);
 }
 #endif
 #if defined(__AVX2__)
@@ -133,7 +141,7 @@ inline float dot_f32(const float* a, const float* b, int64_t n) {
   }
   for (; i + 16 <= n; i += 16) acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
   if (i < n) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __mmask16 m = first_lanes(n - i);
     acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc1);
     i = n;
   }
