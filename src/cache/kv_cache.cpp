@@ -1,7 +1,9 @@
 #include "cache/kv_cache.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "core/error.h"
@@ -9,6 +11,16 @@
 namespace kvp {
 
 std::atomic<uint64_t> KVCache::allocations_{0};
+
+void KVCache::AlignedFree::operator()(float* p) const { std::free(p); }
+
+KVCache::RowBuffer KVCache::allocate_rows(size_t floats) {
+  if (floats == 0) return RowBuffer(nullptr);
+  const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;  // aligned_alloc wants a multiple
+  auto* p = static_cast<float*>(std::aligned_alloc(64, bytes));
+  if (!p) throw std::bad_alloc();
+  return RowBuffer(p);
+}
 
 KVCache::KVCache(int n_layers, int n_kv_heads, int head_dim, int64_t capacity)
     : n_segments_(n_kv_heads),
@@ -37,8 +49,8 @@ void KVCache::reallocate(Layer& layer, const Layer& source, const std::vector<in
     total += new_cap[s];
   }
   const size_t row = static_cast<size_t>(head_dim_);
-  std::unique_ptr<float[]> k(total > 0 ? new float[static_cast<size_t>(total) * row] : nullptr);
-  std::unique_ptr<float[]> v(total > 0 ? new float[static_cast<size_t>(total) * row] : nullptr);
+  RowBuffer k = allocate_rows(static_cast<size_t>(total) * row);
+  RowBuffer v = allocate_rows(static_cast<size_t>(total) * row);
   std::unique_ptr<int32_t[]> pos(total > 0 ? new int32_t[static_cast<size_t>(total)] : nullptr);
   allocations_ += 2;
   for (size_t s = 0; s < new_cap.size(); ++s) {

@@ -71,8 +71,16 @@ class KVCache {
   static uint64_t allocation_count() { return allocations_.load(); }
 
  private:
+  // K and V rows start on 64-byte boundaries: with head_dim a multiple of 16 every row is
+  // then whole cache lines, and a 512-bit load of a row never straddles two lines.
+  struct AlignedFree {
+    void operator()(float* p) const;
+  };
+  using RowBuffer = std::unique_ptr<float[], AlignedFree>;
+  static RowBuffer allocate_rows(size_t floats);
+
   struct Layer {
-    std::unique_ptr<float[]> k, v;
+    RowBuffer k, v;
     std::unique_ptr<int32_t[]> pos;  // 4 bytes per row beside 2 * head_dim floats
     std::vector<int64_t> offset, len, cap;  // len counts a borrowed prefix, cap does not
     int64_t total_rows = 0;

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "core/error.h"
@@ -43,15 +44,34 @@ int64_t n_kept_for(int64_t n_rows, double ratio) {
   return std::max<int64_t>(1, kept);
 }
 
+namespace {
+
+// A score as an unsigned key whose ascending order is the score's descending order. -0 ranks
+// with +0 (they compare equal), and NaN ranks after every number, -inf included.
+uint32_t descending_key(float x) {
+  if (std::isnan(x)) return 0xFFFFFFFFu;
+  if (x == 0.f) x = 0.f;
+  uint32_t u = 0;
+  std::memcpy(&u, &x, sizeof u);
+  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // ascending in x
+  return ~u;
+}
+
+}  // namespace
+
 std::vector<int32_t> top_k(const float* scores, int64_t n, int64_t k) {
-  k = std::min(k, n);
-  std::vector<int32_t> idx(static_cast<size_t>(n));
-  std::iota(idx.begin(), idx.end(), 0);
-  auto better = [&](int32_t a, int32_t b) {
-    return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
-  };
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), better);
-  idx.resize(static_cast<size_t>(k));
+  k = std::clamp<int64_t>(k, 0, n);
+  // (score key, index) packed in one integer: one integer sort instead of a sort of indices
+  // through a comparator that reads both scores. The low half breaks ties to the lower index.
+  std::vector<uint64_t> keys(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    keys[static_cast<size_t>(i)] =
+        (static_cast<uint64_t>(descending_key(scores[i])) << 32) | static_cast<uint32_t>(i);
+  if (k < n) std::nth_element(keys.begin(), keys.begin() + k, keys.end());
+  std::sort(keys.begin(), keys.begin() + k);
+  std::vector<int32_t> idx(static_cast<size_t>(k));
+  for (int64_t i = 0; i < k; ++i)
+    idx[static_cast<size_t>(i)] = static_cast<int32_t>(keys[static_cast<size_t>(i)] & 0xFFFFFFFFu);
   return idx;
 }
 

@@ -113,7 +113,8 @@ std::string identity_from_params(const Press& press);
 // Rows kept out of n_rows at `ratio` under the current BudgetRounding; at least 1.
 int64_t n_kept_for(int64_t n_rows, double ratio);
 // Indices of the k largest scores of one head, in descending order; ties go to the lower
-// index (a stable rule; torch.topk leaves tie order unspecified).
+// index (a stable rule; torch.topk leaves tie order unspecified), -0 ties with +0 and NaN
+// ranks last.
 std::vector<int32_t> top_k(const float* scores, int64_t n, int64_t k);
 // Every cached row of every head, in place: what a ratio of 0 keeps (kvpress scores nothing).
 KeepPlan keep_everything(const LayerView& view);
