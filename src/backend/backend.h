@@ -72,6 +72,10 @@ class Backend {
 
   // y[t, o] = sum_i x[t, i] * w[o, i]. x: [T, in] F32; w: [out, in] any DType; y: [T, out] F32.
   virtual void matmul(const Tensor& x, const Tensor& w, Tensor& y) = 0;
+  // Per row t, argmax_o y[t, o] of matmul(x, w) (the first index on ties): the token greedy
+  // decoding takes. It must pick exactly what argmax over this backend's matmul picks; a
+  // backend may get there without computing every entry.
+  virtual std::vector<int32_t> matmul_argmax(const Tensor& x, const Tensor& w) = 0;
   // y[t, :] = x[t, :] / rms(x[t, :]) * weight, rows of length weight.numel(); in place allowed.
   virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) = 0;
   // Rotates x: [T, heads, head_dim] in place, Hugging Face (rotate_half) layout, positions[T].

@@ -50,11 +50,22 @@ void Model::ensure_scratch(int64_t T, int64_t groups) {
 
 const Tensor& Model::forward(const int32_t* ids, const int32_t* positions, int64_t T,
                              KVCache& cache, LayerHook* hook) {
-  return run({ForwardGroup{ids, positions, T, &cache}}, hook);
+  const Tensor& last = run({ForwardGroup{ids, positions, T, &cache}}, hook);
+  s_.logits_out = rows_view(s_.logits, {1, config_.vocab_size});
+  backend_.matmul(last, weights_.output, s_.logits_out);
+  return s_.logits_out;
 }
 
 const Tensor& Model::forward_batch(const std::vector<ForwardGroup>& groups) {
-  return run(groups, nullptr);
+  const Tensor& last = run(groups, nullptr);
+  s_.logits_out = rows_view(s_.logits, {last.rows(), config_.vocab_size});
+  backend_.matmul(last, weights_.output, s_.logits_out);
+  return s_.logits_out;
+}
+
+const std::vector<int32_t>& Model::forward_batch_greedy(const std::vector<ForwardGroup>& groups) {
+  s_.greedy = backend_.matmul_argmax(run(groups, nullptr), weights_.output);
+  return s_.greedy;
 }
 
 const Tensor& Model::run(const std::vector<ForwardGroup>& groups, LayerHook* hook) {
@@ -173,9 +184,8 @@ const Tensor& Model::run(const std::vector<ForwardGroup>& groups, LayerHook* hoo
     std::copy(src, src + c.hidden, last.ptr<float>() + g * c.hidden);
   }
   be.rms_norm(last, weights_.output_norm, c.rms_eps, last);
-  s_.logits_out = rows_view(s_.logits, {G, c.vocab_size});
-  be.matmul(last, weights_.output, s_.logits_out);
-  return s_.logits_out;
+  s_.last_out = last;
+  return s_.last_out;
 }
 
 std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {

@@ -63,6 +63,10 @@ class Model {
   // F32; valid until the next call). Serves the eval grid, whose cells answer the same
   // question from differently compressed caches.
   const Tensor& forward_batch(const std::vector<ForwardGroup>& groups);
+  // forward_batch() for greedy decoding: each group's next token, exactly argmax of the
+  // logits forward_batch() would return (the first index on ties), without all of them
+  // (Backend::matmul_argmax). Valid until the next call.
+  const std::vector<int32_t>& forward_batch_greedy(const std::vector<ForwardGroup>& groups);
 
   // A cache sized for `capacity` tokens per segment.
   KVCache make_cache(int64_t capacity) const;
@@ -75,11 +79,14 @@ class Model {
     int64_t group_capacity = 0;
     Tensor last, logits;       // [group_capacity, hidden], [group_capacity, vocab]
     Tensor logits_out;         // the rows of `logits` the last call filled
+    Tensor last_out;           // the rows of `last` the last run() filled (normed)
+    std::vector<int32_t> greedy;  // forward_batch_greedy's tokens
     std::vector<int32_t> ids, positions;  // the groups' tokens, concatenated
     std::vector<Tensor> group_q, group_out;  // per-group views into q and attn
     std::vector<AttentionJob> jobs;
   };
   void ensure_scratch(int64_t T, int64_t groups);
+  // Every layer, then the output norm of each group's last token: [groups, hidden].
   const Tensor& run(const std::vector<ForwardGroup>& groups, LayerHook* hook);
 
   ModelConfig config_;

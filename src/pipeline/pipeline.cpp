@@ -15,12 +15,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-int32_t argmax(const Tensor& logits, int64_t row = 0) {
-  const int64_t n = logits.cols();
-  const float* p = logits.ptr<float>() + row * n;
-  return static_cast<int32_t>(std::max_element(p, p + n) - p);
-}
-
 }  // namespace
 
 LoadedModel load(const std::string& path, Backend& backend, bool use_chat_template) {
@@ -155,7 +149,7 @@ std::vector<GreedyBatcher::Finished> GreedyBatcher::step() {
                          static_cast<int64_t>(s.question_positions.size()), s.request.cache});
     }
   }
-  const Tensor& logits = model_.forward_batch(groups_);
+  const std::vector<int32_t>& next = model_.forward_batch_greedy(groups_);
   size_t kept = 0;
   for (size_t g = 0; g < active_.size(); ++g) {
     Sequence& s = active_[g];
@@ -166,7 +160,7 @@ std::vector<GreedyBatcher::Finished> GreedyBatcher::step() {
       s.position = static_cast<int32_t>(s.request.first_position +
                                         static_cast<int64_t>(s.question_positions.size()));
     }
-    s.next = argmax(logits, static_cast<int64_t>(g));
+    s.next = next[g];
     s.tokens.push_back(s.next);
     // The first token is always taken; a later stop token ends the answer (kept, not fed back).
     const size_t n = s.tokens.size();

@@ -28,6 +28,10 @@ namespace {
 
 constexpr int64_t kBK = 64;          // keys per block
 constexpr int64_t kRowsPerItem = 48;  // target M = G * BQ
+// Jobs of at most this many queries (a question on each cache of a batch) take all their
+// queries in one item per segment when the batch has items enough for the threads: each
+// key block is then transposed once per segment instead of once per 48-row block.
+constexpr int64_t kWholeJobQueries = 64;
 constexpr int64_t kMinKeysPerSplit = 256;
 // Up to this many rows per item (G query heads x BQ queries) compute S as dot products of
 // K rows; more rows amortise transposing the K block (decode with G = 3 or 4 uses dots).
@@ -302,10 +306,9 @@ void attention_many(ThreadPool& pool, const std::vector<AttentionJob>& jobs, flo
     Item item;
   };
   struct JobShape {
-    int64_t T, Hq, G, splits;
+    int64_t T, Hq, G, BQ, splits;
   };
   std::vector<JobShape> shapes(jobs.size());
-  int64_t base_items = 0;
   for (size_t j = 0; j < jobs.size(); ++j) {
     const Tensor& q = *jobs[j].q;
     const KvSegments& kv = jobs[j].kv;
@@ -324,19 +327,38 @@ void attention_many(ThreadPool& pool, const std::vector<AttentionJob>& jobs, flo
                                 std::to_string(kv.len[g]) + " rows, fewer than the " +
                                 std::to_string(T) + " new ones");
     }
-    const int64_t G = Hq / kv.n_segments, BQ = std::max<int64_t>(1, kRowsPerItem / G);
-    shapes[j] = {T, Hq, G, 1};
-    base_items += kv.n_segments * ((T + BQ - 1) / BQ);
+    const int64_t G = Hq / kv.n_segments;
+    shapes[j] = {T, Hq, G, std::max<int64_t>(1, kRowsPerItem / G), 1};
+  }
+  // Query blocks: whole small jobs when that leaves items for every thread. The block size
+  // changes no result (each query row's arithmetic is its own); only key splits would.
+  const int64_t want = 2 * static_cast<int64_t>(pool.size());
+  const auto count_items = [&] {
+    int64_t n = 0;
+    for (size_t j = 0; j < jobs.size(); ++j)
+      n += jobs[j].kv.n_segments * ((shapes[j].T + shapes[j].BQ - 1) / shapes[j].BQ);
+    return n;
+  };
+  int64_t base_items = count_items();
+  {
+    std::vector<JobShape> blocked = shapes;
+    for (JobShape& sh : shapes)
+      if (sh.T > 0 && sh.T <= kWholeJobQueries) sh.BQ = std::max(sh.BQ, sh.T);
+    const int64_t whole_items = count_items();
+    if (whole_items >= want || pool.size() == 1) {
+      base_items = whole_items;
+    } else {
+      shapes = std::move(blocked);
+    }
   }
   // Split the keys when there are too few (segment, query block) items for the threads.
-  const int64_t want = 2 * static_cast<int64_t>(pool.size());
   std::vector<JobItem> items;
   items.reserve(static_cast<size_t>(base_items));
   for (size_t j = 0; j < jobs.size(); ++j) {
     const KvSegments& kv = jobs[j].kv;
     JobShape& sh = shapes[j];
     if (sh.T == 0) continue;
-    const int64_t S = kv.n_segments, BQ = std::max<int64_t>(1, kRowsPerItem / sh.G);
+    const int64_t S = kv.n_segments, BQ = sh.BQ;
     const int64_t qblocks = (sh.T + BQ - 1) / BQ;
     int64_t max_len = 0;
     for (int64_t g = 0; g < S; ++g) max_len = std::max(max_len, kv.len[g]);

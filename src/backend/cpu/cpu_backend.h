@@ -9,7 +9,14 @@
 
 namespace kvp::cpu {
 
+// Up to this many rows of x, matmul runs matrix-vector kernels from the stored weights.
+constexpr int64_t kGemvMaxRows = 3;
+
 void matmul(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y);
+// Per row of x, the index of the largest entry of matmul(x, w), ties to the lower index
+// (argmax_projection_cpu.cpp). matmul_argmax_plain computes every entry to get it.
+std::vector<int32_t> matmul_argmax(ThreadPool& pool, const Tensor& x, const Tensor& w);
+std::vector<int32_t> matmul_argmax_plain(ThreadPool& pool, const Tensor& x, const Tensor& w);
 void attention(ThreadPool& pool, const Tensor& q, const KvSegments& kv, float scale, Tensor& out);
 void attention_many(ThreadPool& pool, const std::vector<AttentionJob>& jobs, float scale);
 void rms_norm(ThreadPool& pool, const Tensor& x, const Tensor& weight, float eps, Tensor& y);
@@ -29,6 +36,9 @@ class CpuBackend final : public Backend {
   ThreadPool& pool() { return pool_; }
 
   void matmul(const Tensor& x, const Tensor& w, Tensor& y) override { cpu::matmul(pool_, x, w, y); }
+  std::vector<int32_t> matmul_argmax(const Tensor& x, const Tensor& w) override {
+    return cpu::matmul_argmax(pool_, x, w);
+  }
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override {
     cpu::rms_norm(pool_, x, weight, eps, y);
   }

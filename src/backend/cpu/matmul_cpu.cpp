@@ -1,6 +1,6 @@
 // y[t, o] = sum_i x[t, i] * w[o, i] for weights of any type.
 //
-// Few rows of x (decode, T <= kGemvMaxT): matrix-vector products straight from the stored
+// Few rows of x (decode, T <= kGemvMaxRows): matrix-vector products straight from the stored
 // weights (quant_dot.cpp), parallel over chunks of output rows.
 //
 // Many rows (prefill): the output columns are cut into tiles of kTileRows weight rows. A
@@ -25,7 +25,6 @@ namespace kvp::cpu {
 
 namespace {
 
-constexpr int64_t kGemvMaxT = 3;       // up to this many rows of x: matrix-vector kernels
 constexpr int64_t kGemvChunkRows = 16;  // output rows per unit of parallel work (decode)
 constexpr int64_t kTileRows = 64;       // weight rows dequantised together (prefill)
 constexpr int64_t kPanel = 32;          // outputs per micro-kernel column block
@@ -210,7 +209,7 @@ void matmul(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y) {
   check(y.rows() == T && y.cols() == N, "matmul: y must be [" + std::to_string(T) + ", " +
                                             std::to_string(N) + "], got " + y.shape_string());
   if (T == 0 || N == 0) return;
-  if (T <= kGemvMaxT) {
+  if (T <= kGemvMaxRows) {
     matmul_gemv(pool, x, w, y);
   } else {
     matmul_tiled(pool, x, w, y);

@@ -7,6 +7,7 @@
 
 #include "backend/cpu/reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numbers>
@@ -151,6 +152,17 @@ void matmul(const Tensor& x, const Tensor& w, Tensor& y) {
       y.ptr<float>()[t * N + o] = static_cast<float>(s);
     }
   }
+}
+
+std::vector<int32_t> matmul_argmax(const Tensor& x, const Tensor& w) {
+  Tensor y = Tensor::empty(DType::F32, {x.rows(), w.rows()});
+  matmul(x, w, y);
+  std::vector<int32_t> out(static_cast<size_t>(x.rows()));
+  for (int64_t t = 0; t < x.rows(); ++t) {
+    const float* p = y.ptr<float>() + t * w.rows();
+    out[static_cast<size_t>(t)] = static_cast<int32_t>(std::max_element(p, p + w.rows()) - p);
+  }
+  return out;
 }
 
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {

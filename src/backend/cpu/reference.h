@@ -2,6 +2,7 @@
 // Scalar reference implementations of every op: plain loops, f32 (dequantisation exact to
 // the format), written for clarity. Each backend's ops are tested against these.
 #include <cstdint>
+#include <vector>
 
 #include "backend/backend.h"
 
@@ -11,6 +12,8 @@ namespace kvp::ref {
 void dequantize_row(DType t, const void* src, float* dst, int64_t n);
 
 void matmul(const Tensor& x, const Tensor& w, Tensor& y);
+// argmax per row of matmul(x, w), the first index on ties.
+std::vector<int32_t> matmul_argmax(const Tensor& x, const Tensor& w);
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
 void rope(Tensor& x, const int32_t* positions, const RopeParams& params);
 // inv_freq[i] for i < head_dim / 2, llama3 scaling applied when configured.
