@@ -33,27 +33,43 @@ class GridHook : public LayerHook {
     // Cells whose presses share a score identity plan from one score() per layer on the
     // full cache (its cost is charged to the first such cell) and borrow their kept rows
     // from it in place; the others get the layer's rows in their own cache and compress it
-    // themselves.
+    // themselves. Scores come first, in cell order (score() runs ops on every thread); the
+    // plans then run side by side, each cell writing only its own cache.
     std::map<std::string, Scores> scores;
-    bool gathered = false;
-    for (Cell& c : cells_) {
+    std::vector<const Scores*> shared(cells_.size(), nullptr);
+    for (size_t i = 0; i < cells_.size(); ++i) {
+      Cell& c = cells_[i];
       const auto t0 = std::chrono::steady_clock::now();
       // (At ratio 0 a press scores nothing, as in kvpress: no shared scores to compute.)
       const std::string identity =
           c.press->compression_ratio() == 0 ? std::string() : c.press->score_identity(view);
-      if (!identity.empty()) {
-        auto it = scores.find(identity);
-        if (it == scores.end()) it = scores.emplace(identity, c.press->score(view)).first;
-        const KeepPlan keep = c.press->plan_from_scores(view, it->second);
+      if (identity.empty()) continue;
+      auto it = scores.find(identity);
+      if (it == scores.end()) it = scores.emplace(identity, c.press->score(view)).first;
+      shared[i] = &it->second;
+      c.compress_s += seconds_since(t0);
+    }
+    view.backend->host_parallel_for(static_cast<int64_t>(cells_.size()), [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        if (!shared[static_cast<size_t>(i)]) continue;
+        Cell& c = cells_[static_cast<size_t>(i)];
+        const auto t0 = std::chrono::steady_clock::now();
+        const KeepPlan keep = c.press->plan_from_scores(view, *shared[static_cast<size_t>(i)]);
         c.cache->borrow_kept(view.layer, *view.cache, keep, reserve_);
-      } else {
-        if (!gathered) gather(view);
-        gathered = true;
-        c.cache->append(view.layer, k_.data(), v_.data(), view.n_tokens, view.positions);
-        LayerView own = view;
-        own.cache = c.cache;
-        c.press->compress(own, reserve_);
+        c.compress_s += seconds_since(t0);
       }
+    });
+    bool gathered = false;
+    for (size_t i = 0; i < cells_.size(); ++i) {
+      if (shared[i]) continue;
+      Cell& c = cells_[i];
+      const auto t0 = std::chrono::steady_clock::now();
+      if (!gathered) gather(view);
+      gathered = true;
+      c.cache->append(view.layer, k_.data(), v_.data(), view.n_tokens, view.positions);
+      LayerView own = view;
+      own.cache = c.cache;
+      c.press->compress(own, reserve_);
       c.compress_s += seconds_since(t0);
     }
   }

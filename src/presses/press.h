@@ -59,7 +59,9 @@ class Press {
   // Higher = keep, one per cached row of each kv head ([H_kv, rows]); presses with a
   // score_identity implement it (ScorerPress and HeadwisePress declare it pure).
   virtual Scores score(LayerView& view);
-  // plan(view) == plan_from_scores(view, score(view)).
+  // plan(view) == plan_from_scores(view, score(view)). The grid runs the plans of its
+  // cells (distinct press objects) side by side on one layer: a plan reads the view and the
+  // scores and must not change them or anything presses share.
   virtual KeepPlan plan_from_scores(LayerView& view, const Scores& scores);
 };
 

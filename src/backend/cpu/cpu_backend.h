@@ -54,6 +54,9 @@ class CpuBackend final : public Backend {
   void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) override {
     cpu::attention(pool_, q, kv, scale, out);
   }
+  void host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) override {
+    pool_.parallel_for(n, fn);
+  }
   void attention_batch(const std::vector<AttentionJob>& jobs, float scale) override {
     cpu::attention_many(pool_, jobs, scale);
   }
