@@ -12,9 +12,12 @@ class Error : public std::runtime_error {
 };
 
 // Throws Error(message) when condition is false. Used by parsers on every length and offset.
-// The message is built by the caller even when the check passes: keep check() off hot loops
-// (or test the condition first there).
+// A built message (a std::string) is built by the caller even when the check passes: in hot
+// loops test the condition first, or pass a literal, which costs nothing until it fails.
 inline void check(bool condition, const std::string& message) {
+  if (!condition) throw Error(message);
+}
+inline void check(bool condition, const char* message) {
   if (!condition) throw Error(message);
 }
 

@@ -77,8 +77,8 @@ const Tensor& Model::run(const std::vector<ForwardGroup>& groups, LayerHook* hoo
   for (const ForwardGroup& g : groups) {
     check(g.n > 0 && g.ids && g.positions && g.cache, "forward: an empty sequence");
     for (int64_t t = 0; t < g.n; ++t) {
-      check(g.ids[t] >= 0 && g.ids[t] < c.vocab_size,
-            "token id " + std::to_string(g.ids[t]) + " is outside the vocabulary");
+      if (g.ids[t] < 0 || g.ids[t] >= c.vocab_size)
+        throw Error("token id " + std::to_string(g.ids[t]) + " is outside the vocabulary");
     }
     T += g.n;
   }

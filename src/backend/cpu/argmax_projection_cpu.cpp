@@ -40,7 +40,7 @@ namespace {
 constexpr int64_t kQ8Block = 32;
 constexpr int64_t kQ8BlockBytes = 34;  // f16 scale + 32 int8
 constexpr int64_t kLanes = 16;         // vocabulary rows per vector
-constexpr int64_t kRowsPerPass = 4;    // rows of x per pass over a tile's weights
+constexpr int64_t kRowsPerPass = 8;    // rows of x per pass over a tile's weights
 constexpr float kBoundPerScale = 0.52f;
 constexpr float kRelativeSlack = 1.f / (1 << 18);
 

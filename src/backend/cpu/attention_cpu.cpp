@@ -314,18 +314,20 @@ void attention_many(ThreadPool& pool, const std::vector<AttentionJob>& jobs, flo
     const KvSegments& kv = jobs[j].kv;
     check(q.dtype() == DType::F32 && jobs[j].out->dtype() == DType::F32,
           "attention: q and out must be F32");
-    check(q.ndim() == 3, "attention: q must be [T, Hq, D], got " + q.shape_string());
+    // (Built messages only on failure: a decode step checks a few hundred jobs per layer.)
+    if (q.ndim() != 3) throw Error("attention: q must be [T, Hq, D], got " + q.shape_string());
     const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2);
-    check(D == kv.head_dim && D > 0, "attention: q head_dim " + std::to_string(D) +
-                                         " differs from the cache's " +
-                                         std::to_string(kv.head_dim));
+    if (D != kv.head_dim || D <= 0)
+      throw Error("attention: q head_dim " + std::to_string(D) + " differs from the cache's " +
+                  std::to_string(kv.head_dim));
     check(kv.n_segments > 0 && Hq % kv.n_segments == 0,
           "attention: query heads not a multiple of kv heads");
     check(jobs[j].out->numel() == q.numel(), "attention: out must have q's shape");
     for (int64_t g = 0; g < kv.n_segments; ++g) {
-      check(kv.len[g] >= T, "attention: segment " + std::to_string(g) + " holds " +
-                                std::to_string(kv.len[g]) + " rows, fewer than the " +
-                                std::to_string(T) + " new ones");
+      if (kv.len[g] < T)
+        throw Error("attention: segment " + std::to_string(g) + " holds " +
+                    std::to_string(kv.len[g]) + " rows, fewer than the " + std::to_string(T) +
+                    " new ones");
     }
     const int64_t G = Hq / kv.n_segments;
     shapes[j] = {T, Hq, G, std::max<int64_t>(1, kRowsPerItem / G), 1};
