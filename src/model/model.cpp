@@ -50,14 +50,14 @@ void Model::ensure_scratch(int64_t T, int64_t groups) {
 
 const Tensor& Model::forward(const int32_t* ids, const int32_t* positions, int64_t T,
                              KVCache& cache, LayerHook* hook) {
-  const Tensor& last = run({ForwardGroup{ids, positions, T, &cache}}, hook);
-  s_.logits_out = rows_view(s_.logits, {1, config_.vocab_size});
-  backend_.matmul(last, weights_.output, s_.logits_out);
-  return s_.logits_out;
+  return logits_of(run({ForwardGroup{ids, positions, T, &cache}}, hook));
 }
 
 const Tensor& Model::forward_batch(const std::vector<ForwardGroup>& groups) {
-  const Tensor& last = run(groups, nullptr);
+  return logits_of(run(groups, nullptr));
+}
+
+const Tensor& Model::logits_of(const Tensor& last) {
   s_.logits_out = rows_view(s_.logits, {last.rows(), config_.vocab_size});
   backend_.matmul(last, weights_.output, s_.logits_out);
   return s_.logits_out;

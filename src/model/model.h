@@ -88,6 +88,8 @@ class Model {
   void ensure_scratch(int64_t T, int64_t groups);
   // Every layer, then the output norm of each group's last token: [groups, hidden].
   const Tensor& run(const std::vector<ForwardGroup>& groups, LayerHook* hook);
+  // The vocabulary projection of run()'s rows, into s_.logits.
+  const Tensor& logits_of(const Tensor& last);
 
   ModelConfig config_;
   ModelWeights weights_;
