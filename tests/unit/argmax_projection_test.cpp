@@ -14,6 +14,7 @@
 #include "backend/cpu/reference.h"
 #include "core/half.h"
 #include "core/tensor.h"
+#include "support/backend_threads.h"
 
 namespace kvp {
 namespace {
@@ -32,10 +33,6 @@ Tensor random_q8(std::mt19937& rng, int64_t rows, int64_t cols) {
     for (int i = 0; i < 32; ++i) p[b * kBlockBytes + 2 + i] = static_cast<uint8_t>(quant(rng));
   }
   return w;
-}
-
-uint8_t* row_bytes_of(Tensor& w, int64_t row) {
-  return static_cast<uint8_t*>(w.data()) + row * (w.cols() / 32) * kBlockBytes;
 }
 
 // x rows in [-1, 1] with a few outlier dimensions (as in real residual streams).
@@ -58,12 +55,7 @@ std::vector<int32_t> argmax_of_matmul(Backend& be, const Tensor& x, const Tensor
   return out;
 }
 
-class ArgmaxProjection : public ::testing::TestWithParam<int> {
- protected:
-  void SetUp() override { be_ = make_cpu_backend(GetParam()); }
-  std::unique_ptr<Backend> be_;
-  std::mt19937 rng_{1234};
-};
+using ArgmaxProjection = CpuBackendThreads;
 
 TEST_P(ArgmaxProjection, RandomTablesPickWhatTheMatmulPicks) {
   for (int64_t K : {64, 576}) {
@@ -84,14 +76,14 @@ TEST_P(ArgmaxProjection, TiesAndNearTies) {
   Tensor w = random_q8(rng_, N, K);
   const size_t row = static_cast<size_t>(K / 32 * kBlockBytes);
   // Rows 700 and 90 copy row 1500; row 1999 is row 1500 with one quant nudged by one.
-  std::memcpy(row_bytes_of(w, 700), row_bytes_of(w, 1500), row);
-  std::memcpy(row_bytes_of(w, 90), row_bytes_of(w, 1500), row);
-  std::memcpy(row_bytes_of(w, 1999), row_bytes_of(w, 1500), row);
-  uint8_t* nudged = row_bytes_of(w, 1999) + 2 + 5;
+  std::memcpy(w.row_ptr(700), w.row_ptr(1500), row);
+  std::memcpy(w.row_ptr(90), w.row_ptr(1500), row);
+  std::memcpy(w.row_ptr(1999), w.row_ptr(1500), row);
+  uint8_t* nudged = w.row_ptr(1999) + 2 + 5;
   *nudged = static_cast<uint8_t>(static_cast<int8_t>(*nudged) == 127 ? 126 : static_cast<int8_t>(*nudged) + 1);
   // x points along row 1500's weights (its sign pattern), so those rows lead every row of x.
   std::vector<float> w1500(static_cast<size_t>(K));
-  ref::dequantize_row(DType::Q8_0, row_bytes_of(w, 1500), w1500.data(), K);
+  ref::dequantize_row(DType::Q8_0, w.row_ptr(1500), w1500.data(), K);
   Tensor x = random_x(rng_, T, K);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < K; ++i) {
@@ -107,7 +99,7 @@ TEST_P(ArgmaxProjection, TiesAndNearTies) {
 TEST_P(ArgmaxProjection, DegenerateRows) {
   const int64_t K = 64, N = 300, T = 5;
   Tensor w = random_q8(rng_, N, K);
-  for (int64_t o = 1; o < N; ++o) std::memcpy(row_bytes_of(w, o), row_bytes_of(w, 0), K / 32 * kBlockBytes);
+  for (int64_t o = 1; o < N; ++o) std::memcpy(w.row_ptr(o), w.row_ptr(0), K / 32 * kBlockBytes);
   Tensor x = random_x(rng_, T, K);
   EXPECT_EQ(be_->matmul_argmax(x, w), std::vector<int32_t>(T, 0));
   Tensor w2 = random_q8(rng_, N, K);
@@ -134,7 +126,7 @@ TEST_P(ArgmaxProjection, AgreesWithTheReference) {
     EXPECT_NEAR(p[got[static_cast<size_t>(t)]], p[want[static_cast<size_t>(t)]], 1e-4f * std::abs(p[want[static_cast<size_t>(t)]]) + 1e-5f);
   }
   Tensor wf = Tensor::empty(DType::F32, {N, K});
-  for (int64_t o = 0; o < N; ++o) ref::dequantize_row(DType::Q8_0, row_bytes_of(w, o), wf.ptr<float>() + o * K, K);
+  for (int64_t o = 0; o < N; ++o) ref::dequantize_row(DType::Q8_0, w.row_ptr(o), wf.ptr<float>() + o * K, K);
   EXPECT_EQ(be_->matmul_argmax(x, wf), argmax_of_matmul(*be_, x, wf));
 }
 

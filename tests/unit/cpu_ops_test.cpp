@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/tensor.h"
+#include "support/backend_threads.h"
 
 namespace kvp {
 namespace {
@@ -88,12 +89,7 @@ std::vector<float> dequantized(const Tensor& w) {
   return out;
 }
 
-class CpuOps : public ::testing::TestWithParam<int> {
- protected:
-  void SetUp() override { be_ = make_cpu_backend(GetParam()); }
-  std::unique_ptr<Backend> be_;
-  std::mt19937 rng_{1234};
-};
+using CpuOps = CpuBackendThreads;
 
 // --- dequantisation ---------------------------------------------------------------------
 

@@ -11,6 +11,7 @@
 #include "backend/cpu/reference.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "support/backend_threads.h"
 
 namespace kvp {
 namespace {
@@ -22,12 +23,7 @@ Tensor random_f32(std::mt19937& rng, std::initializer_list<int64_t> shape, float
   return t;
 }
 
-class PressOps : public ::testing::TestWithParam<int> {
- protected:
-  void SetUp() override { be_ = make_cpu_backend(GetParam()); }
-  std::unique_ptr<Backend> be_;
-  std::mt19937 rng_{1234};
-};
+using PressOps = CpuBackendThreads;
 
 TEST_P(PressOps, AttentionColumnSums) {
   struct Case {

@@ -63,6 +63,13 @@ std::vector<int32_t> matmul_argmax_plain(ThreadPool& pool, const Tensor& x, cons
 
 namespace {
 
+// The f16 scale that opens a Q8_0 block.
+float block_scale(const uint8_t* block) {
+  uint16_t h = 0;
+  std::memcpy(&h, block, sizeof h);
+  return f16_to_f32(h);
+}
+
 // A Q8_0 table laid out for the screen: per tile of 16 rows and per block, 8 vectors whose
 // lane l holds 4 consecutive weights of row l, offset by +128 to unsigned (VNNI multiplies
 // unsigned by signed bytes), then the 16 rows' scales and bound factors.
@@ -83,16 +90,12 @@ ScreenTable build_screen_table(const Tensor& w) {
   t.weights.assign(static_cast<size_t>(t.tiles * t.blocks * kQ8Block * kLanes), 128);
   t.scales.assign(static_cast<size_t>(t.tiles * t.blocks * kLanes), 0.f);
   t.bounds.assign(t.scales.size(), 0.f);
-  const auto* base = static_cast<const uint8_t*>(w.data());
-  const size_t row_stride = row_bytes(DType::Q8_0, t.cols);
   t.usable = true;
   for (int64_t o = 0; o < t.rows; ++o) {
     const int64_t tile = o / kLanes, lane = o % kLanes;
     for (int64_t b = 0; b < t.blocks; ++b) {
-      const uint8_t* blk = base + static_cast<size_t>(o) * row_stride + b * kQ8BlockBytes;
-      uint16_t h = 0;
-      std::memcpy(&h, blk, sizeof h);
-      const float scale = f16_to_f32(h);
+      const uint8_t* blk = w.row_ptr(o) + b * kQ8BlockBytes;
+      const float scale = block_scale(blk);
       const auto* q = reinterpret_cast<const int8_t*>(blk + 2);
       int sum_abs = 0;
       uint8_t* dst = t.weights.data() + ((tile * t.blocks + b) * 8 * kLanes) * 4;
@@ -236,13 +239,10 @@ void screen_tile(const ScreenTable& tab, const QuantisedRows& xq, int64_t K, int
 float exact_logit(const Tensor& x, const Tensor& w, int64_t t, int64_t o) {
   const int64_t K = x.cols();
   const float* xr = x.ptr<float>() + t * K;
-  const auto* row = static_cast<const uint8_t*>(w.data()) + static_cast<size_t>(o) * row_bytes(DType::Q8_0, K);
   float acc = 0.f;
   for (int64_t b = 0; b < K / kQ8Block; ++b) {
-    const uint8_t* blk = row + b * kQ8BlockBytes;
-    uint16_t h = 0;
-    std::memcpy(&h, blk, sizeof h);
-    const float scale = f16_to_f32(h);
+    const uint8_t* blk = w.row_ptr(o) + b * kQ8BlockBytes;
+    const float scale = block_scale(blk);
     const auto* q = reinterpret_cast<const int8_t*>(blk + 2);
     for (int i = 0; i < kQ8Block; ++i)
       acc = std::fma(xr[b * kQ8Block + i], static_cast<float>(q[i]) * scale, acc);
