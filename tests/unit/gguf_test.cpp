@@ -33,9 +33,10 @@ using Bytes = std::vector<uint8_t>;
 
 template <typename T>
 void put(Bytes& b, T v) {
-  uint8_t raw[sizeof(T)];
-  std::memcpy(raw, &v, sizeof(T));
-  b.insert(b.end(), raw, raw + sizeof(T));
+  // resize + memcpy: GCC 12 reports a false -Wstringop-overflow for insert into an empty vector.
+  const size_t at = b.size();
+  b.resize(at + sizeof(T));
+  std::memcpy(b.data() + at, &v, sizeof(T));
 }
 void put_str(Bytes& b, const std::string& s) {
   put<uint64_t>(b, s.size());

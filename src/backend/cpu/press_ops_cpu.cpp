@@ -131,13 +131,11 @@ void attention_column_sums(ThreadPool& pool, const Tensor& q, const KvSegments& 
 
   // AVX-512: each segment's keys transposed once ([D][ldk], zero-padded to whole 32-key
   // chunks), so scores of 32 keys are 2 * D broadcast-FMAs per query head, no horizontal sums.
-  bool vector_path = false;
-  int64_t ldk = 0;
-  std::vector<float> kt;
 #if defined(__AVX512F__)
-  vector_path = D % 16 == 0;
+  const bool vector_path = D % 16 == 0;
+  const int64_t ldk = (L + 31) / 32 * 32;
+  std::vector<float> kt;
   if (vector_path) {
-    ldk = (L + 31) / 32 * 32;
     kt.assign(static_cast<size_t>(S * D * ldk), 0.f);
     for (int64_t g = 0; g < S; ++g) {
       const float* K = kv.k + kv.offset[g] * D;
