@@ -220,9 +220,11 @@ std::string hex_bytes(const uint8_t* p, size_t n) {
 bool GgufValue::is_integer() const { return is_integer_type(type); }
 bool GgufValue::is_float() const { return is_float_type(type); }
 
-GgufFile GgufFile::open(const std::string& path) {
+GgufFile GgufFile::open(const std::string& path) { return open(MappedFile::open(path)); }
+
+GgufFile GgufFile::open(std::shared_ptr<const MappedFile> file) {
   GgufFile g;
-  g.file_ = MappedFile::open(path);
+  g.file_ = std::move(file);
   Parser p(*g.file_);
 
   // Header: magic, version, counts.

@@ -44,6 +44,8 @@ class GgufFile {
  public:
   // Throws Error with the path and the problem for any malformed or unsupported file.
   static GgufFile open(const std::string& path);
+  // The same from an open file or an in-memory copy (MappedFile::from_bytes; the fuzzer's).
+  static GgufFile open(std::shared_ptr<const MappedFile> file);
 
   uint32_t version() const { return version_; }
   const std::map<std::string, GgufValue>& metadata() const { return metadata_; }

@@ -58,8 +58,20 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
   return file;
 }
 
+std::shared_ptr<const MappedFile> MappedFile::from_bytes(const std::string& name,
+                                                        const void* data, size_t size) {
+  if (size == 0) throw Error(name + ": file is empty");  // as open() says for an empty file
+  std::shared_ptr<MappedFile> file(new MappedFile());
+  file->path_ = name;
+  file->owned_.reset(new uint8_t[size]);
+  std::memcpy(file->owned_.get(), data, size);
+  file->data_ = file->owned_.get();
+  file->size_ = size;
+  return file;
+}
+
 MappedFile::~MappedFile() {
-  if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (data_ != nullptr && !owned_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
 }  // namespace kvp

@@ -12,6 +12,10 @@ class MappedFile {
  public:
   // Throws Error naming the path when the file is missing, unreadable or not a regular file.
   static std::shared_ptr<const MappedFile> open(const std::string& path);
+  // A heap copy of bytes named `name` (for fuzzing: an exact-size heap buffer lets
+  // AddressSanitizer catch a read one byte past the end, which a page-rounded mapping hides).
+  static std::shared_ptr<const MappedFile> from_bytes(const std::string& name, const void* data,
+                                                      size_t size);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -25,6 +29,7 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   std::string path_;
+  std::unique_ptr<uint8_t[]> owned_;  // from_bytes: the copy (data_ points into it)
 };
 
 }  // namespace kvp

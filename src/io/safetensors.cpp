@@ -71,8 +71,13 @@ bool as_count(const json& j, uint64_t* out) {
 }  // namespace
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
+  return open(MappedFile::open(path));
+}
+
+SafetensorsFile SafetensorsFile::open(std::shared_ptr<const MappedFile> file) {
   SafetensorsFile f;
-  f.file_ = MappedFile::open(path);
+  f.file_ = std::move(file);
+  const std::string& path = f.file_->path();
   auto fail = [&](const std::string& message) { throw Error(path + ": " + message); };
   const uint8_t* bytes = f.file_->data();
   const uint64_t size = f.file_->size();

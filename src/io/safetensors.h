@@ -15,6 +15,8 @@ namespace kvp {
 class SafetensorsFile {
  public:
   static SafetensorsFile open(const std::string& path);
+  // The same from an open file or an in-memory copy (MappedFile::from_bytes; the fuzzer's).
+  static SafetensorsFile open(std::shared_ptr<const MappedFile> file);
   bool has(const std::string& name) const { return index_.count(name) != 0; }
   // A view (row-major, the file's shape) keeping the mapping alive; throws when missing.
   Tensor tensor(const std::string& name) const;
