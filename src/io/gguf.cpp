@@ -1,11 +1,13 @@
 #include "io/gguf.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <limits>
 #include <utility>
 
 #include "core/error.h"
+#include "core/text.h"
 
 namespace kvp {
 
@@ -86,18 +88,6 @@ uint64_t min_value_bytes(VT t) {
     case VT::ARRAY: return 4 + 8;   // element type and count
   }
   return 1;
-}
-
-// Keys and names come from the file: keep messages printable and short.
-std::string printable(const std::string& s) {
-  std::string out;
-  const size_t limit = 96;
-  for (size_t i = 0; i < s.size() && i < limit; ++i) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
-  }
-  if (s.size() > limit) out += "...";
-  return out;
 }
 
 class Parser {
@@ -203,6 +193,27 @@ class Parser {
   size_t pos_ = 0;
   uint64_t array_elements_ = 0;
 };
+
+// Two tensors over the same bytes: at least one of them is not what its writer stored. Every
+// tensor holds at least one byte, so sorted by offset any overlap shows between neighbours.
+void check_no_overlap(const Parser& p, const std::vector<GgufTensorInfo>& tensors) {
+  std::vector<const GgufTensorInfo*> order;
+  order.reserve(tensors.size());
+  for (const GgufTensorInfo& t : tensors) order.push_back(&t);
+  std::stable_sort(
+      order.begin(), order.end(),
+      [](const GgufTensorInfo* a, const GgufTensorInfo* b) { return a->offset < b->offset; });
+  auto span = [](const GgufTensorInfo& t) {
+    return printable(t.name) + " (data bytes [" + std::to_string(t.offset) + ", " +
+           std::to_string(t.offset + t.nbytes) + "))";
+  };
+  for (size_t k = 1; k < order.size(); ++k) {
+    const GgufTensorInfo& a = *order[k - 1];
+    const GgufTensorInfo& b = *order[k];
+    if (a.offset + a.nbytes > b.offset)
+      p.fail("tensors " + span(a) + " and " + span(b) + " overlap");
+  }
+}
 
 std::string hex_bytes(const uint8_t* p, size_t n) {
   static const char digits[] = "0123456789abcdef";
@@ -333,6 +344,7 @@ GgufFile GgufFile::open(std::shared_ptr<const MappedFile> file) {
              " bytes, past the end of the data section (" + std::to_string(data_size) + " bytes)");
     info.data = p.at(static_cast<size_t>(data_start + info.offset));
   }
+  check_no_overlap(p, g.tensors_);  // offset + nbytes cannot overflow: both are within the file
   return g;
 }
 

@@ -1,5 +1,6 @@
 #include "io/safetensors.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -7,6 +8,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "io/json_file.h"
 
 namespace kvp {
@@ -18,18 +20,6 @@ using json = nlohmann::json;
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the limit of the reference implementation
 constexpr int kMaxJsonDepth = 64;                   // a valid header nests 3 deep
-
-// Names come from the file: keep messages printable and short.
-std::string printable(const std::string& s) {
-  std::string out;
-  const size_t limit = 96;
-  for (size_t i = 0; i < s.size() && i < limit; ++i) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
-  }
-  if (s.size() > limit) out += "...";
-  return out;
-}
 
 bool dtype_from_name(const std::string& s, DType* out) {
   if (s == "F32") *out = DType::F32;
@@ -66,6 +56,30 @@ bool as_count(const json& j, uint64_t* out) {
   if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
   *out = v;
   return true;
+}
+
+// A tensor's bytes, as its header entry gives them.
+struct DataRange {
+  const std::string* name;
+  uint64_t begin, end;
+};
+
+// Two tensors over the same bytes: at least one of them is not what its writer stored. Empty
+// tensors hold no byte; the others, sorted by offset, overlap only if neighbours do.
+void check_no_overlap(std::vector<DataRange> ranges, const std::string& path) {
+  std::erase_if(ranges, [](const DataRange& r) { return r.begin == r.end; });
+  std::sort(ranges.begin(), ranges.end(), [](const DataRange& a, const DataRange& b) {
+    return a.begin != b.begin ? a.begin < b.begin : *a.name < *b.name;
+  });
+  auto span = [](const DataRange& r) {
+    return "'" + printable(*r.name) + "' (data_offsets [" + std::to_string(r.begin) + ", " +
+           std::to_string(r.end) + "])";
+  };
+  for (size_t k = 1; k < ranges.size(); ++k) {
+    if (ranges[k - 1].end > ranges[k].begin)
+      throw Error(path + ": tensors " + span(ranges[k - 1]) + " and " + span(ranges[k]) +
+                  " overlap");
+  }
 }
 
 }  // namespace
@@ -107,13 +121,14 @@ SafetensorsFile SafetensorsFile::open(std::shared_ptr<const MappedFile> file) {
       return true;
     });
   } catch (const json::exception& e) {
-    fail(std::string("invalid header JSON: ") + e.what());
+    fail("invalid header JSON: " + json_error_message(e));
   }
   if (!duplicate.empty()) fail("header lists tensor '" + printable(duplicate) + "' twice");
   if (!header.is_object()) fail("header is not a JSON object");
 
   const uint64_t data_begin = 8 + header_len;
   const uint64_t data_size = size - data_begin;
+  std::vector<DataRange> ranges;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") continue;
     const std::string tn = "tensor '" + printable(name) + "'";
@@ -163,8 +178,13 @@ SafetensorsFile SafetensorsFile::open(std::shared_ptr<const MappedFile> file) {
     if (nbytes != 0 && (data_begin + begin) % block_bytes(dtype) != 0)
       fail(tn + ": data at file offset " + std::to_string(data_begin + begin) + " is not aligned to its " +
            std::to_string(block_bytes(dtype)) + "-byte elements");
-    f.index_.emplace(name, Tensor::view(dtype, shape, ndim, bytes + data_begin + begin, f.file_));
+    const auto entry_it =
+        f.index_
+            .emplace(name, Tensor::view(dtype, shape, ndim, bytes + data_begin + begin, f.file_))
+            .first;
+    ranges.push_back({&entry_it->first, begin, end});
   }
+  check_no_overlap(std::move(ranges), path);
   return f;
 }
 

@@ -35,6 +35,7 @@ class SafetensorsModel {
   bool has(const std::string& name) const;
   Tensor tensor(const std::string& name) const;
   std::vector<std::string> names() const;
+  const std::string& dir() const { return dir_; }
 
  private:
   std::string dir_;

@@ -1,11 +1,15 @@
 #include "model/weights.h"
 
+#include <charconv>
 #include <cstring>
 #include <functional>
 #include <map>
+#include <optional>
+#include <string_view>
 
 #include "core/error.h"
 #include "core/half.h"
+#include "core/text.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 
@@ -96,6 +100,43 @@ ModelWeights load(const ModelConfig& c, const Names& names,
   return w;
 }
 
+// The layer of a tensor named <prefix><digits>.<role>, or nothing for any other name. An index
+// too long for uint64 reads as its largest value: past any layer count either way.
+std::optional<uint64_t> layer_of(std::string_view name, std::string_view prefix,
+                                 std::string_view* digits) {
+  if (name.substr(0, prefix.size()) != prefix) return std::nullopt;
+  const std::string_view rest = name.substr(prefix.size());
+  const size_t dot = rest.find('.');
+  if (dot == 0 || dot == std::string_view::npos) return std::nullopt;
+  *digits = rest.substr(0, dot);
+  uint64_t index = 0;
+  const auto [end, ec] = std::from_chars(digits->data(), digits->data() + digits->size(), index);
+  if (end != digits->data() + digits->size()) return std::nullopt;  // not all digits
+  return ec == std::errc::result_out_of_range ? UINT64_MAX : index;
+}
+
+// A checkpoint holding layers past the count its config declares would otherwise run as a
+// shallower model without a word. Names the lowest such layer, one of its tensors and the count.
+void check_layer_count(const std::vector<std::string>& names, std::string_view prefix, int n_layers,
+                       const std::string& where, const std::string& declared_by) {
+  const std::string* extra = nullptr;
+  uint64_t extra_index = 0;
+  std::string_view extra_digits;
+  for (const std::string& name : names) {
+    std::string_view digits;
+    const std::optional<uint64_t> index = layer_of(name, prefix, &digits);
+    if (!index || *index < static_cast<uint64_t>(n_layers)) continue;
+    if (extra && *index >= extra_index) continue;
+    extra = &name;
+    extra_index = *index;
+    extra_digits = digits;
+  }
+  if (!extra) return;
+  throw Error(where + ": the checkpoint holds layer " + printable(extra_digits) + " (tensor " +
+              printable(*extra) + ") but " + declared_by + " declares " + std::to_string(n_layers) +
+              (n_layers == 1 ? " layer" : " layers"));
+}
+
 }  // namespace
 
 size_t ModelWeights::nbytes() const {
@@ -138,6 +179,11 @@ ModelWeights weights_from_gguf(const GgufFile& gguf, const ModelConfig& config) 
       {"w_gate", "ffn_gate.weight"},     {"w_up", "ffn_up.weight"},    {"w_down", "ffn_down.weight"}};
   Names names{"token_embd.weight", "output_norm.weight", "output.weight",
               [](int l, const char* role) { return "blk." + std::to_string(l) + "." + roles.at(role); }};
+  std::vector<std::string> tensor_names;
+  tensor_names.reserve(gguf.tensors().size());
+  for (const GgufTensorInfo& info : gguf.tensors()) tensor_names.push_back(info.name);
+  check_layer_count(tensor_names, "blk.", config.n_layers, gguf.path(),
+                    config.arch_name + ".block_count");
   // llama.cpp's converter permutes Q/K rows of llama-arch models only.
   const bool unpermute = config.arch == Architecture::LLAMA;
   return load(config, names, [&](const std::string& n) { return gguf.find_tensor(n) != nullptr; },
@@ -157,6 +203,8 @@ ModelWeights weights_from_safetensors(const SafetensorsModel& st, const ModelCon
               [](int l, const char* role) {
                 return "model.layers." + std::to_string(l) + "." + roles.at(role);
               }};
+  check_layer_count(st.names(), "model.layers.", config.n_layers, st.dir(),
+                    "config.json num_hidden_layers");
   return load(config, names, [&](const std::string& n) { return st.has(n); },
               [&](const std::string& n) { return st.tensor(n); }, false);
 }

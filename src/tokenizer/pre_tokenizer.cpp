@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "tokenizer/tokenizer_impl.h"
 
 namespace kvp {
@@ -150,7 +151,7 @@ PreTokenizer pre_tokenizer_from_name(const std::string& name) {
   if (name == "llama3" || name == "llama-bpe" || name == "llama-v3") return PreTokenizer::LLAMA3;
   if (name == "qwen2") return PreTokenizer::QWEN2;
   if (name == "smollm") return PreTokenizer::SMOLLM;
-  throw Error("tokenizer: unsupported pre-tokenizer '" + name +
+  throw Error("tokenizer: unsupported pre-tokenizer '" + printable(name) +
               "' (supported: gpt2, gpt-2, default, llama3, llama-bpe, llama-v3, qwen2, smollm)");
 }
 

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "tokenizer/tokenizer_impl.h"
 
 namespace kvp {
@@ -137,8 +138,9 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::build(tok::TokenizerData data)
     auto find = [&](const std::string& text) {
       auto it = impl->token_to_id.find(text);
       if (it == impl->token_to_id.end())
-        throw Error(src + ": merge " + std::to_string(rank) + " ('" + left + " " + right +
-                    "') references '" + text + "', which is not in the vocabulary");
+        throw Error(src + ": merge " + std::to_string(rank) + " ('" +
+                    printable(left + " " + right) + "') references '" + printable(text) +
+                    "', which is not in the vocabulary");
       return it->second;
     };
     const int32_t a = find(left), b = find(right), merged = find(left + right);

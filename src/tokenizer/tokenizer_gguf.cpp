@@ -3,6 +3,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "io/gguf.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_impl.h"
@@ -14,7 +15,7 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
   check(gguf.has("tokenizer.ggml.model"),
         path + ": no tokenizer in the GGUF metadata (tokenizer.ggml.model is missing)");
   const std::string model = gguf.get_string("tokenizer.ggml.model");
-  check(model == "gpt2", path + ": unsupported tokenizer model '" + model +
+  check(model == "gpt2", path + ": unsupported tokenizer model '" + printable(model) +
                              "' (only byte-level BPE, tokenizer.ggml.model = 'gpt2')");
 
   tok::TokenizerData data;
@@ -38,9 +39,9 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const std::string& m = merges[rank];
     const size_t space = m.find(' ', 1);
-    check(space != std::string::npos && space + 1 < m.size(),
-          path + ": tokenizer.ggml.merges[" + std::to_string(rank) + "] '" + m +
-              "' is not of the form \"left right\"");
+    if (space == std::string::npos || space + 1 >= m.size())  // the message only on failure
+      throw Error(path + ": tokenizer.ggml.merges[" + std::to_string(rank) + "] '" + printable(m) +
+                  "' is not of the form \"left right\"");
     data.merges.emplace_back(m.substr(0, space), m.substr(space + 1));
   }
 

@@ -8,6 +8,8 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/text.h"
+#include "io/json_file.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_impl.h"
 
@@ -28,14 +30,14 @@ json read_json(const std::string& path, bool required) {
   try {
     return json::parse(buffer.str());
   } catch (const json::exception& e) {
-    throw Error(path + ": invalid JSON: " + e.what());
+    throw Error(path + ": invalid JSON: " + json_error_message(e));
   }
 }
 
+// A JSON value quoted in a message: its structure is what the reader needs, so it gets more
+// room than a plain excerpt.
 std::string short_dump(const json& j) {
-  std::string s = j.dump();
-  if (s.size() > 200) s = s.substr(0, 200) + "...";
-  return s;
+  return printable(j.dump(), 2 * kExcerptBytes);
 }
 
 std::string type_of(const json& j) {
@@ -87,26 +89,39 @@ PreTokenizer classify_pre_tokenizer(const json& pt, const std::string& path) {
       const std::string regex = pattern["Regex"].get<std::string>();
       for (PreTokenizer kind : {PreTokenizer::GPT2, PreTokenizer::LLAMA3, PreTokenizer::QWEN2})
         if (regex == tok::pre_tokenizer_pattern(kind)) return kind;
-      throw Error(unsupported + "regex '" + regex + "'");
+      throw Error(unsupported + "regex '" + printable(regex, 2 * kExcerptBytes) + "'");
     }
   }
   throw Error(unsupported + short_dump(pt));
 }
 
-// "a b" or ["a", "b"].
+// Token ids are below this: a larger id would make a table of that many entries.
+constexpr int64_t kMaxVocab = 1 << 24;
+
+// Why id is not a usable token id, or "" when it is. The value is quoted as the file wrote it
+// (get<int64_t> would wrap 2^63 to a negative number and print that).
+std::string id_problem(const json& id) {
+  if (!id.is_number_integer()) return "is not an integer id";
+  const bool ok = id.is_number_unsigned() ? id.get<uint64_t>() < static_cast<uint64_t>(kMaxVocab)
+                                          : id.get<int64_t>() >= 0 && id.get<int64_t>() < kMaxVocab;
+  return ok ? std::string() : "has an invalid id " + id.dump();
+}
+
+// "a b" or ["a", "b"]. Messages are built only on failure: this runs for every merge.
 std::pair<std::string, std::string> parse_merge(const json& m, size_t rank,
                                                 const std::string& path) {
-  const std::string where = path + ": model.merges[" + std::to_string(rank) + "] ";
+  auto where = [&] { return path + ": model.merges[" + std::to_string(rank) + "] "; };
   if (m.is_string()) {
-    const std::string s = m.get<std::string>();
+    const std::string& s = m.get_ref<const std::string&>();
     const size_t space = s.find(' ', 1);
-    check(space != std::string::npos && space + 1 < s.size() &&
-              s.find(' ', space + 1) == std::string::npos,
-          where + "'" + s + "' is not of the form \"left right\"");
+    if (space == std::string::npos || space + 1 >= s.size() ||
+        s.find(' ', space + 1) != std::string::npos)
+      throw Error(where() + "'" + printable(s) + "' is not of the form \"left right\"");
     return {s.substr(0, space), s.substr(space + 1)};
   }
-  check(m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string(),
-        where + "must be a string \"left right\" or a pair of strings, got " + short_dump(m));
+  if (!(m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()))
+    throw Error(where() + "must be a string \"left right\" or a pair of strings, got " +
+                short_dump(m));
   return {m[0].get<std::string>(), m[1].get<std::string>()};
 }
 
@@ -151,7 +166,7 @@ Tokenizer Tokenizer::from_hf_json(const std::string& path) {
   const json& model = root["model"];
   if (model.contains("type") && !model["type"].is_null()) {
     const std::string type = model["type"].is_string() ? model["type"].get<std::string>() : "?";
-    check(type == "BPE", path + ": unsupported tokenizer model type '" + type +
+    check(type == "BPE", path + ": unsupported tokenizer model type '" + printable(type) +
                              "' (only byte-level BPE is supported)");
   }
   check(model.contains("vocab") && model["vocab"].is_object(),
@@ -175,17 +190,15 @@ Tokenizer Tokenizer::from_hf_json(const std::string& path) {
   data.ignore_merges = bool_or(model, "ignore_merges", false);
 
   // Ids: the vocab plus the added tokens; holes become unused entries.
-  constexpr int64_t kMaxVocab = 1 << 24;
   std::map<int64_t, std::pair<std::string, uint8_t>> by_id;
   for (const auto& [text, id_json] : model["vocab"].items()) {
-    check(id_json.is_number_integer(),
-          path + ": model.vocab[\"" + text + "\"] is not an integer id");
+    if (const std::string problem = id_problem(id_json); !problem.empty())
+      throw Error(path + ": model.vocab[\"" + printable(text) + "\"] " + problem);
     const int64_t id = id_json.get<int64_t>();
-    check(id >= 0 && id < kMaxVocab,
-          path + ": model.vocab[\"" + text + "\"] has an invalid id " + std::to_string(id));
     auto [it, inserted] = by_id.emplace(id, std::make_pair(text, tok::TOKEN_NORMAL));
-    check(inserted, path + ": model.vocab gives id " + std::to_string(id) + " to both '" +
-                        it->second.first + "' and '" + text + "'");
+    if (!inserted)  // the message only on failure: this runs for every token
+      throw Error(path + ": model.vocab gives id " + std::to_string(id) + " to both '" +
+                  printable(it->second.first) + "' and '" + printable(text) + "'");
   }
   if (root.contains("added_tokens") && !root["added_tokens"].is_null()) {
     check(root["added_tokens"].is_array(), path + ": added_tokens must be an array");
@@ -193,9 +206,9 @@ Tokenizer Tokenizer::from_hf_json(const std::string& path) {
       check(t.is_object() && t.contains("id") && t["id"].is_number_integer() &&
                 t.contains("content") && t["content"].is_string(),
             path + ": malformed added token " + short_dump(t));
+      if (const std::string problem = id_problem(t["id"]); !problem.empty())
+        throw Error(path + ": added token " + problem);
       const int64_t id = t["id"].get<int64_t>();
-      check(id >= 0 && id < kMaxVocab,
-            path + ": added token has an invalid id " + std::to_string(id));
       const uint8_t type =
           bool_or(t, "special", false) ? tok::TOKEN_CONTROL : tok::TOKEN_USER_DEFINED;
       by_id[id] = {t["content"].get<std::string>(), type};

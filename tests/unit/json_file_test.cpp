@@ -1,15 +1,17 @@
 // JSON files and the memory mapping under every reader: errors name the path and the reason.
+#include "io/json_file.h"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <string>
 
 #include "core/error.h"
-#include "io/json_file.h"
 #include "io/mapped_file.h"
 
 namespace kvp {
@@ -127,6 +129,21 @@ TEST_F(IoFileTest, JsonErrorsNamePathAndPosition) {
   const std::string empty = write("empty.json", "");
   msg = error_of([&] { read_json_file(empty); });
   EXPECT_EQ(msg.rfind(empty, 0), 0u) << msg;
+}
+
+// nlohmann's message ends with the whole token it was reading: for an unterminated string in
+// a large file that is megabytes. The error quotes a short, escaped excerpt instead.
+TEST_F(IoFileTest, InvalidJsonQuotesAShortExcerpt) {
+  const std::string path =
+      write("long.json", "{\"a\": \"" + std::string(1 << 20, 'x') + "\xff\x1b[2J");
+  const std::string msg = error_of([&] { read_json_file(path); });
+  EXPECT_EQ(msg.rfind(path, 0), 0u) << msg.substr(0, 300);
+  EXPECT_NE(msg.find("invalid JSON"), std::string::npos) << msg.substr(0, 300);
+  EXPECT_NE(msg.find("line 1, column"), std::string::npos) << msg.substr(0, 300);
+  EXPECT_LT(msg.size(), 500u) << msg.substr(0, 300);
+  const auto raw =
+      std::count_if(msg.begin(), msg.end(), [](char c) { return c < 0x20 || c >= 0x7f; });
+  EXPECT_EQ(raw, 0) << msg.substr(0, 300);
 }
 
 TEST_F(IoFileTest, DeeplyNestedJsonDoesNotCrash) {

@@ -302,6 +302,42 @@ TEST_F(SafetensorsTest, BadEntries) {
   expect_header_error("{\"w\": [1, 2]}", d16, "tensor 'w': header entry is not a JSON object");
 }
 
+// Two tensors over the same bytes: at least one of them is not what its writer stored.
+TEST_F(SafetensorsTest, OverlappingDataOffsets) {
+  const Bytes d32(32, 0);
+  auto two = [](const std::string& a, const std::string& b) {
+    return "{\"x\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": " + a +
+           "}, \"y\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": " + b + "}}";
+  };
+  expect_header_error(two("[0, 16]", "[8, 24]"), d32,
+                      "tensors 'x' (data_offsets [0, 16]) and 'y' (data_offsets [8, 24]) overlap");
+  expect_header_error(two("[8, 24]", "[0, 16]"), d32,
+                      "tensors 'y' (data_offsets [0, 16]) and 'x' (data_offsets [8, 24]) overlap");
+  expect_header_error(two("[4, 20]", "[4, 20]"), d32, "overlap");
+  // Touching ranges and an empty tensor inside another's bytes share no byte.
+  EXPECT_NO_THROW(SafetensorsFile::open(write(raw_file(two("[0, 16]", "[16, 32]"), d32))));
+  const std::string with_empty =
+      "{\"x\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]}, "
+      "\"e\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [8, 8]}}";
+  EXPECT_NO_THROW(SafetensorsFile::open(write(raw_file(with_empty, d32))));
+}
+
+// An unterminated string in a long header: the message quotes a short excerpt, not the header.
+TEST_F(SafetensorsTest, InvalidHeaderJsonIsQuotedShort) {
+  const std::string header = "{\"w\": \"" + std::string(1 << 20, 'x') + "\x1b";
+  const std::string path = write(raw_file(header, {}, false));
+  const std::string msg = error_of([&] { SafetensorsFile::open(path); });
+  EXPECT_NE(msg.find("invalid header JSON"), std::string::npos) << msg.substr(0, 400);
+  EXPECT_LT(msg.size(), 500u) << msg.substr(0, 400);
+  EXPECT_EQ(msg.find('\x1b'), std::string::npos) << msg.substr(0, 400);
+}
+
+TEST_F(SafetensorsTest, UnprintableNamesAreEscapedInMessages) {
+  expect_header_error(
+      "{\"w\\u001b[2J\\u202e\": {\"dtype\": \"I64\", \"shape\": [2], \"data_offsets\": [0, 16]}}",
+      Bytes(16, 0), "tensor 'w\\x1b[2J\\xe2\\x80\\xae' has unsupported dtype I64");
+}
+
 TEST_F(SafetensorsTest, TruncationAtEveryOffsetThrows) {
   const Bytes bytes = build(sample_tensors());
   for (size_t n = 0; n < bytes.size(); ++n) {

@@ -548,6 +548,89 @@ TEST(GgufTokenizer, Errors) {
                {"tokenizer.ggml.eot_token_id", "100000"});
 }
 
+// A GGUF tokenizer whose merges are `merges` and whose pre-tokenizer is `pre`.
+GgufWriter gguf_with_merges(const std::vector<std::string>& merges, const std::string& pre = "gpt2",
+                            const std::string& model = "gpt2") {
+  GgufWriter w;
+  std::vector<std::string> tokens;
+  for (int b = 0; b < 256; ++b) tokens.push_back(byte_char(b));
+  w.str("tokenizer.ggml.model", model);
+  w.str("tokenizer.ggml.pre", pre);
+  w.strs("tokenizer.ggml.tokens", tokens);
+  w.strs("tokenizer.ggml.merges", merges);
+  return w;
+}
+
+// Counts the bytes of msg a terminal would act on or that are not ASCII at all.
+size_t raw_bytes(const std::string& msg) {
+  size_t n = 0;
+  for (char c : msg) n += (c < 0x20 || c >= 0x7f) ? 1 : 0;
+  return n;
+}
+
+// Merges, tokens and names come from the file: messages escape them and quote a short excerpt.
+TEST(GgufTokenizer, ErrorsEscapeFileText) {
+  TempDir dir;
+  auto message = [&](const GgufWriter& w) {
+    try {
+      Tokenizer::from_gguf(GgufFile::open(dir.write("m.gguf", w.bytes())));
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  std::string msg = message(gguf_with_merges({"\x1b[2J\xff\xfe"}));
+  EXPECT_NE(msg.find("tokenizer.ggml.merges[0] '\\x1b[2J\\xff\\xfe' is not of the form"),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(raw_bytes(msg), 0u) << msg;
+  msg = message(gguf_with_merges({"a \x1b]0;pwned\x07"}));
+  EXPECT_NE(msg.find("references '\\x1b]0;pwned\\x07'"), std::string::npos) << msg;
+  EXPECT_EQ(raw_bytes(msg), 0u) << msg;
+  msg = message(gguf_with_merges({"a " + std::string(100000, 'z')}));
+  EXPECT_LT(msg.size(), 500u) << msg.substr(0, 300);
+  msg = message(gguf_with_merges({"a b"}, "x\x1b[2J"));
+  EXPECT_NE(msg.find("unsupported pre-tokenizer 'x\\x1b[2J'"), std::string::npos) << msg;
+  msg = message(gguf_with_merges({"a b"}, "gpt2",
+                                 "\xc2\x9b"
+                                 "31m"));  // U+009B: a C1 CSI
+  EXPECT_NE(msg.find("unsupported tokenizer model '\\xc2\\x9b31m'"), std::string::npos) << msg;
+}
+
+TEST(TinyBpe, ErrorsEscapeFileTextAndPrintTheFileValue) {
+  TempDir dir;
+  auto message = [&](const json& j) {
+    try {
+      load_json(dir, j);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  json j = tiny_tokenizer_json({{"a", "b"}});
+  json bad_merge = j;
+  bad_merge["model"]["merges"].push_back("x\x1b[2Jy");
+  std::string msg = message(bad_merge);
+  EXPECT_NE(msg.find("model.merges[1] 'x\\x1b[2Jy' is not of the form"), std::string::npos) << msg;
+  EXPECT_EQ(raw_bytes(msg), 0u) << msg;
+  json unknown = j;
+  unknown["model"]["merges"].push_back(
+      "a \xe2\x80\xae"
+      "evil");  // U+202E reverses the line
+  msg = message(unknown);
+  EXPECT_NE(msg.find("references '\\xe2\\x80\\xaeevil'"), std::string::npos) << msg;
+  json big_id = j;
+  big_id["model"]["vocab"]["\x1b[2J"] = 9223372036854775808ull;
+  msg = message(big_id);
+  EXPECT_NE(msg.find("model.vocab[\"\\x1b[2J\"] has an invalid id 9223372036854775808"),
+            std::string::npos)
+      << msg;
+  json big_added = j;
+  big_added["added_tokens"].push_back({{"id", 18446744073709551615ull}, {"content", "x"}});
+  msg = message(big_added);
+  EXPECT_NE(msg.find("invalid id 18446744073709551615"), std::string::npos) << msg;
+}
+
 // ---------------------------------------------------------------------------------------
 // The default model against goldens from llama.cpp / transformers.
 
