@@ -24,12 +24,21 @@ struct EvalRow {
 double score_answer(const std::string& answer, const std::vector<std::string>& references,
                     const std::string& metric);
 
+// Caps on a dataset, checked while it is read: a wrong path (/dev/zero, a multi-gigabyte log
+// without newlines) fails at the cap instead of growing until memory runs out.
+struct JsonlLimits {
+  uint64_t max_line_bytes = uint64_t{16} << 20;  // one row; a 1M-token context is about 4 MiB
+  uint64_t max_total_bytes = uint64_t{1} << 30;  // the whole file: every row is kept in memory
+};
+
 // Reads a JSONL file: one object per non-blank line with "context", "question", "answers"
 // (a non-empty list of strings) and optionally "answer_prefix", "task" (default "jsonl"),
 // "max_new_tokens" (positive integer), "metric" ("all" or "any"; default "any" for tasks
-// whose name starts with "qa", else "all"). Throws Error naming the first bad line.
-std::vector<EvalRow> load_jsonl(const std::string& path);
-std::vector<EvalRow> parse_jsonl(const std::string& text, const std::string& source);
+// whose name starts with "qa", else "all"). Throws Error naming the first bad line, or the
+// cap a line or the file exceeds.
+std::vector<EvalRow> load_jsonl(const std::string& path, const JsonlLimits& limits = {});
+std::vector<EvalRow> parse_jsonl(const std::string& text, const std::string& source,
+                                 const JsonlLimits& limits = {});
 
 // A stable 64-bit FNV-1a hash, as hex, for resumable result keys.
 std::string stable_hash(const std::string& text);
