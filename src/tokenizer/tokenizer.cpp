@@ -134,7 +134,9 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::build(tok::TokenizerData data)
 
   impl->merges.reserve(data.merges.size() * 2);
   for (size_t rank = 0; rank < data.merges.size(); ++rank) {
-    const auto& [left, right] = data.merges[rank];
+    // Not a structured binding: clang 14 (the fuzz build) cannot capture one in a lambda.
+    const std::string& left = data.merges[rank].first;
+    const std::string& right = data.merges[rank].second;
     auto find = [&](const std::string& text) {
       auto it = impl->token_to_id.find(text);
       if (it == impl->token_to_id.end())

@@ -37,12 +37,13 @@ namespace kvp::cpu {
 
 namespace {
 
-constexpr int64_t kQ8Block = 32;
-constexpr int64_t kQ8BlockBytes = 34;  // f16 scale + 32 int8
-constexpr int64_t kLanes = 16;         // vocabulary rows per vector
-constexpr int64_t kRowsPerPass = 8;    // rows of x per pass over a tile's weights
-constexpr float kBoundPerScale = 0.52f;
-constexpr float kRelativeSlack = 1.f / (1 << 18);
+// Used by the AVX-512 path only ([[maybe_unused]]: clang warns on other CPUs).
+[[maybe_unused]] constexpr int64_t kQ8Block = 32;
+[[maybe_unused]] constexpr int64_t kQ8BlockBytes = 34;  // f16 scale + 32 int8
+[[maybe_unused]] constexpr int64_t kLanes = 16;         // vocabulary rows per vector
+[[maybe_unused]] constexpr int64_t kRowsPerPass = 8;    // rows of x per pass over a tile's weights
+[[maybe_unused]] constexpr float kBoundPerScale = 0.52f;
+[[maybe_unused]] constexpr float kRelativeSlack = 1.f / (1 << 18);
 
 int32_t argmax_row(const float* p, int64_t n) {
   return static_cast<int32_t>(std::max_element(p, p + n) - p);

@@ -35,7 +35,7 @@ constexpr int64_t kWholeJobQueries = 64;
 constexpr int64_t kMinKeysPerSplit = 256;
 // Up to this many rows per item (G query heads x BQ queries) compute S as dot products of
 // K rows; more rows amortise transposing the K block (decode with G = 3 or 4 uses dots).
-constexpr int64_t kMaxDotRows = 4;
+[[maybe_unused]] constexpr int64_t kMaxDotRows = 4;  // AVX-512 path only
 
 struct Item {
   int64_t g, t0, t1, k0, k1;  // segment, queries [t0, t1), keys [k0, k1)

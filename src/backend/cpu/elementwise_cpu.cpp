@@ -1,7 +1,11 @@
 // rms_norm, rope, silu_mul, add, add_bias, embed. Small in decode (one row of a few hundred
 // floats: run inline, a parallel_for would cost more than the work), parallel over rows in
 // prefill. Evaluation order follows Hugging Face's f32 code (see reference.cpp).
+#if defined(__clang__)  // clang ignores GCC's optimize pragma; this is its spelling
+#pragma clang fp contract(off)
+#else
 #pragma GCC optimize("fp-contract=off")  // rope: products then sums, as PyTorch does
+#endif
 
 #include <algorithm>
 #include <cmath>

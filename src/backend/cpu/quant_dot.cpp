@@ -6,7 +6,11 @@
 // (vpmovzx/sx + vcvtdq2ps), form dot(q, x_block) with one mul and one FMA, and scale it by
 // the block's d with one more FMA; Q4_1's m (and Q4_0's -8 d) meet the precomputed block
 // sums of x in a 4-lane side accumulator.
+#if defined(__clang__)  // clang ignores GCC's optimize pragma; this is its spelling
+#pragma clang fp contract(off)
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 
 #include <cstring>
 #include <vector>
@@ -26,13 +30,14 @@ inline uint16_t load_u16(const uint8_t* p) {
   return v;
 }
 
-inline uint32_t load_u32(const uint8_t* p) {
+// load_u32 and load_f16 serve the AVX-512 path only ([[maybe_unused]]: clang warns elsewhere).
+[[maybe_unused]] inline uint32_t load_u32(const uint8_t* p) {
   uint32_t v;
   std::memcpy(&v, p, 4);
   return v;
 }
 
-inline float load_f16(const uint8_t* p) { return f16_to_f32(load_u16(p)); }
+[[maybe_unused]] inline float load_f16(const uint8_t* p) { return f16_to_f32(load_u16(p)); }
 
 #if defined(__AVX512F__)
 

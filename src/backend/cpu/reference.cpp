@@ -3,7 +3,11 @@
 // dequantisation then matches gguf-py bit for bit, and rope / rms_norm follow Hugging Face's
 // f32 evaluation order. Long sums (dot products, softmax denominators) accumulate in double,
 // so the references are at least as accurate as any f32 implementation they check.
+#if defined(__clang__)  // clang ignores GCC's optimize pragma; this is its spelling
+#pragma clang fp contract(off)
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 
 #include "backend/cpu/reference.h"
 
