@@ -90,6 +90,15 @@ std::string bytes_to_byte_level(std::string_view bytes) {
 
 namespace {
 
+// The value of a hex digit, or -1 (not std::stoi: it accepts signs and spaces, and throws
+// std::invalid_argument, which no caller expects from decode()).
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
 uint64_t pair_key(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
 }
@@ -350,9 +359,11 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
         out += text;
         break;
       case tok::TOKEN_BYTE:
-        // "<0xAB>" byte tokens (rare in byte-level vocabularies).
-        if (text.size() == 6 && text.compare(0, 3, "<0x") == 0 && text[5] == '>') {
-          out.push_back(static_cast<char>(std::stoi(text.substr(3, 2), nullptr, 16)));
+        // "<0xAB>" byte tokens (rare in byte-level vocabularies). Two hex digits exactly: any
+        // other text ("<0xZZ>", "<0x-1>", from a hostile file) decodes as text below.
+        if (text.size() == 6 && text.compare(0, 3, "<0x") == 0 && text[5] == '>' &&
+            hex_digit(text[3]) >= 0 && hex_digit(text[4]) >= 0) {
+          out.push_back(static_cast<char>(hex_digit(text[3]) * 16 + hex_digit(text[4])));
           break;
         }
         [[fallthrough]];
