@@ -216,6 +216,11 @@ Tokenizer Tokenizer::from_hf_json(const std::string& path) {
   }
   check(!by_id.empty(), path + ": model.vocab is empty");
   const int64_t n = by_id.rbegin()->first + 1;
+  // Holes become unused entries, but not more of them than ids in use (+256): one id of
+  // 2^24 - 1 in a 3 KB file made 16M entries (1.4 GB; found by fuzz/tokenizer_json_fuzz).
+  const auto used = static_cast<int64_t>(by_id.size());
+  check(n <= 2 * used + 256, path + ": token ids go up to " + std::to_string(n - 1) + " but only " +
+                                 std::to_string(used) + " are defined (too many unused ids)");
   data.tokens.assign(static_cast<size_t>(n), std::string());
   data.types.assign(static_cast<size_t>(n), tok::TOKEN_UNUSED);
   for (auto& [id, entry] : by_id) {
