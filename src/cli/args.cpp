@@ -44,10 +44,14 @@ Args Args::parse(const std::vector<std::string>& argv, const std::vector<OptionS
   };
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& a = argv[i];
-    if (a.size() < 2 || a.compare(0, 2, "--") != 0) {
-      args.positional_.push_back(a);
+    if (a == "-h" && find("help")) {  // the short form every newcomer tries first
+      args.values_["help"].push_back("1");
       continue;
     }
+    // No command takes positional arguments: a stray word is a mistake (a missing --name, a
+    // quoted value split by the shell), not something to ignore.
+    check(a.size() >= 2 && a.compare(0, 2, "--") == 0,
+          "unexpected argument '" + a + "' (options start with --; see --help)");
     std::string name = a.substr(2), value;
     bool inline_value = false;
     if (const size_t eq = name.find('='); eq != std::string::npos) {

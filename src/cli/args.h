@@ -16,7 +16,8 @@ struct OptionSpec {
 
 class Args {
  public:
-  // Throws Error on unknown options, missing values, or repeated non-repeatable options.
+  // Throws Error on unknown options, missing values, repeated non-repeatable options, and any
+  // positional argument. "-h" means --help where the command has --help.
   static Args parse(const std::vector<std::string>& argv, const std::vector<OptionSpec>& specs);
 
   bool has(const std::string& name) const { return values_.count(name) != 0; }
@@ -24,11 +25,9 @@ class Args {
   const std::vector<std::string>& all(const std::string& name) const;
   int get_int(const std::string& name, int fallback, int min, int max) const;
   double get_double(const std::string& name, double fallback) const;
-  const std::vector<std::string>& positional() const { return positional_; }
 
  private:
   std::map<std::string, std::vector<std::string>> values_;
-  std::vector<std::string> positional_;
 };
 
 std::string format_help(const std::string& usage, const std::string& summary,

@@ -13,6 +13,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "io/read_file.h"
 
 namespace kvp {
 
@@ -26,7 +27,8 @@ const char* kTopHelp =
     "  generate    answer questions about a context (optionally with a compressed cache)\n"
     "  presses     list the presses and their parameters\n"
     "  eval        score presses and ratios on long-context tasks (built-in RULER-style or JSONL)\n"
-    "  help        show this help, or `kvpress <command> --help` for one command\n\n"
+    "  help        show this help, or `kvpress help <command>` for one command\n\n"
+    "options: --version prints the version; -h or --help after a command shows its options\n\n"
     "The default model is SmolLM2-135M-Instruct (Q4_1 GGUF), fetched by scripts/fetch-model.sh\n"
     "into models/. Any Llama, Mistral, Qwen2 or Qwen3 GGUF file or Hugging Face directory\n"
     "works with --model.\n\n"
@@ -57,12 +59,7 @@ std::string default_model_path() {
 
 std::string read_text_argument(const std::string& value, const std::string& what) {
   if (value.empty() || value[0] != '@') return value;
-  const std::string path = value.substr(1);
-  std::ifstream in(path, std::ios::binary);
-  check(static_cast<bool>(in), "cannot read " + what + " file '" + path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return read_file_capped(value.substr(1), what + " file", {.max_bytes = kMaxTextFileBytes});
 }
 
 int default_threads() {
@@ -72,6 +69,15 @@ int default_threads() {
 
 int run_cli(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && (args[0] == "--version" || args[0] == "version")) {
+    std::printf("kvpress %s\n", KVP_VERSION);
+    return 0;
+  }
+  // `kvpress help generate` is `kvpress generate --help`.
+  if (args.size() >= 2 && args[0] == "help") {
+    args.erase(args.begin());
+    args.insert(args.begin() + 1, "--help");
+  }
   if (args.empty() || args[0] == "help" || args[0] == "--help" || args[0] == "-h") {
     std::fputs(kTopHelp, args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;

@@ -1,5 +1,6 @@
 #pragma once
 // One function per sub-command; each returns the exit code and throws Error on bad input.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -11,7 +12,8 @@ int cmd_eval(const std::vector<std::string>& args);
 
 // Shared helpers for commands.
 std::string default_model_path();
-// "@path" reads the file; anything else is the text itself.
+// "@path" reads the file (at most kMaxTextFileBytes); anything else is the text itself.
+constexpr uint64_t kMaxTextFileBytes = 16ull << 20;
 std::string read_text_argument(const std::string& value, const std::string& what);
 int default_threads();
 

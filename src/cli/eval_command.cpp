@@ -100,8 +100,6 @@ int cmd_eval(const std::vector<std::string>& argv) {
         kSpecs);
     return 0;
   }
-  check(args.positional().empty(),
-        "unexpected argument '" + (args.positional().empty() ? "" : args.positional()[0]) + "'");
   check(args.has("dataset"), "--dataset is required (builtin:ruler or a JSONL file)");
   check(args.has("press"), "--press is required (one or more press names, comma-separated)");
   check(args.has("ratio"), "--ratio is required (one or more ratios, comma-separated)");

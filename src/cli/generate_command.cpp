@@ -14,9 +14,15 @@ namespace kvp {
 
 namespace {
 
+std::string fixed(double x, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, x);
+  return buf;
+}
+
 const std::vector<OptionSpec> kSpecs = {
     {"model", "PATH", "GGUF file or Hugging Face directory (default: the fetched SmolLM2-135M)"},
-    {"context", "TEXT|@FILE", "the context to read (required)"},
+    {"context", "TEXT|@FILE", "the context to read (required; a file of at most 16 MiB)"},
     {"question", "TEXT", "a question about the context (required)", true},
     {"max-new-tokens", "N", "answer length limit in tokens (default 64)"},
     {"answer-prefix", "TEXT", "text the answer starts with (prefilled after the question)"},
@@ -32,22 +38,22 @@ const std::vector<OptionSpec> kSpecs = {
     {"help", "", "show this help"},
 };
 
+// One line: the ratio, the context's bytes before and after, the reserve apart (it is part of
+// what remains, not of the saving) and, for a head-wise press, the spread of kept rows per
+// kv head (--json lists every head).
 void print_compression_summary(const Press& press, const PipelineResult& r) {
   const double mib = 1024.0 * 1024.0;
-  std::fprintf(stderr, "press %s: achieved ratio %.3f, KV cache %.2f MiB -> %.2f MiB (%.2f MiB saved, %.2f MiB of it reserve)\n",
-               press.name().c_str(), r.achieved_ratio, r.kv_bytes_before / mib, r.kv_bytes_after / mib,
-               (static_cast<double>(r.kv_bytes_before) - static_cast<double>(r.kv_bytes_after)) / mib,
-               r.reserve_bytes / mib);
-  bool uneven = false;
-  for (const auto& layer : r.head_lens) uneven = uneven || *std::min_element(layer.begin(), layer.end()) != *std::max_element(layer.begin(), layer.end());
-  if (!uneven) return;
-  std::fprintf(stderr, "kept rows per layer (min/median/max over kv heads):\n");
-  for (size_t l = 0; l < r.head_lens.size(); ++l) {
-    std::vector<int64_t> lens = r.head_lens[l];
-    std::sort(lens.begin(), lens.end());
-    std::fprintf(stderr, "  layer %2zu: %lld / %lld / %lld\n", l, static_cast<long long>(lens.front()),
-                 static_cast<long long>(lens[lens.size() / 2]), static_cast<long long>(lens.back()));
-  }
+  std::string line = "press " + press.name() + ": achieved ratio " + fixed(r.achieved_ratio, 3) +
+                     ", context KV cache " + fixed(r.context_bytes_before / mib, 2) + " -> " +
+                     fixed(r.context_bytes_after / mib, 2) + " MiB, plus " +
+                     fixed(r.reserve_bytes / mib, 2) + " MiB reserved for the question and answer";
+  std::vector<int64_t> lens;
+  for (const auto& layer : r.head_lens) lens.insert(lens.end(), layer.begin(), layer.end());
+  std::sort(lens.begin(), lens.end());
+  if (!lens.empty() && lens.front() != lens.back())
+    line += "; kept rows per kv head min/median/max " + std::to_string(lens.front()) + "/" +
+            std::to_string(lens[lens.size() / 2]) + "/" + std::to_string(lens.back());
+  std::fprintf(stderr, "%s\n", line.c_str());
 }
 
 }  // namespace
@@ -60,7 +66,6 @@ int cmd_generate(const std::vector<std::string>& argv) {
                              kSpecs);
     return 0;
   }
-  check(args.positional().empty(), "unexpected argument '" + (args.positional().empty() ? "" : args.positional()[0]) + "'");
   check(args.has("context"), "--context is required (text, or @file to read it from a file)");
   check(args.has("question"), "at least one --question is required");
   const std::string context = read_text_argument(args.get("context"), "context");
@@ -108,9 +113,10 @@ int cmd_generate(const std::vector<std::string>& argv) {
                     {"budget_rounding", budget_rounding_name(budget_rounding())}};
     }
     j["compression"] = {{"achieved_ratio", r.achieved_ratio},
-                        {"kv_bytes_before", r.kv_bytes_before},
-                        {"kv_bytes_after", r.kv_bytes_after},
-                        {"reserve_bytes", r.reserve_bytes},
+                        {"context_kv_bytes_before", r.context_bytes_before},
+                        {"context_kv_bytes_after", r.context_bytes_after},
+                        {"reserve_kv_bytes", r.reserve_bytes},
+                        {"allocated_kv_bytes", r.allocated_bytes},
                         {"head_lens", r.head_lens}};
     std::cout << j.dump(2) << "\n";
   } else {

@@ -207,7 +207,7 @@ PipelineResult Pipeline::run(const std::string& context, const std::vector<std::
   result.context_tokens = T;
   const int64_t reserve = longest_question + options.max_new_tokens;
   KVCache cache = model.make_cache(T + reserve);
-  result.kv_bytes_before = cache.bytes_for_rows(T + reserve);
+  result.context_bytes_before = cache.bytes_for_rows(T);
 
   std::vector<int32_t> positions(static_cast<size_t>(std::max(T, longest_question)));
   for (int64_t i = 0; i < T; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(i);
@@ -217,7 +217,8 @@ PipelineResult Pipeline::run(const std::string& context, const std::vector<std::
   model.forward(context_ids.data(), positions.data(), T, cache, hook.get());
   result.context_prefill_s = seconds_since(t0);
   result.compress_s = hook ? hook->seconds() : 0;
-  result.kv_bytes_after = cache.allocated_bytes();
+  result.allocated_bytes = cache.allocated_bytes();
+  result.context_bytes_after = cache.used_bytes();
   result.head_lens = cache.lengths();
   int64_t kept = 0;
   for (const auto& layer : result.head_lens) {

@@ -48,11 +48,12 @@ struct PipelineResult {
   int64_t context_tokens = 0;
   double context_prefill_s = 0;
   double compress_s = 0;
-  // Cache bytes allocated for the context plus the question/answer reserve: without the
-  // press (what the uncompressed cache holds) and after compression.
-  size_t kv_bytes_before = 0;
-  size_t kv_bytes_after = 0;
-  size_t reserve_bytes = 0;  // the part of kv_bytes_after that is free reserve rows
+  // The context's K and V rows before and after compression, kept apart from the reserve for
+  // the question and answer, which would hide the ratio on a short context.
+  size_t context_bytes_before = 0;
+  size_t context_bytes_after = 0;
+  size_t reserve_bytes = 0;    // free rows for the longest question and the answer
+  size_t allocated_bytes = 0;  // what the cache holds after compression: all of the above
   double achieved_ratio = 0;  // 1 - kept context rows / context rows, over all layers and heads
   std::vector<std::vector<int64_t>> head_lens;  // kept rows per layer and kv head
   int64_t decode_tokens() const;

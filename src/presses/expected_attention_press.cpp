@@ -13,6 +13,10 @@ namespace kvp {
 
 namespace {
 
+// Averaging the rotation costs n_future_positions * head_dim / 2 sines and cosines per layer;
+// 64k positions (a long context's worth) take a few seconds, 2^31 would take hours.
+constexpr int64_t kMaxFuturePositions = 65536;
+
 class ExpectedAttentionPress : public ScorerPress {
  public:
   ExpectedAttentionPress(double ratio, int64_t n_future, int64_t n_sink, bool use_covariance,
@@ -23,8 +27,10 @@ class ExpectedAttentionPress : public ScorerPress {
         use_covariance_(use_covariance),
         use_vnorm_(use_vnorm),
         epsilon_(epsilon) {
-    check(n_future > 0, "expected_attention: n_future_positions must be > 0");
+    check(n_future > 0 && n_future <= kMaxFuturePositions,
+          "expected_attention: n_future_positions must be in [1, 65536]");
     check(n_sink >= 0, "expected_attention: n_sink must be >= 0");
+    check(std::isfinite(epsilon), "expected_attention: epsilon must be finite");
   }
   std::string name() const override { return "expected_attention"; }
   nlohmann::json params() const override {
@@ -234,9 +240,9 @@ const PressRegistration registration(
       {"epsilon", "float", "0", "added to the attention before the value-norm rescaling"}},
      [](double ratio, PressArgs& a) {
        return std::make_unique<ExpectedAttentionPress>(
-           ratio, a.get_int("n_future_positions", 512), a.get_int("n_sink", 4),
-           a.get_bool("use_covariance", true), a.get_bool("use_vnorm", true),
-           a.get_double("epsilon", 0.0));
+           ratio, a.get_int("n_future_positions", 512, 1, kMaxFuturePositions),
+           a.get_int("n_sink", 4), a.get_bool("use_covariance", true),
+           a.get_bool("use_vnorm", true), a.get_finite("epsilon", 0.0));
      }});
 
 }  // namespace

@@ -125,9 +125,10 @@ KeepPlan HeadwisePress::plan_from_scores(LayerView& view, const Scores& scores) 
 
 // ---- AdaKV -------------------------------------------------------------------------------
 
-AdaKVPress::AdaKVPress(std::unique_ptr<Press> inner, double alpha_safeguard)
+AdaKVPress::AdaKVPress(std::unique_ptr<Press> inner, double alpha_safeguard, std::string name)
     : HeadwisePress(inner ? inner->compression_ratio() : 0.0, alpha_safeguard),
-      inner_(as_scorer(std::move(inner), "adakv")) {}
+      inner_(as_scorer(std::move(inner), name)),
+      name_(std::move(name)) {}
 
 nlohmann::json AdaKVPress::params() const {
   return {
@@ -143,7 +144,7 @@ void AdaKVPress::set_compression_ratio(double r) {
 
 CriticalAdaKVPress::CriticalAdaKVPress(std::unique_ptr<Press> inner, double alpha_safeguard,
                                        double epsilon, double first_stage_ratio)
-    : AdaKVPress(std::move(inner), alpha_safeguard),
+    : AdaKVPress(std::move(inner), alpha_safeguard, "critical_adakv"),
       epsilon_(epsilon),
       first_stage_ratio_(first_stage_ratio) {
   check(std::isfinite(epsilon), "critical_adakv: epsilon must be finite");
@@ -189,10 +190,11 @@ const PressParam kAlpha{
     "alpha_safeguard", "float", "0.2",
     "fraction of n_kept protected in every head (each head keeps at least that)"};
 
-std::unique_ptr<Press> make_adakv(const std::string& inner_name, double ratio, PressArgs& a) {
+std::unique_ptr<Press> make_adakv(const std::string& name, const std::string& inner_name,
+                                  double ratio, PressArgs& a) {
   const double alpha = a.get_double("alpha_safeguard", 0.2);
-  check_alpha_safeguard(alpha, "adakv");
-  return std::make_unique<AdaKVPress>(make_press(inner_name, ratio, a), alpha);
+  check_alpha_safeguard(alpha, name);
+  return std::make_unique<AdaKVPress>(make_inner_press(name, inner_name, ratio, a), alpha, name);
 }
 
 const PressRegistration adakv(
@@ -201,7 +203,7 @@ const PressRegistration adakv(
      "top H*n_kept scores of the layer; the inner scorer's parameters pass through",
      {{"press", "press", "snapkv", "the scorer press that supplies the scores"}, kAlpha},
      [](double ratio, PressArgs& a) {
-       return make_adakv(a.get_string("press", "snapkv"), ratio, a);
+       return make_adakv("adakv", a.get_string("press", "snapkv"), ratio, a);
      }});
 
 const PressRegistration ada_snapkv({"ada_snapkv",
@@ -210,7 +212,7 @@ const PressRegistration ada_snapkv({"ada_snapkv",
                                      {"kernel_size", "int", "5", "SnapKV's pooling kernel"},
                                      kAlpha},
                                     [](double ratio, PressArgs& a) {
-                                      return make_adakv("snapkv", ratio, a);
+                                      return make_adakv("ada_snapkv", "snapkv", ratio, a);
                                     }});
 
 const PressRegistration ada_expected_attention(
@@ -222,7 +224,9 @@ const PressRegistration ada_expected_attention(
       {"use_vnorm", "bool", "true", "ExpectedAttention's value-norm weighting"},
       {"epsilon", "float", "0", "ExpectedAttention's epsilon"},
       kAlpha},
-     [](double ratio, PressArgs& a) { return make_adakv("expected_attention", ratio, a); }});
+     [](double ratio, PressArgs& a) { 
+       return make_adakv("ada_expected_attention", "expected_attention", ratio, a);
+     }});
 
 const PressRegistration critical_adakv(
     {"critical_adakv",
@@ -238,7 +242,8 @@ const PressRegistration critical_adakv(
        check_alpha_safeguard(alpha, "critical_adakv");
        const double eps = a.get_double("epsilon", 1e-4);
        const double fsr = a.get_double("first_stage_ratio", 0.5);
-       return std::make_unique<CriticalAdaKVPress>(make_press(inner, ratio, a), alpha, eps, fsr);
+       return std::make_unique<CriticalAdaKVPress>(
+           make_inner_press("critical_adakv", inner, ratio, a), alpha, eps, fsr);
      }});
 
 }  // namespace

@@ -69,8 +69,10 @@ KeepPlan headwise_allocate(Scores& scores, int64_t n_safe, int64_t budget);
 // AdaKV over any ScorerPress: the inner press supplies the scores.
 class AdaKVPress : public HeadwisePress {
  public:
-  AdaKVPress(std::unique_ptr<Press> inner, double alpha_safeguard);
-  std::string name() const override { return "adakv"; }
+  // `name`: ada_snapkv and ada_expected_attention are adakv with a fixed inner press, and
+  // report their own names.
+  AdaKVPress(std::unique_ptr<Press> inner, double alpha_safeguard, std::string name = "adakv");
+  std::string name() const override { return name_; }
   nlohmann::json params() const override;
   void set_compression_ratio(double r) override;
   Scores score(LayerView& view) override { return inner_->score(view); }
@@ -82,6 +84,9 @@ class AdaKVPress : public HeadwisePress {
 
  protected:
   std::unique_ptr<ScorerPress> inner_;
+
+ private:
+  std::string name_;
 };
 
 // CriticalAdaKV (docs/kvpress-semantics.md 4.2): AdaKV's budgets B_h, then inside each
@@ -92,7 +97,6 @@ class CriticalAdaKVPress : public AdaKVPress {
  public:
   CriticalAdaKVPress(std::unique_ptr<Press> inner, double alpha_safeguard, double epsilon,
                      double first_stage_ratio);
-  std::string name() const override { return "critical_adakv"; }
   nlohmann::json params() const override;
 
  protected:

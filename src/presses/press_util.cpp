@@ -61,9 +61,7 @@ Tensor dequantized(Backend& backend, const Tensor& weight) {
 
 std::unique_ptr<ScorerPress> make_inner_scorer(const std::string& wrapper, const std::string& inner,
                                                double ratio, PressArgs& args) {
-  check(!inner.empty(), wrapper + ": needs an inner press (press=NAME)");
-  check(inner != wrapper, wrapper + ": cannot wrap itself");
-  std::unique_ptr<Press> p = make_press(inner, ratio, args);
+  std::unique_ptr<Press> p = make_inner_press(wrapper, inner, ratio, args);
   check(!p->is_headwise(), wrapper + ": the inner press '" + inner +
                                "' is head-wise (kv heads keep different lengths); " + wrapper +
                                " needs one length per layer");

@@ -78,8 +78,8 @@ const PressRegistration registration(
       {"kernel_size", "int", "5", "as snapkv"},
       {"beta", "int", "20", "pyramid steepness: the last layer gets about 1/beta of the average"}},
      [](double ratio, PressArgs& a) {
-       const int64_t w = a.get_int("window_size", 64);
-       const int64_t k = a.get_int("kernel_size", 5);
+       const int64_t w = a.get_int("window_size", 64, 1, kMaxSnapKvWindow);
+       const int64_t k = a.get_int("kernel_size", 5, 1, kMaxSnapKvKernel);
        const int64_t b = a.get_int("beta", 20);
        return std::make_unique<PyramidKvPress>(ratio, w, k, b);
      }});

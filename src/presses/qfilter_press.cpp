@@ -5,10 +5,9 @@
 // of our cached keys).
 #include <bit>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 
 #include "core/error.h"
+#include "io/read_file.h"
 #include "presses/registry.h"
 #include "presses/snapkv_press.h"
 
@@ -20,11 +19,10 @@ std::vector<float> read_filters(const std::string& path) {
   check(!path.empty(),
         "qfilter: needs filters=PATH, a raw little-endian float32 file of "
         "[n_layers, n_kv_heads, head_dim] filters");
-  std::error_code ec;
-  check(std::filesystem::is_regular_file(path, ec), "qfilter: filters file not found: " + path);
-  std::ifstream in(path, std::ios::binary);
-  check(static_cast<bool>(in), "qfilter: cannot open filters file " + path);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // A real model's filters are n_layers * n_kv_heads * head_dim floats: 128 KiB for an 8B
+  // Llama, so 16 MiB leaves room for any model while refusing a mistaken path at once.
+  const std::string bytes =
+      read_file_capped(path, "qfilter: filters file", {.max_bytes = 16ull << 20, .regular_only = true});
   check(!bytes.empty() && bytes.size() % 4 == 0,
         "qfilter: filters file " + path + " has " + std::to_string(bytes.size()) +
             " bytes, not a non-empty whole number of float32 values");

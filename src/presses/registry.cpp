@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 
 #include "core/error.h"
@@ -67,6 +68,21 @@ int64_t PressArgs::get_int(const std::string& key, int64_t fallback) {
   return x;
 }
 
+int64_t PressArgs::get_int(const std::string& key, int64_t fallback, int64_t min, int64_t max) {
+  const int64_t x = get_int(key, fallback);
+  check(x >= min && x <= max, "press parameter " + key + " must be between " +
+                                  std::to_string(min) + " and " + std::to_string(max) + ", got " +
+                                  std::to_string(x));
+  return x;
+}
+
+double PressArgs::get_finite(const std::string& key, double fallback) {
+  const double x = get_double(key, fallback);
+  check(std::isfinite(x), "press parameter " + key + " must be a finite number, got '" +
+                              (has(key) ? values_.at(key) : std::to_string(x)) + "'");
+  return x;
+}
+
 bool PressArgs::get_bool(const std::string& key, bool fallback) {
   if (!has(key)) return fallback;
   used_.insert(key);
@@ -118,10 +134,52 @@ void register_press(PressInfo info) {
   presses.insert(at, std::move(info));
 }
 
+namespace {
+
+// Presses build their inner presses through make_press; no chain the catalog allows is deeper
+// than a few levels, and this bound turns any future cycle into an error, not a stack overflow.
+constexpr int kMaxPressDepth = 4;
+thread_local int press_depth = 0;
+
+struct DepthGuard {
+  DepthGuard() {
+    check(press_depth < kMaxPressDepth, "presses nested more than 4 deep");
+    ++press_depth;
+  }
+  ~DepthGuard() { --press_depth; }
+  DepthGuard(const DepthGuard&) = delete;
+  DepthGuard& operator=(const DepthGuard&) = delete;
+};
+
+const PressInfo* find_press(const std::string& name) {
+  for (const auto& info : catalog())
+    if (info.name == name) return &info;
+  return nullptr;
+}
+
+}  // namespace
+
+bool is_wrapper_press(const std::string& name) {
+  const PressInfo* info = find_press(name);
+  if (!info) return false;
+  return std::any_of(info->params.begin(), info->params.end(),
+                     [](const PressParam& p) { return p.type == "press" || p.type == "presses"; });
+}
+
+std::unique_ptr<Press> make_inner_press(const std::string& wrapper, const std::string& inner,
+                                        double ratio, PressArgs& args) {
+  check(!inner.empty(), wrapper + ": needs an inner press (press=NAME)");
+  check(inner != wrapper, wrapper + ": cannot wrap itself");
+  check(!is_wrapper_press(inner), wrapper + ": the inner press '" + inner +
+                                      "' is itself a wrapper; wrappers do not nest (they would "
+                                      "share one press= parameter)");
+  return make_press(inner, ratio, args);
+}
+
 std::unique_ptr<Press> make_press(const std::string& name, double ratio, PressArgs& args) {
-  for (const auto& info : catalog()) {
-    if (info.name != name) continue;
-    return info.make(ratio, args);
+  if (const PressInfo* info = find_press(name)) {
+    DepthGuard depth;
+    return info->make(ratio, args);
   }
   std::vector<std::pair<size_t, std::string>> near;
   for (const auto& info : catalog()) near.emplace_back(distance(name, info.name), info.name);

@@ -22,6 +22,10 @@ class PressArgs {
 
   double get_double(const std::string& key, double fallback);
   int64_t get_int(const std::string& key, int64_t fallback);
+  // For a parameter that scales work: a value outside [min, max] is an error naming the bounds.
+  int64_t get_int(const std::string& key, int64_t fallback, int64_t min, int64_t max);
+  // A finite number (NaN and infinities are errors).
+  double get_finite(const std::string& key, double fallback);
   bool get_bool(const std::string& key, bool fallback);
   std::string get_string(const std::string& key, const std::string& fallback);
   std::vector<double> get_doubles(const std::string& key);
@@ -65,5 +69,13 @@ struct PressRegistration {
 std::unique_ptr<Press> make_press(const std::string& name, double ratio, PressArgs& args);
 std::unique_ptr<Press> make_press(const std::string& name, double ratio,
                                   const std::vector<std::string>& key_values = {});
+
+// True for a press that builds other presses (a parameter of type "press" or "presses").
+bool is_wrapper_press(const std::string& name);
+// Builds a wrapper's inner press. Wrappers read their inner press from the one shared press=
+// (or presses=) parameter, so a wrapper inside a wrapper would read its own choice again and
+// recurse without end: an inner wrapper is refused, naming both.
+std::unique_ptr<Press> make_inner_press(const std::string& wrapper, const std::string& inner,
+                                        double ratio, PressArgs& args);
 
 }  // namespace kvp

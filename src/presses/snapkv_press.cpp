@@ -116,8 +116,8 @@ const PressRegistration registration(
        "max(1, min(window_size, n_kept / 2)))"},
       {"kernel_size", "int", "5", "average-pooling kernel along the sequence (odd)"}},
      [](double ratio, PressArgs& a) {
-       const int64_t w = a.get_int("window_size", 64);
-       const int64_t k = a.get_int("kernel_size", 5);
+       const int64_t w = a.get_int("window_size", 64, 1, kMaxSnapKvWindow);
+       const int64_t k = a.get_int("kernel_size", 5, 1, kMaxSnapKvKernel);
        return std::make_unique<SnapKvPress>(ratio, w, k);
      }});
 

@@ -8,6 +8,11 @@
 
 namespace kvp {
 
+// Bounds on the parameters that scale SnapKV's work: the window's queries are scored against
+// every key (window * T), and pooling sums min(kernel, T) scores per row.
+constexpr int64_t kMaxSnapKvWindow = 1 << 20;
+constexpr int64_t kMaxSnapKvKernel = 4095;
+
 // The window SnapKV uses on a layer of n_rows cached rows: window_size when
 // n_rows > window_size (kvpress). kvpress.cpp extension: kvpress asserts when the context is
 // not longer than the window; we use max(1, min(window_size, n_kept / 2)) instead, with
