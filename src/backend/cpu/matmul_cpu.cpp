@@ -107,6 +107,54 @@ constexpr auto make_kernels(std::integer_sequence<int, I...>) {
 }
 constexpr auto kKernels = make_kernels(std::make_integer_sequence<int, kMR>{});  // kKernels[mr - 1]
 
+#elif defined(__AVX2__) && defined(__FMA__)
+
+// The AVX-512 kernel's arithmetic on 8-lane registers: each output is still one FMA chain
+// over k in order, so both kernels give the same bits. At most 3 rows per call: 12
+// accumulators, a broadcast and a panel load fill the 16 ymm registers.
+template <int MR>
+void micro_kernel_avx2(int64_t K, const float* x, int64_t ldx, const float* panel, float* y,
+                       int64_t ldy, int cols, bool accumulate) {
+  // A partial panel (cols < 32) goes through a padded copy: AVX2 has no masked float load.
+  alignas(32) float edge[MR][kPanel];
+  float* out[MR];
+  for (int i = 0; i < MR; ++i) out[i] = y + i * ldy;
+  if (cols < kPanel) {
+    for (int i = 0; i < MR; ++i) {
+      std::memset(edge[i], 0, sizeof edge[i]);
+      if (accumulate) std::memcpy(edge[i], y + i * ldy, static_cast<size_t>(cols) * sizeof(float));
+      out[i] = edge[i];
+    }
+  }
+  __m256 c[MR][4];
+  for (int i = 0; i < MR; ++i)
+    for (int q = 0; q < 4; ++q)
+      c[i][q] = accumulate ? _mm256_loadu_ps(out[i] + 8 * q) : _mm256_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    const float* wk = panel + k * kPanel;
+    for (int i = 0; i < MR; ++i) {
+      const __m256 xb = _mm256_set1_ps(x[i * ldx + k]);
+      for (int q = 0; q < 4; ++q) c[i][q] = _mm256_fmadd_ps(xb, _mm256_load_ps(wk + 8 * q), c[i][q]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int q = 0; q < 4; ++q) _mm256_storeu_ps(out[i] + 8 * q, c[i][q]);
+  if (cols < kPanel)
+    for (int i = 0; i < MR; ++i) std::memcpy(y + i * ldy, edge[i], static_cast<size_t>(cols) * sizeof(float));
+}
+
+void micro_kernel_rows(int mr, int64_t K, const float* x, int64_t ldx, const float* panel, float* y,
+                       int64_t ldy, int cols, bool accumulate) {
+  for (int i = 0; i < mr; i += 3) {
+    const int n = std::min(3, mr - i);
+    const float* xi = x + i * ldx;
+    float* yi = y + i * ldy;
+    if (n == 3) micro_kernel_avx2<3>(K, xi, ldx, panel, yi, ldy, cols, accumulate);
+    if (n == 2) micro_kernel_avx2<2>(K, xi, ldx, panel, yi, ldy, cols, accumulate);
+    if (n == 1) micro_kernel_avx2<1>(K, xi, ldx, panel, yi, ldy, cols, accumulate);
+  }
+}
+
 #endif  // __AVX512F__
 
 // Dequantises weight rows [o0, o0 + rows) into panels of kPanel transposed rows:
@@ -183,6 +231,8 @@ void matmul_tiled(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y)
             float* yo = yp + t * N + o0 + p * kPanel;
 #if defined(__AVX512F__)
             kKernels[static_cast<size_t>(mr - 1)](kc, xp + t * K + k0, K, panel, yo, N, cols, k0 > 0);
+#elif defined(__AVX2__) && defined(__FMA__)
+            micro_kernel_rows(mr, kc, xp + t * K + k0, K, panel, yo, N, cols, k0 > 0);
 #else
             for (int i = 0; i < mr; ++i)
               for (int j = 0; j < cols; ++j) {
