@@ -41,9 +41,8 @@ std::string read_file_capped(const std::string& path, const std::string& what,
   while (in) {
     in.read(chunk, sizeof chunk);
     const auto got = static_cast<size_t>(in.gcount());
-    check(out.size() + got <= options.max_bytes,
-          what + " '" + path + "' is larger than the " + format_byte_size(options.max_bytes) +
-              " cap");
+    check(out.size() + got <= options.max_bytes, what + " '" + path + "' is larger than the " +
+                                                     format_byte_size(options.max_bytes) + " cap");
     out.append(chunk, got);
   }
   check(in.eof(), "error while reading " + what + " '" + path + "'");
