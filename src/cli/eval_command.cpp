@@ -114,6 +114,7 @@ int cmd_eval(const std::vector<std::string>& argv) {
   config.separate = args.has("separate");
   config.context_batch = args.get_int("context-batch", 8, 1, 1024);
   config.progress = !args.has("no-progress");
+  config.dataset = args.get("dataset");
   grid_cells(config);  // unknown presses and bad parameters fail before the model loads
 
   const std::string dataset = args.get("dataset");
@@ -121,6 +122,7 @@ int cmd_eval(const std::vector<std::string>& argv) {
   std::vector<std::string> tasks;
   if (args.has("tasks")) tasks = split_list(args.get("tasks"), "--tasks");
   const int samples = args.get_int("samples", builtin ? 4 : 0, 1, 1 << 20);
+  config.samples = samples;
   std::vector<EvalRow> rows;
   RulerOptions ruler;
   if (builtin) {
@@ -131,6 +133,8 @@ int cmd_eval(const std::vector<std::string>& argv) {
     ruler.samples = samples;
     ruler.seed = static_cast<uint64_t>(args.get_int("seed", 42, 0, 1 << 30));
     ruler.tasks = tasks;
+    config.context_length = ruler.context_length;
+    config.seed = static_cast<int64_t>(ruler.seed);
     if (args.has("haystack")) {
       ruler.haystack = read_text_argument("@" + args.get("haystack"), "haystack");
       check(!ruler.haystack.empty(), "the haystack file '" + args.get("haystack") + "' is empty");

@@ -65,6 +65,19 @@ std::vector<double> press_ratios(const std::vector<TaskScore>& scores) {
 
 }  // namespace
 
+std::string markdown_cell(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '|')
+      out += "\\|";
+    else if (c == '\n' || c == '\r')
+      out += ' ';
+    else
+      out += c;
+  }
+  return out;
+}
+
 std::string format_ratio(double ratio) {
   std::string s = fmt("%.4f", ratio);
   while (s.size() > 3 && s.back() == '0') s.pop_back();
@@ -113,7 +126,7 @@ std::string results_markdown(const std::vector<TaskScore>& scores) {
   for (size_t i = 0; i < ratios.size(); ++i) md << "---:|";
   md << "\n";
   for (const auto& p : presses_in_order(scores)) {
-    md << "| " << p << " |";
+    md << "| " << markdown_cell(p) << " |";
     const CellAverage* base = p == "baseline" ? find(p, 0) : nullptr;
     md << " " << (base ? fmt("%.1f", base->score) : "") << " |";
     for (double r : ratios) {
@@ -128,12 +141,12 @@ std::string results_markdown(const std::vector<TaskScore>& scores) {
     if (std::find(tasks.begin(), tasks.end(), s.task) == tasks.end()) tasks.push_back(s.task);
   }
   md << "\n| press | ratio |";
-  for (const auto& t : tasks) md << " " << t << " |";
+  for (const auto& t : tasks) md << " " << markdown_cell(t) << " |";
   md << " average |\n|---|---:|";
   for (size_t i = 0; i <= tasks.size(); ++i) md << "---:|";
   md << "\n";
   for (const auto& c : avg) {
-    md << "| " << c.press << " | " << (c.press == "baseline" ? "-" : format_ratio(c.ratio)) << " |";
+    md << "| " << markdown_cell(c.press) << " | " << (c.press == "baseline" ? "-" : format_ratio(c.ratio)) << " |";
     for (const auto& t : tasks) {
       auto it = std::find_if(scores.begin(), scores.end(), [&](const TaskScore& s) {
         return s.press == c.press && s.ratio == c.ratio && s.task == t;

@@ -28,6 +28,8 @@ std::string format_ratio(double ratio);  // "0.25"
 std::string results_csv(const std::vector<TaskScore>& scores);
 // Press x ratio table of averages over tasks, then press@ratio x task.
 std::string results_markdown(const std::vector<TaskScore>& scores);
+// A table cell: '|' escaped and line breaks folded, so a name cannot break the table.
+std::string markdown_cell(const std::string& text);
 // Average score vs compression ratio, one line per press (each starting at the baseline).
 std::string results_svg(const std::vector<TaskScore>& scores, const std::string& title,
                         const std::string& subtitle);

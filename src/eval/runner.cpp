@@ -35,17 +35,27 @@ std::string duration(double s) {
   return buf;
 }
 
+}  // namespace
+
+std::string eta_text(int done, int total, double elapsed_s, int batch) {
+  if (done >= total) return duration(0);
+  if (done <= 0 || done < std::min(std::max(batch, 1), total)) return "?";
+  return duration(elapsed_s / done * (total - done));
+}
+
+namespace {
+
 class Progress {
  public:
-  Progress(int total, bool enabled)
-      : total_(total), enabled_(enabled && total > 0), tty_(isatty(2) != 0) {}
+  Progress(int total, bool enabled, int batch)
+      : total_(total), batch_(batch), enabled_(enabled && total > 0), tty_(isatty(2) != 0) {}
   void update(int done, double elapsed, const std::string& note) {
     if (!enabled_) return;
     const int width = 28;
     const int fill = total_ ? done * width / total_ : width;
     std::string bar(static_cast<size_t>(fill), '#');
     bar += std::string(static_cast<size_t>(width - fill), '.');
-    const std::string eta = done > 0 ? duration(elapsed / done * (total_ - done)) : "?";
+    const std::string eta = eta_text(done, total_, elapsed, batch_);
     std::fprintf(stderr, "%s[%s] %d/%d contexts  %s elapsed  ETA %s  %s%s", tty_ ? "\r" : "",
                  bar.c_str(), done, total_, duration(elapsed).c_str(), eta.c_str(), note.c_str(),
                  tty_ ? "\x1b[K" : "\n");
@@ -54,7 +64,7 @@ class Progress {
   }
 
  private:
-  int total_;
+  int total_, batch_;
   bool enabled_, tty_;
 };
 
@@ -74,6 +84,48 @@ std::string cell_key(const std::string& model_id, const CellSpec& c, const std::
 int row_max_new_tokens(const EvalRow& r, const EvalConfig& config) {
   if (config.max_new_tokens > 0) return config.max_new_tokens;
   return r.max_new_tokens > 0 ? r.max_new_tokens : 64;
+}
+
+// Each task's metric (rows of one task share it; a task with mixed metrics lists them all).
+std::map<std::string, std::string> task_metrics(const std::vector<EvalRow>& rows) {
+  std::map<std::string, std::string> out;
+  for (const auto& r : rows) {
+    std::string& m = out[r.task];
+    if (m.empty())
+      m = r.metric;
+    else if (("," + m + ",").find("," + r.metric + ",") == std::string::npos)
+      m += "," + r.metric;
+  }
+  return out;
+}
+
+// The title and the settings of results.md, so the file reads alone.
+std::string report_header(const EvalConfig& c, const std::map<std::string, std::string>& metrics) {
+  std::string md = "# kvpress eval: score against KV-cache compression ratio\n\n";
+  md += "- model: `" + markdown_cell(c.model_id) + "`\n";
+  md += "- dataset: `" + markdown_cell(c.dataset) + "`";
+  if (c.context_length > 0) md += ", " + std::to_string(c.context_length) + "-token contexts";
+  if (c.samples > 0) md += ", " + std::to_string(c.samples) + " samples per task";
+  if (c.seed >= 0) md += ", seed " + std::to_string(c.seed);
+  md += "\n- budget rounding: " + std::string(budget_rounding_name(budget_rounding())) + "\n";
+  // RULER's names: "all" scores the share of the references found in the answer, "any" 1 when
+  // any one is.
+  const auto label = [](const std::string& m) {
+    return m == "all" ? std::string("string_match_all")
+                      : m == "any" ? std::string("string_match_any") : m;
+  };
+  std::map<std::string, std::vector<std::string>> by_metric;
+  for (const auto& [task, metric] : metrics) by_metric[label(metric)].push_back(task);
+  md += "- score: the mean row score per task, in percent (metric";
+  md += by_metric.size() == 1 ? " " + by_metric.begin()->first : "s by task:";
+  if (by_metric.size() > 1)
+    for (const auto& [metric, tasks] : by_metric) {
+      md += " " + metric + " for";
+      for (const auto& t : tasks) md += " " + markdown_cell(t);
+      md += ";";
+    }
+  md += "); averages are over tasks\n\n";
+  return md;
 }
 
 void write_file(const std::filesystem::path& path, const std::string& text) {
@@ -187,7 +239,7 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
 
   EvalSummary summary;
   summary.contexts = static_cast<int>(groups.size());
-  Progress progress(to_run, config.progress);
+  Progress progress(to_run, config.progress, config.separate ? 1 : config.context_batch);
   const auto t_loop = std::chrono::steady_clock::now();
   progress.update(0, 0, "");
   std::ofstream records(records_path, std::ios::app);
@@ -290,18 +342,32 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
   // Reports.
   const fs::path dir(config.out_dir);
   write_file(dir / "results.csv", results_csv(summary.scores));
-  write_file(dir / "results.md", results_markdown(summary.scores));
-  int per_task = 0;
-  for (const auto& s : summary.scores) per_task = std::max(per_task, s.n);
+  const std::map<std::string, std::string> metrics = task_metrics(rows);
+  write_file(dir / "results.md",
+             report_header(config, metrics) + results_markdown(summary.scores));
+  int per_task = 0, fewest = 1 << 30;
+  for (const auto& s : summary.scores) {
+    per_task = std::max(per_task, s.n);
+    fewest = std::min(fewest, s.n);
+  }
+  const std::string rows_each = per_task == 1   ? "1 row each"
+                                : fewest == per_task ? std::to_string(per_task) + " rows each"
+                                                     : "up to " + std::to_string(per_task) + " rows each";
   const std::string subtitle =
       (config.model_id.empty() ? std::string()
                                : fs::path(config.model_id).filename().string() + ", ") +
-      std::to_string(tasks.size()) + " task" + (tasks.size() == 1 ? "" : "s") + ", up to " +
-      std::to_string(per_task) + " rows each" + (title_note.empty() ? "" : ", " + title_note);
+      std::to_string(tasks.size()) + " task" + (tasks.size() == 1 ? "" : "s") + ", " + rows_each +
+      (title_note.empty() ? "" : ", " + title_note);
   write_file(dir / "results.svg",
              results_svg(summary.scores, "Score vs KV-cache compression", subtitle));
   nlohmann::json j;
   j["model"] = config.model_id;
+  j["dataset"] = config.dataset;
+  j["context_length"] = config.context_length > 0 ? nlohmann::json(config.context_length) : nlohmann::json();
+  j["samples_per_task"] = config.samples > 0 ? nlohmann::json(config.samples) : nlohmann::json();
+  j["seed"] = config.seed >= 0 ? nlohmann::json(config.seed) : nlohmann::json();
+  j["metrics"] = metrics;
+  j["score"] = "mean row score per task, in percent; averages are over tasks";
   j["budget_rounding"] = budget_rounding_name(budget_rounding());
   j["results"] = nlohmann::json::array();
   for (const auto& s : summary.scores) {

@@ -26,7 +26,17 @@ struct EvalConfig {
   // rows per decode step, at the memory of that many full caches.
   int context_batch = 8;
   bool progress = true;   // progress bar on stderr
+  // What the reports say about the run, so that results.md and results.json read alone.
+  std::string dataset;     // "builtin:ruler" or the JSONL path
+  int context_length = 0;  // builtin: tokens per context (0: the rows' own)
+  int samples = 0;         // rows per task asked for (0: all)
+  int64_t seed = -1;       // builtin: the generator's seed (-1: none)
 };
+
+// ETA text for the progress line: "?" until the first batch of contexts has finished. With
+// continuous batching the first contexts finish together after about one batch's time, so
+// extrapolating from the first one overstates the rest by up to the batch size.
+std::string eta_text(int done, int total, double elapsed_s, int batch);
 
 struct EvalSummary {
   std::vector<TaskScore> scores;

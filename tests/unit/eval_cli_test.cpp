@@ -118,7 +118,7 @@ TEST(EvalCli, TinyRunWritesReportsAndResumes) {
   const std::string data = temp_file(
       "tiny.jsonl",
       kRow + "\n" +
-          R"({"context": "The secret code is 4719. Remember it.", "question": "Repeat the secret code.", "answers": ["4719"], "task": "repeat"})" +
+          R"({"context": "The secret code is 4719. Remember it.", "question": "Repeat the secret code.", "answers": ["4719"], "task": "re|peat"})" +
           "\n");
   const std::string out = temp_path("out");
   std::filesystem::remove_all(out);
@@ -149,10 +149,24 @@ TEST(EvalCli, TinyRunWritesReportsAndResumes) {
   }
   const auto j = nlohmann::json::parse(read(out + "/results.json"));
   EXPECT_EQ(j["results"].size(), 10u);  // (baseline + 2 presses x 2 ratios) x 2 tasks
-  EXPECT_NE(read(out + "/results.csv").find("knorm,0.25,repeat,"), std::string::npos);
+  EXPECT_NE(read(out + "/results.csv").find("knorm,0.25,re|peat,"), std::string::npos);
   EXPECT_NE(read(out + "/results.csv").find("baseline,0.0,jsonl,100.00,1"), std::string::npos)
       << read(out + "/cells.jsonl");
   EXPECT_EQ(read(out + "/results.svg").rfind("<svg", 0), 0u);
+  // The reports read alone: a title, the model, the dataset and the metric; a '|' in a task
+  // name stays inside its cell; one row per task is "1 row", not "1 rows".
+  const std::string md = read(out + "/results.md");
+  EXPECT_EQ(md.rfind("# kvpress eval", 0), 0u) << md;
+  EXPECT_NE(md.find("- model: `" + test::default_model_path() + "`"), std::string::npos) << md;
+  EXPECT_NE(md.find("- dataset: `" + data + "`"), std::string::npos) << md;
+  EXPECT_NE(md.find("string_match_all"), std::string::npos) << md;
+  EXPECT_NE(md.find("| re\\|peat |"), std::string::npos) << md;
+  EXPECT_EQ(j["dataset"], data);
+  EXPECT_EQ(j["metrics"]["re|peat"], "all");
+  EXPECT_TRUE(j.contains("samples_per_task") && j.contains("seed") && j.contains("score"));
+  const std::string svg = read(out + "/results.svg");
+  EXPECT_NE(svg.find("2 tasks, 1 row each"), std::string::npos);
+  EXPECT_EQ(svg.find("1 rows"), std::string::npos);
 
   // Everything is already there: nothing runs again, same results.
   const std::string before = read(out + "/results.csv");

@@ -8,6 +8,7 @@
 #include "eval/dataset.h"
 #include "eval/report.h"
 #include "eval/ruler.h"
+#include "eval/runner.h"
 
 namespace kvp {
 
@@ -191,4 +192,38 @@ TEST(Report, TablesAndPlot) {
   EXPECT_NE(svg.find("knorm"), std::string::npos);
 }
 
+TEST(Report, MarkdownCellsKeepTheTable) {
+  EXPECT_EQ(markdown_cell("a|b"), "a\\|b");
+  EXPECT_EQ(markdown_cell("two\nlines"), "two lines");
+  const std::string md = results_markdown({{"baseline", 0, "x|y", 50, 1}});
+  EXPECT_NE(md.find("| x\\|y |"), std::string::npos) << md;
+}
+
+// The progress line's ETA under continuous batching: 33 contexts, 8 live at once, each
+// taking 10 s of the machine, so the first 8 finish together at 80 s and the rest follow
+// one every 10 s. Extrapolating from the first finished context said 42m40s when 4m10s
+// remained.
+TEST(Progress, FirstEtaIsNotOffByTheBatchSize) {
+  const int total = 33, batch = 8;
+  const double per_context = 10;
+  bool shown = false;
+  for (int done = 1; done <= total; ++done) {
+    const double t = done <= batch ? batch * per_context : (done)*per_context;
+    const std::string eta = eta_text(done, total, t, batch);
+    if (eta == "?") continue;
+    if (!shown) {
+      shown = true;
+      const double truth = (total - done) * per_context;
+      // "4m10s" -> seconds
+      const double shown_s = std::stoi(eta.substr(0, eta.find('m'))) * 60.0 +
+                             std::stoi(eta.substr(eta.find('m') + 1));
+      EXPECT_NEAR(shown_s, truth, 0.25 * truth) << eta << " at " << done;
+    }
+  }
+  EXPECT_TRUE(shown);
+  EXPECT_EQ(eta_text(0, 5, 0, 1), "?");
+  EXPECT_EQ(eta_text(1, 5, 10, 1), "0m40s");  // no batching: plain extrapolation
+}
+
 }  // namespace kvp
+
