@@ -3,7 +3,7 @@
 # and answer a question about a short context.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-"$root/scripts/build.sh"
+"$root/scripts/build.sh" --target kvpress
 "$root/scripts/fetch-model.sh" >/dev/null
 set -x
 "$root/build/kvpress" generate \

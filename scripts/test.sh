@@ -15,6 +15,7 @@ ctest --test-dir "$root/build" --output-on-failure -j"$jobs"
 # the model goldens and every parser and op test still run instrumented.
 slow_under_sanitizers='EvalParity|PressGolden|PressWrappers|EvalGrid|EvalCli.Tiny|ExamplePress|HeadwiseCli|PressFramework.UniformBudget|Cli.SeveralQuestions'
 if [ "${KVP_SKIP_SANITIZERS:-0}" != 1 ]; then
+  echo "==== second pass: the suite again under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/) ===="
   cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVP_SANITIZE=ON -DKVP_BENCH=OFF >/dev/null
   cmake --build "$root/build-asan" -j"$jobs"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
