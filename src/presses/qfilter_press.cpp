@@ -21,8 +21,8 @@ std::vector<float> read_filters(const std::string& path) {
         "[n_layers, n_kv_heads, head_dim] filters");
   // A real model's filters are n_layers * n_kv_heads * head_dim floats: 128 KiB for an 8B
   // Llama, so 16 MiB leaves room for any model while refusing a mistaken path at once.
-  const std::string bytes =
-      read_file_capped(path, "qfilter: filters file", {.max_bytes = 16ull << 20, .regular_only = true});
+  const std::string bytes = read_file_capped(path, "qfilter filters file",
+                                             {.max_bytes = 16ull << 20, .regular_only = true});
   check(!bytes.empty() && bytes.size() % 4 == 0,
         "qfilter: filters file " + path + " has " + std::to_string(bytes.size()) +
             " bytes, not a non-empty whole number of float32 values");

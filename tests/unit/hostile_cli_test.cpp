@@ -119,9 +119,9 @@ TEST(HostileFiles, ContextFromADirectoryOrNothing) {
 
 TEST(HostileFiles, QFilterFiltersFromADevice) {
   expect_error(generate_with({"--press", "qfilter", "--press-arg", "filters=/dev/zero"}),
-               "qfilter: filters file '/dev/zero' is not a regular file");
+               "qfilter filters file '/dev/zero' is not a regular file");
   expect_error(generate_with({"--press", "qfilter", "--press-arg", "filters=/nonexistent"}),
-               "cannot read qfilter: filters file '/nonexistent': no such file");
+               "cannot read qfilter filters file '/nonexistent': no such file");
 }
 
 TEST(Newcomer, ShortHelpVersionAndHelpCommand) {
