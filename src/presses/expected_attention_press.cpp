@@ -5,7 +5,7 @@
 #include <cmath>
 #include <vector>
 
-#include "backend/cpu/reference.h"
+#include "backend/rope_freq.h"
 #include "core/error.h"
 #include "presses/press_util.h"
 
@@ -98,7 +98,7 @@ class ExpectedAttentionPress : public ScorerPress {
     // P x = rotate_half(x) = [-x2, x1]. R[i][i] = R[i+h][i+h] = cbar_i, R[i][i+h] = -sbar_i,
     // R[i+h][i] = sbar_i. cos/sin in float32 as transformers' rotary embedding gives them.
     std::vector<float> inv(static_cast<size_t>(h2));
-    ref::rope_inv_freq(c.rope, inv.data());
+    rope_inv_freq(c.rope, inv.data());
     std::vector<double> R(static_cast<size_t>(D * D), 0.0);
     {
       std::vector<double> cbar(static_cast<size_t>(h2), 0.0), sbar(static_cast<size_t>(h2), 0.0);

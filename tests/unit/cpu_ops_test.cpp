@@ -356,7 +356,7 @@ TEST(RefRope, KnownValues) {
   p.head_dim = 4;
   p.theta = 10000.f;
   float inv[2];
-  ref::rope_inv_freq(p, inv);
+  rope_inv_freq(p, inv);
   EXPECT_EQ(inv[0], 1.f);
   EXPECT_FLOAT_EQ(inv[1], 0.01f);
   // x = [1, 2, 3, 4] at position 1: pairs (x0, x2) by angle 1, (x1, x3) by angle 0.01.
@@ -388,7 +388,7 @@ TEST(RefRope, Llama3Scaling) {
   p.llama3_high_freq_factor = 4.f;
   p.llama3_original_max_positions = 8192;
   float inv[64];
-  ref::rope_inv_freq(p, inv);
+  rope_inv_freq(p, inv);
   int low = 0, mid = 0, high = 0;
   for (int i = 0; i < 64; ++i) {
     const double f = 1.0 / std::pow(500000.0, 2.0 * i / 128.0);

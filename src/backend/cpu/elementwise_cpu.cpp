@@ -81,7 +81,7 @@ void rope(ThreadPool& pool, Tensor& x, const int32_t* positions, const RopeParam
   const int64_t heads = x.rows() / T;
   const int64_t h = D / 2;
   std::vector<float> inv(static_cast<size_t>(h));
-  ref::rope_inv_freq(params, inv.data());
+  rope_inv_freq(params, inv.data());
   float* xp = x.ptr<float>();
   for_rows(pool, T, heads * D, [&](int64_t t0, int64_t t1) {
     std::vector<float> cs(static_cast<size_t>(D));  // cos in [0, h), sin in [h, D)

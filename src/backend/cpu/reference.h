@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/rope_freq.h"
 
 namespace kvp::ref {
 
@@ -16,8 +17,6 @@ void matmul(const Tensor& x, const Tensor& w, Tensor& y);
 std::vector<int32_t> matmul_argmax(const Tensor& x, const Tensor& w);
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
 void rope(Tensor& x, const int32_t* positions, const RopeParams& params);
-// inv_freq[i] for i < head_dim / 2, llama3 scaling applied when configured.
-void rope_inv_freq(const RopeParams& params, float* inv_freq);
 void silu_mul(Tensor& gate, const Tensor& up);
 void add(Tensor& y, const Tensor& x);
 void add_bias(Tensor& y, const Tensor& bias);
