@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/text.h"
 #include "io/json_file.h"
+#include "io/read_file.h"
 
 namespace kvp {
 
@@ -45,14 +46,6 @@ double score_answer(const std::string& answer, const std::vector<std::string>& r
 
 namespace {
 
-std::string byte_size_text(uint64_t bytes) {
-  for (const auto& [unit, shift] :
-       {std::pair{"GiB", 30}, std::pair{"MiB", 20}, std::pair{"KiB", 10}})
-    if (bytes >= (uint64_t{1} << shift) && bytes % (uint64_t{1} << shift) == 0)
-      return std::to_string(bytes >> shift) + " " + unit;
-  return std::to_string(bytes) + " bytes";
-}
-
 // Splits a stream into lines while holding at most one of them, and stops at a cap as soon as
 // it is crossed: an unterminated line is never read whole.
 class LineReader {
@@ -71,7 +64,7 @@ class LineReader {
       const size_t n = newline ? static_cast<size_t>(newline - begin) : end_ - pos_;
       if (line.size() + n > limits_.max_line_bytes)
         throw Error(source_ + " line " + std::to_string(number_) + " is longer than the " +
-                    byte_size_text(limits_.max_line_bytes) + " cap (one row is one line of JSON)");
+                    format_byte_size(limits_.max_line_bytes) + " cap (one row is one line of JSON)");
       grow(line, n);
       line.append(begin, n);
       pos_ += n + (newline ? 1 : 0);
@@ -103,7 +96,7 @@ class LineReader {
     end_ = static_cast<size_t>(in_.gcount());
     total_ += end_;
     if (total_ > limits_.max_total_bytes)
-      throw Error(source_ + " is larger than the " + byte_size_text(limits_.max_total_bytes) +
+      throw Error(source_ + " is larger than the " + format_byte_size(limits_.max_total_bytes) +
                   " cap for a dataset (split it into several files)");
     return end_ > 0;
   }

@@ -2,16 +2,17 @@
 
 #include <filesystem>
 #include <fstream>
+#include <utility>
 
 #include "core/error.h"
 
 namespace kvp {
 
 std::string format_byte_size(uint64_t bytes) {
-  if (bytes >= (1ull << 20) && bytes % (1ull << 20) == 0)
-    return std::to_string(bytes >> 20) + " MiB";
-  if (bytes >= (1ull << 10) && bytes % (1ull << 10) == 0)
-    return std::to_string(bytes >> 10) + " KiB";
+  for (const auto& [unit, shift] :
+       {std::pair{"GiB", 30}, std::pair{"MiB", 20}, std::pair{"KiB", 10}})
+    if (bytes >= (uint64_t{1} << shift) && bytes % (uint64_t{1} << shift) == 0)
+      return std::to_string(bytes >> shift) + " " + unit;
   return std::to_string(bytes) + " bytes";
 }
 

@@ -19,7 +19,7 @@ struct ReadFileOptions {
 std::string read_file_capped(const std::string& path, const std::string& what,
                              const ReadFileOptions& options = {});
 
-// "16 MiB", "512 KiB", "100 bytes": a cap as a person reads it.
+// "1 GiB", "16 MiB", "512 KiB", "100 bytes": a cap as a person reads it.
 std::string format_byte_size(uint64_t bytes);
 
 }  // namespace kvp
