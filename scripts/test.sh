@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs the whole test suite, then the suite again under AddressSanitizer and
-# UndefinedBehaviorSanitizer. Fetches the default model first (tests that need it would
+# UndefinedBehaviorSanitizer, then every fuzz target for about 30 s (KVP_SKIP_SANITIZERS=1 and
+# KVP_SKIP_FUZZ=1 leave those passes out). Fetches the default model first (tests that need it would
 # otherwise skip, loudly).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,4 +21,9 @@ if [ "${KVP_SKIP_SANITIZERS:-0}" != 1 ]; then
   cmake --build "$root/build-asan" -j"$jobs"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir "$root/build-asan" --output-on-failure -j"$jobs" -E "${KVP_ASAN_EXCLUDE:-$slow_under_sanitizers}"
+fi
+# Third pass: every libFuzzer target for a bounded time on its committed corpus (scripts/fuzz.sh).
+if [ "${KVP_SKIP_FUZZ:-0}" != 1 ]; then
+  echo "==== third pass: coverage-guided fuzzing of every parser (build-fuzz/, clang 14) ===="
+  "$root/scripts/fuzz.sh"
 fi
