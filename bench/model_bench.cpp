@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/factory.h"
 #include "model/model.h"
 #include "pipeline/pipeline.h"
 
@@ -49,15 +50,15 @@ const char* const kDecodePrompt = "The history of the printing press begins";
 
 // Character-for-character the filler_text() of tools/reference/bench_llamacpp.py.
 std::string filler_text(size_t min_chars) {
-  static const char* const subjects[] = {"The engineer", "A small model", "The cache",
-                                         "Every attention head", "The compiler", "A long document",
-                                         "The scheduler", "Our benchmark"};
-  static const char* const verbs[] = {"reads", "compresses", "keeps", "discards",
-                                      "measures", "rewrites", "streams", "scores"};
-  static const char* const objects[] = {"the oldest tokens", "a sorted list of rows",
+  static const char* const subjects[] = {"The engineer",         "A small model", "The cache",
+                                         "Every attention head", "The compiler",  "A long document",
+                                         "The scheduler",        "Our benchmark"};
+  static const char* const verbs[] = {"reads",    "compresses", "keeps",   "discards",
+                                      "measures", "rewrites",   "streams", "scores"};
+  static const char* const objects[] = {"the oldest tokens",         "a sorted list of rows",
                                         "the key and value vectors", "one segment per head",
-                                        "the quantised weights", "a question about the context",
-                                        "the memory bandwidth", "every layer in turn"};
+                                        "the quantised weights",     "a question about the context",
+                                        "the memory bandwidth",      "every layer in turn"};
   std::string out;
   for (int i = 0; out.size() < min_chars; ++i) {
     out += std::string(subjects[i % 8]) + " " + verbs[(i * 3) % 8] + " " +
@@ -111,7 +112,7 @@ struct Result {
 
 Result bench_threads(const std::string& path, int threads, int reps,
                      const std::vector<int32_t>& prompt_ids) {
-  auto backend = kvp::make_cpu_backend(threads);
+  auto backend = kvp::make_backend("cpu", threads);
   kvp::LoadedModel m = kvp::load(path, *backend, /*use_chat_template=*/false);
   kvp::Model& model = *m.model;
   const int64_t capacity = kMaxPrefill + 64;  // as the script's n_ctx
@@ -192,12 +193,18 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) usage(2);
       return argv[++i];
     };
-    if (a == "--model") model_path = value();
-    else if (a == "--threads") threads_arg = value();
-    else if (a == "--reps") reps = std::atoi(value().c_str());
-    else if (a == "--json") json = true;
-    else if (a == "-h" || a == "--help") usage(0);
-    else usage(2);
+    if (a == "--model")
+      model_path = value();
+    else if (a == "--threads")
+      threads_arg = value();
+    else if (a == "--reps")
+      reps = std::atoi(value().c_str());
+    else if (a == "--json")
+      json = true;
+    else if (a == "-h" || a == "--help")
+      usage(0);
+    else
+      usage(2);
   }
   if (model_path.empty()) model_path = default_model();
   std::vector<int> threads;
@@ -217,13 +224,14 @@ int main(int argc, char** argv) {
     size_t weights_bytes = 0;
     uint32_t checksum = 0;
     {
-      auto backend = kvp::make_cpu_backend(1);
+      auto backend = kvp::make_backend("cpu", 1);
       kvp::LoadedModel m = kvp::load(model_path, *backend, false);
       prompt_ids = m.tokenizer->encode(filler_text(4 * kMaxPrefill * 2), /*parse_special=*/false,
                                        /*add_bos=*/false);
       weights_bytes = m.model->weights().nbytes();
-      std::vector<int32_t> all(prompt_ids.begin(),
-                               prompt_ids.begin() + std::min<size_t>(prompt_ids.size(), kMaxPrefill));
+      std::vector<int32_t> all(
+          prompt_ids.begin(),
+          prompt_ids.begin() + std::min<size_t>(prompt_ids.size(), kMaxPrefill));
       const auto shrt = m.tokenizer->encode(kDecodePrompt, true, false);
       all.insert(all.end(), shrt.begin(), shrt.end());
       checksum = ids_fnv1a(all);
@@ -240,11 +248,12 @@ int main(int argc, char** argv) {
 
     FILE* out = json ? stderr : stdout;
     const std::string name = std::filesystem::path(model_path).filename().string();
-    std::fprintf(out, "kvpress.cpp CPU backend, %s (%.1f MB of weights), median of %d, tokens/s"
-                      " (decode: %d greedy steps)\n",
+    std::fprintf(out,
+                 "kvpress.cpp CPU backend, %s (%.1f MB of weights), median of %d, tokens/s"
+                 " (decode: %d greedy steps)\n",
                  name.c_str(), weights_bytes / 1e6, reps, kDecodeSteps);
-    std::fprintf(out, "%8s%15s%15s%15s%12s%11s\n", "threads", "prefill_512", "prefill_2048", "decode",
-                 "decode_GB/s", "cpu_share");
+    std::fprintf(out, "%8s%15s%15s%15s%12s%11s\n", "threads", "prefill_512", "prefill_2048",
+                 "decode", "decode_GB/s", "cpu_share");
     for (const auto& [t, r] : results)
       std::fprintf(out, "%8d%15.1f%15.1f%15.1f%12.2f%11.2f\n", t, r.rate.at("prefill_512"),
                    r.rate.at("prefill_2048"), r.rate.at("decode"), r.decode_gbs, r.cpu_share);

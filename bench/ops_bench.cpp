@@ -27,6 +27,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/quant.h"
+#include "backend/factory.h"
 #include "cache/kv_cache.h"
 #include "core/half.h"
 #include "core/tensor.h"
@@ -43,7 +44,9 @@ uint64_t next_u64() {
   g_rng ^= g_rng << 17;
   return g_rng;
 }
-float next_f(float lo, float hi) { return lo + (hi - lo) * static_cast<float>(next_u64() >> 40) / 16777216.f; }
+float next_f(float lo, float hi) {
+  return lo + (hi - lo) * static_cast<float>(next_u64() >> 40) / 16777216.f;
+}
 
 // Random well-formed weights: random quants, small finite scales.
 Tensor random_weight(DType t, int64_t rows, int64_t cols) {
@@ -80,7 +83,9 @@ Tensor random_x(int64_t T, int64_t K) {
 }
 
 double now_us() {
-  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return std::chrono::duration<double, std::micro>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 template <typename Fn>
@@ -109,12 +114,14 @@ void compare_with_ggml() {
     ggml_type gt;
   };
   std::printf("\nmatrix-vector kernels vs ggml (1 thread, hot cache, best of 2000)\n");
-  for (const Case& c : {Case{576, 576, DType::Q4_1, GGML_TYPE_Q4_1}, Case{1536, 576, DType::Q4_1, GGML_TYPE_Q4_1},
-                        Case{576, 1536, DType::Q4_1, GGML_TYPE_Q4_1}, Case{1536, 576, DType::Q8_0, GGML_TYPE_Q8_0},
-                        Case{4096, 576, DType::Q8_0, GGML_TYPE_Q8_0}}) {
+  for (const Case& c :
+       {Case{576, 576, DType::Q4_1, GGML_TYPE_Q4_1}, Case{1536, 576, DType::Q4_1, GGML_TYPE_Q4_1},
+        Case{576, 1536, DType::Q4_1, GGML_TYPE_Q4_1}, Case{1536, 576, DType::Q8_0, GGML_TYPE_Q8_0},
+        Case{4096, 576, DType::Q8_0, GGML_TYPE_Q8_0}}) {
     Tensor w = random_weight(c.t, c.N, c.K);
     Tensor x = random_x(1, c.K);
-    std::vector<float> y1(static_cast<size_t>(c.N)), y2(static_cast<size_t>(c.N)), xs(static_cast<size_t>(c.K / 32));
+    std::vector<float> y1(static_cast<size_t>(c.N)), y2(static_cast<size_t>(c.N)),
+        xs(static_cast<size_t>(c.K / 32));
     const auto* tr = ggml_get_type_traits_cpu(c.gt);
     const auto* trq = ggml_get_type_traits_cpu(tr->vec_dot_type);
     std::vector<uint8_t> qx(ggml_row_size(tr->vec_dot_type, c.K));
@@ -128,7 +135,8 @@ void compare_with_ggml() {
       const double t1 = now_us();
       trq->from_float(x.ptr<float>(), qx.data(), c.K);
       for (int64_t r = 0; r < c.N; ++r)
-        tr->vec_dot(static_cast<int>(c.K), &y2[static_cast<size_t>(r)], 0, wp + static_cast<size_t>(r) * rb, 0, qx.data(), 0, 1);
+        tr->vec_dot(static_cast<int>(c.K), &y2[static_cast<size_t>(r)], 0,
+                    wp + static_cast<size_t>(r) * rb, 0, qx.data(), 0, 1);
       const double t2 = now_us();
       best_k = std::min(best_k, t1 - t0);
       best_g = std::min(best_g, t2 - t1);
@@ -138,9 +146,11 @@ void compare_with_ggml() {
       diff = std::max(diff, static_cast<double>(std::fabs(y1[r] - y2[r])));
       big = std::max(big, static_cast<double>(std::fabs(y1[r])));
     }
-    std::printf("%-5s %5lld x %-5lld  ours %7.1f us  ggml %7.1f us  ours/ggml speed %.2f  max|ours - ggml| %.1e (max|y| %.2f)\n",
-                kvp::dtype_name(c.t).c_str(), static_cast<long long>(c.N), static_cast<long long>(c.K), best_k, best_g,
-                best_g / best_k, diff, big);
+    std::printf(
+        "%-5s %5lld x %-5lld  ours %7.1f us  ggml %7.1f us  ours/ggml speed %.2f  max|ours - ggml| "
+        "%.1e (max|y| %.2f)\n",
+        kvp::dtype_name(c.t).c_str(), static_cast<long long>(c.N), static_cast<long long>(c.K),
+        best_k, best_g, best_g / best_k, diff, big);
   }
 }
 #endif
@@ -174,7 +184,8 @@ int main(int argc, char** argv) {
     } else if (a == "--quick") {
       quick = true;
     } else {
-      std::fprintf(stderr, "usage: %s [--reps N] [--threads 1,2] [--rows 1,512] [--quick]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--reps N] [--threads 1,2] [--rows 1,512] [--quick]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -183,14 +194,14 @@ int main(int argc, char** argv) {
     int64_t N, K;
     DType t;
   };
-  const std::vector<Shape> shapes = {{576, 576, DType::Q4_1},   {192, 576, DType::Q4_1},
-                                     {1536, 576, DType::Q4_1},  {576, 1536, DType::Q4_1},
-                                     {576, 576, DType::Q8_0},   {1536, 576, DType::Q8_0},
+  const std::vector<Shape> shapes = {{576, 576, DType::Q4_1},  {192, 576, DType::Q4_1},
+                                     {1536, 576, DType::Q4_1}, {576, 1536, DType::Q4_1},
+                                     {576, 576, DType::Q8_0},  {1536, 576, DType::Q8_0},
                                      {49152, 576, DType::Q8_0}};
-  std::printf("%-7s %-6s %-12s %5s %3s %12s %9s %9s\n", "threads", "type", "N x K", "T", "", "median_us", "GB/s",
-              "GFLOP/s");
+  std::printf("%-7s %-6s %-12s %5s %3s %12s %9s %9s\n", "threads", "type", "N x K", "T", "",
+              "median_us", "GB/s", "GFLOP/s");
   for (int nt : threads) {
-    auto be = kvp::make_cpu_backend(nt);
+    auto be = kvp::make_backend("cpu", nt);
     for (const Shape& s : shapes) {
       Tensor w = random_weight(s.t, s.N, s.K);
       for (const int rows : row_counts) {
@@ -202,33 +213,39 @@ int main(int argc, char** argv) {
         const double us = median_us(r, [&] { be->matmul(x, w, y); });
         const double gbs = static_cast<double>(w.nbytes()) / (us * 1e3);
         const double gflops = 2.0 * static_cast<double>(T * s.N * s.K) / (us * 1e3);
-        std::printf("%-7d %-6s %5lld x %-5lld %5lld %3s %12.1f %9.1f %9.1f\n", nt, kvp::dtype_name(s.t).c_str(),
-                    static_cast<long long>(s.N), static_cast<long long>(s.K), static_cast<long long>(T), "",
-                    us, gbs, gflops);
+        std::printf("%-7d %-6s %5lld x %-5lld %5lld %3s %12.1f %9.1f %9.1f\n", nt,
+                    kvp::dtype_name(s.t).c_str(), static_cast<long long>(s.N),
+                    static_cast<long long>(s.K), static_cast<long long>(T), "", us, gbs, gflops);
       }
     }
   }
 
   // Attention: 9 query heads over 3 kv heads of 64 (SmolLM2), decode at several context
   // lengths and a 512-token prefill.
-  std::printf("\n%-7s %-28s %12s %9s %9s\n", "threads", "attention", "median_us", "GB/s", "GFLOP/s");
+  std::printf("\n%-7s %-28s %12s %9s %9s\n", "threads", "attention", "median_us", "GB/s",
+              "GFLOP/s");
   for (int nt : threads) {
-    auto be = kvp::make_cpu_backend(nt);
-    for (auto [T, ctx] : {std::pair<int64_t, int64_t>{1, 1024}, {1, 4096}, {1, 16384}, {512, 0}, {2048, 0}}) {
+    auto be = kvp::make_backend("cpu", nt);
+    for (auto [T, ctx] :
+         {std::pair<int64_t, int64_t>{1, 1024}, {1, 4096}, {1, 16384}, {512, 0}, {2048, 0}}) {
       if (quick && T == 2048) continue;
       const int64_t D = 64, Hkv = 3, Hq = 9, len = ctx + T;
       Tensor k = random_x(Hkv * len, D), v = random_x(Hkv * len, D), q = random_x(T * Hq, D);
       Tensor o = Tensor::empty(DType::F32, {T, Hq, D});
       q = q.reshaped({T, Hq, D});
       std::vector<int64_t> off = {0, len, 2 * len}, lens = {len, len, len};
-      kvp::KvSegments kv{k.ptr<float>(), v.ptr<float>(), off.data(), lens.data(), 3, 64};
-      const double us = median_us(T == 1 ? reps * 2 : std::max(3, reps / 10), [&] { be->attention(q, kv, 0.125f, o); });
+      kvp::KvSegments kv{k, v, off.data(), lens.data(), 3, 64};
+      const double us = median_us(T == 1 ? reps * 2 : std::max(3, reps / 10),
+                                  [&] { be->attention(q, kv, 0.125f, o); });
       // keys seen: T * ctx + T (T + 1) / 2 per query head
-      const double pairs = static_cast<double>(Hq) * (static_cast<double>(T) * ctx + 0.5 * T * (T + 1));
+      const double pairs =
+          static_cast<double>(Hq) * (static_cast<double>(T) * ctx + 0.5 * T * (T + 1));
       const double kv_bytes = 2.0 * Hkv * len * D * 4;
       char what[64];
-      std::snprintf(what, sizeof what, "T=%lld ctx=%lld", static_cast<long long>(T), static_cast<long long>(ctx));
-      std::printf("%-7d %-28s %12.1f %9.1f %9.1f\n", nt, what, us, kv_bytes / (us * 1e3), 4.0 * D * pairs / (us * 1e3));
+      std::snprintf(what, sizeof what, "T=%lld ctx=%lld", static_cast<long long>(T),
+                    static_cast<long long>(ctx));
+      std::printf("%-7d %-28s %12.1f %9.1f %9.1f\n", nt, what, us, kv_bytes / (us * 1e3),
+                  4.0 * D * pairs / (us * 1e3));
     }
   }
 
@@ -241,17 +258,18 @@ int main(int argc, char** argv) {
     const int layers = 30, contexts = quick ? 1 : 4, T = 1024, extra = 60;
     const double ratios[3] = {0.25, 0.5, 0.75};
     std::vector<std::unique_ptr<kvp::KVCache>> lenders, borrowed, copied;
+    const auto memory = kvp::make_backend("cpu", 1);  // where the caches live (host memory)
     std::vector<int32_t> pos(static_cast<size_t>(T + extra));
     for (int i = 0; i < T + extra; ++i) pos[static_cast<size_t>(i)] = i;
     for (int c = 0; c < contexts; ++c) {
-      lenders.push_back(std::make_unique<kvp::KVCache>(layers, 3, 64, T + extra));
+      lenders.push_back(std::make_unique<kvp::KVCache>(*memory, layers, 3, 64, T + extra));
       for (int l = 0; l < layers; ++l) {
         Tensor k = random_x(T, 3 * 64), v = random_x(T, 3 * 64);
-        lenders.back()->append(l, k.ptr<float>(), v.ptr<float>(), T, pos.data());
+        lenders.back()->append(l, k.reshaped({T, 3, 64}), v.reshaped({T, 3, 64}), pos.data());
       }
       for (int cell = 0; cell < 24; ++cell) {
-        borrowed.push_back(std::make_unique<kvp::KVCache>(layers, 3, 64, extra));
-        copied.push_back(std::make_unique<kvp::KVCache>(layers, 3, 64, extra));
+        borrowed.push_back(std::make_unique<kvp::KVCache>(*memory, layers, 3, 64, extra));
+        copied.push_back(std::make_unique<kvp::KVCache>(*memory, layers, 3, 64, extra));
         const int64_t kept = static_cast<int64_t>(T * (1 - ratios[cell % 3]));
         for (int l = 0; l < layers; ++l) {
           kvp::KeepPlan keep(3);
@@ -259,7 +277,8 @@ int main(int argc, char** argv) {
             std::vector<int32_t> all(static_cast<size_t>(T));
             for (int i = 0; i < T; ++i) all[static_cast<size_t>(i)] = i;
             for (int i = T - 1; i > 0; --i)
-              std::swap(all[static_cast<size_t>(i)], all[next_u64() % static_cast<uint64_t>(i + 1)]);
+              std::swap(all[static_cast<size_t>(i)],
+                        all[next_u64() % static_cast<uint64_t>(i + 1)]);
             rows.assign(all.begin(), all.begin() + kept);
             std::sort(rows.begin(), rows.end());
           }
@@ -273,7 +292,7 @@ int main(int argc, char** argv) {
         for (int l = 0; l < layers; ++l) {
           Tensor k = random_x(extra, 3 * 64), v = random_x(extra, 3 * 64);
           const int64_t at = cache->lengths()[static_cast<size_t>(l)][0];
-          cache->append(l, k.ptr<float>(), v.ptr<float>(), extra, pos.data() + at);
+          cache->append(l, k.reshaped({extra, 3, 64}), v.reshaped({extra, 3, 64}), pos.data() + at);
         }
     };
     add_rows(borrowed);
@@ -283,10 +302,10 @@ int main(int argc, char** argv) {
     std::vector<Tensor> outs;
     for (size_t i = 0; i < lenders.size() + borrowed.size(); ++i)
       outs.push_back(Tensor::empty(DType::F32, {1, 9, 64}));
-    std::printf("\n%-7s %-28s %12s %9s %9s\n", "threads", "grid decode attention", "us/step", "us/row",
-                "GFLOP/s");
+    std::printf("\n%-7s %-28s %12s %9s %9s\n", "threads", "grid decode attention", "us/step",
+                "us/row", "GFLOP/s");
     for (int nt : threads) {
-      auto be = kvp::make_cpu_backend(nt);
+      auto be = kvp::make_backend("cpu", nt);
       for (const bool borrow : {true, false}) {
         const auto& cells = borrow ? borrowed : copied;
         std::vector<std::vector<kvp::AttentionJob>> jobs(layers);  // per layer, one per cache
@@ -296,7 +315,8 @@ int main(int argc, char** argv) {
           for (int c = 0; c < contexts; ++c) {
             jobs[l].push_back({&q, lenders[static_cast<size_t>(c)]->view(l), &outs[o++]});
             for (int cell = 0; cell < 24; ++cell)
-              jobs[l].push_back({&q, cells[static_cast<size_t>(c * 24 + cell)]->view(l), &outs[o++]});
+              jobs[l].push_back(
+                  {&q, cells[static_cast<size_t>(c * 24 + cell)]->view(l), &outs[o++]});
           }
           for (const auto& j : jobs[l])
             for (int g = 0; g < 3; ++g) keys += static_cast<double>(j.kv.len[g]);
@@ -305,7 +325,8 @@ int main(int argc, char** argv) {
           for (int l = 0; l < layers; ++l) be->attention_batch(jobs[l], 0.125f);
         });
         char what[64];
-        std::snprintf(what, sizeof what, "%d ctx x 25 cells, %s", contexts, borrow ? "borrowed" : "copied");
+        std::snprintf(what, sizeof what, "%d ctx x 25 cells, %s", contexts,
+                      borrow ? "borrowed" : "copied");
         // Per key of a kv head: 3 query heads x (QK + PV) x 64 x 2 flops.
         std::printf("%-7d %-28s %12.1f %9.1f %9.1f\n", nt, what, us, us / (25.0 * contexts),
                     keys * 3 * 4 * 64 / (us * 1e3));
@@ -327,14 +348,15 @@ int main(int argc, char** argv) {
   Tensor head = random_weight(DType::Q8_0, 49152, 576);
   size_t bytes = head.nbytes();
   for (const Layer& L : model)
-    bytes += L.q.nbytes() + L.k.nbytes() + L.v.nbytes() + L.o.nbytes() + L.gate.nbytes() + L.up.nbytes() +
-             L.down.nbytes();
+    bytes += L.q.nbytes() + L.k.nbytes() + L.v.nbytes() + L.o.nbytes() + L.gate.nbytes() +
+             L.up.nbytes() + L.down.nbytes();
   Tensor x = random_x(1, 576), xi = random_x(1, 1536);
   Tensor yq = Tensor::empty(DType::F32, {1, 576}), ykv = Tensor::empty(DType::F32, {1, 192});
   Tensor yi = Tensor::empty(DType::F32, {1, 1536}), yv = Tensor::empty(DType::F32, {1, 49152});
-  std::printf("\ndecode step, matmuls only: 30 layers x 7 Q4_1 + Q8_0 head, %.1f MB of weights\n", bytes / 1e6);
+  std::printf("\ndecode step, matmuls only: 30 layers x 7 Q4_1 + Q8_0 head, %.1f MB of weights\n",
+              bytes / 1e6);
   for (int nt : threads) {
-    auto be = kvp::make_cpu_backend(nt);
+    auto be = kvp::make_backend("cpu", nt);
     const double us = median_us(std::max(5, reps / 2), [&] {
       for (const Layer& L : model) {
         be->matmul(x, L.q, yq);

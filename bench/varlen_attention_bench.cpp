@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/factory.h"
 #include "core/tensor.h"
 
 namespace {
@@ -42,8 +43,9 @@ struct Layer {
   std::vector<int64_t> offset, len;
   KvSegments view() const {
     KvSegments s;
-    s.k = k.data();
-    s.v = v.data();
+    const int64_t rows = static_cast<int64_t>(k.size()) / kD;
+    s.k = Tensor::view(DType::F32, {rows, kD}, const_cast<float*>(k.data()));
+    s.v = Tensor::view(DType::F32, {rows, kD}, const_cast<float*>(v.data()));
     s.offset = offset.data();
     s.len = len.data();
     s.n_segments = kHkv;
@@ -116,7 +118,7 @@ int main(int argc, char** argv) {
       headwise.push_back(make_layer({2 * L, L / 2, L / 2}));
     }
     for (int threads : {1, 2}) {
-      auto be = kvp::make_cpu_backend(threads);
+      auto be = kvp::make_backend("cpu", threads);
       // Alternate the two layouts so drift (frequency, other load) hits both alike.
       std::vector<double> u, h;
       for (int round = 0; round < 3; ++round) {

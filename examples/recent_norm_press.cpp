@@ -17,18 +17,21 @@ class RecentNormPress : public ScorerPress {
   nlohmann::json params() const override { return {{"recency", recency_}}; }
 
   Scores score(LayerView& view) override {
-    const KvSegments kv = view.cache->view(view.layer);
-    Scores s{kv.n_segments, kv.len[0],
-             std::vector<float>(static_cast<size_t>(kv.n_segments * kv.len[0]))};
+    const KVCache& cache = *view.cache;
+    const int64_t n = cache.length(view.layer, 0);
+    const int D = cache.head_dim();
+    Scores s{cache.n_segments(), n,
+             std::vector<float>(static_cast<size_t>(cache.n_segments() * n))};
     const double last = std::max<double>(1, static_cast<double>(view.n_tokens - 1));
     for (int h = 0; h < s.n_heads; ++h) {
       const int32_t* pos = view.cache->positions(view.layer, h);  // rows may be in any order
+      const Tensor keys = cache.rows_f32(view.layer, h, KVCache::Part::K, 0, n);
       std::vector<double> norm(static_cast<size_t>(s.n_rows));
       double mean = 0;
       for (int64_t j = 0; j < s.n_rows; ++j) {
-        const float* k = kv.k + (kv.offset[h] + j) * kv.head_dim;
+        const float* k = keys.ptr<float>() + j * D;
         double sq = 0;
-        for (int d = 0; d < kv.head_dim; ++d) sq += static_cast<double>(k[d]) * k[d];
+        for (int d = 0; d < D; ++d) sq += static_cast<double>(k[d]) * k[d];
         mean += (norm[static_cast<size_t>(j)] = std::sqrt(sq)) / static_cast<double>(s.n_rows);
       }
       for (int64_t j = 0; j < s.n_rows; ++j)

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/factory.h"
 #include "core/error.h"
 #include "model/model.h"
 #include "presses/press.h"
@@ -24,7 +25,7 @@ constexpr int64_t kTokens = 24;
 constexpr int64_t kReserve = 4;
 
 struct TinyModel {
-  std::unique_ptr<kvp::Backend> backend = kvp::make_cpu_backend(1);
+  std::unique_ptr<kvp::Backend> backend = kvp::make_backend("cpu", 1);
   std::unique_ptr<kvp::Model> model =
       kvp::load_model(KVP_SOURCE_DIR "/tests/models/tiny-llama", *backend);
   std::vector<int32_t> ids, positions;

@@ -2,7 +2,7 @@
 # Installs the Debian packages the build needs. Idempotent: does nothing when all are present.
 set -euo pipefail
 pkgs=(cmake g++ make libgtest-dev libbenchmark-dev nlohmann-json3-dev libpcre2-dev python3 python3-pip unzip
-  clang-14 libclang-rt-14-dev)
+  clang-14 libclang-rt-14-dev clang-format-14)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -3,6 +3,11 @@
 // in without touching model or press code. Activations are F32 tensors on the backend's
 // device; weights may be any DType. Every op has a scalar CPU reference
 // (backend/cpu/reference.h) that each backend is tested against.
+//
+// A backend owns its memory: alloc() hands out tensors in it, and only the backend's ops
+// (and upload/download/copy) touch their data. Ops may run asynchronously on a device;
+// download() and synchronize() are the points where the host waits. backend/factory.h
+// makes one by name (--device).
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -24,7 +29,9 @@ struct RopeParams {
 };
 
 // One layer's K or V rows in the segmented cache: segment s (= batch * n_kv_heads + kv_head)
-// holds rows [offset[s], offset[s] + len[s]) of `rows`, each head_dim floats.
+// holds rows [offset[s], offset[s] + len[s]) of `k` and `v` ([rows, head_dim] tensors of the
+// backend, F32, F16 or BF16: the cache's storage type; attention computes in F32 whatever it
+// is). Only backend ops read the rows; offsets and lengths are host bookkeeping.
 //
 // A segment may also start with a borrowed prefix: its first prefix_len[s] rows are rows
 // prefix_rows[s][i] of segment s of another layer buffer (prefix_k / prefix_v, segment
@@ -33,28 +40,33 @@ struct RopeParams {
 // cache instead of each reading its own copy. Only attention reads a prefix; ops that take
 // contiguous segments check has_prefix() and refuse.
 struct KvSegments {
-  const float* k = nullptr;
-  const float* v = nullptr;
+  Tensor k, v;
   const int64_t* offset = nullptr;
   const int64_t* len = nullptr;
   int n_segments = 0;
   int head_dim = 0;
-  const float* prefix_k = nullptr;
-  const float* prefix_v = nullptr;
+  Tensor prefix_k = {}, prefix_v = {};
   const int64_t* prefix_offset = nullptr;
   const int64_t* prefix_len = nullptr;  // null: no segment has a prefix
   const int32_t* const* prefix_rows = nullptr;
 
   bool has_prefix() const { return prefix_len != nullptr; }
-  // Row j (< len[s]) of segment s, wherever it lives.
-  const float* k_row(int64_t s, int64_t j) const { return row(k, prefix_k, s, j); }
-  const float* v_row(int64_t s, int64_t j) const { return row(v, prefix_v, s, j); }
+  DType dtype() const { return k.dtype(); }
+  size_t row_bytes() const { return kvp::row_bytes(dtype(), head_dim); }
+  // Row j (< len[s]) of segment s, wherever it lives: head_dim values of `dtype`.
+  const void* k_row(int64_t s, int64_t j) const { return row(k, prefix_k, s, j); }
+  const void* v_row(int64_t s, int64_t j) const { return row(v, prefix_v, s, j); }
+  // Row `first` of segment s and the ones after it (no borrowed prefix).
+  const void* k_rows(int64_t s, int64_t first = 0) const { return at(k, offset[s] + first); }
+  const void* v_rows(int64_t s, int64_t first = 0) const { return at(v, offset[s] + first); }
 
  private:
-  const float* row(const float* own, const float* borrowed, int64_t s, int64_t j) const {
-    if (prefix_len && j < prefix_len[s])
-      return borrowed + (prefix_offset[s] + prefix_rows[s][j]) * head_dim;
-    return own + (offset[s] + j - (prefix_len ? prefix_len[s] : 0)) * head_dim;
+  const void* at(const Tensor& base, int64_t row) const {
+    return static_cast<const uint8_t*>(base.data()) + static_cast<size_t>(row) * row_bytes();
+  }
+  const void* row(const Tensor& own, const Tensor& borrowed, int64_t s, int64_t j) const {
+    if (prefix_len && j < prefix_len[s]) return at(borrowed, prefix_offset[s] + prefix_rows[s][j]);
+    return at(own, offset[s] + j - (prefix_len ? prefix_len[s] : 0));
   }
 };
 
@@ -69,7 +81,31 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual Device device() const = 0;
+  // "cpu", "cuda": what --device names.
+  virtual const char* name() const = 0;
   virtual int threads() const = 0;
+
+  // Memory. A zeroed tensor in this backend's memory (Tensor::backend() is this backend),
+  // freed when its last handle goes.
+  virtual Tensor alloc(DType dtype, const std::array<int64_t, 4>& shape, int ndim) = 0;
+  Tensor alloc(DType dtype, std::initializer_list<int64_t> shape) {
+    return alloc(dtype, Tensor::shape_array(shape), static_cast<int>(shape.size()));
+  }
+  // Byte ranges between host memory and a tensor of this backend, and between two of its
+  // tensors (src and dst may be the same tensor if the ranges do not overlap). download()
+  // returns once the bytes are on the host.
+  virtual void upload(const void* src, Tensor& dst, size_t dst_offset, size_t bytes) = 0;
+  virtual void download(const Tensor& src, size_t src_offset, void* dst, size_t bytes) = 0;
+  virtual void copy(const Tensor& src, size_t src_offset, Tensor& dst, size_t dst_offset,
+                    size_t bytes) = 0;
+  // Returns once every op issued so far has finished.
+  virtual void synchronize() = 0;
+  // Row moves: for i < n, row dst_rows[i] of dst (viewed as [rows, cols]) = row src_rows[i]
+  // of src, converted when the dtypes differ (F32, F16, BF16; equal row lengths). The index
+  // lists are host arrays; every index is checked. The KV cache's append, growth and
+  // compaction are this one op, so a backend moves cache rows without the host.
+  virtual void copy_rows(const Tensor& src, const int64_t* src_rows, Tensor& dst,
+                         const int64_t* dst_rows, int64_t n) = 0;
 
   // y[t, o] = sum_i x[t, i] * w[o, i]. x: [T, in] F32; w: [out, in] any DType; y: [T, out] F32.
   virtual void matmul(const Tensor& x, const Tensor& w, Tensor& y) = 0;
@@ -116,7 +152,5 @@ class Backend {
   virtual void attention_column_sums(const Tensor& q, const KvSegments& kv, float scale,
                                      Tensor& out) = 0;
 };
-
-std::unique_ptr<Backend> make_cpu_backend(int n_threads);
 
 }  // namespace kvp

@@ -23,10 +23,13 @@ inline void rope_inv_freq(const RopeParams& p, float* inv_freq) {
   const float low = p.llama3_low_freq_factor, high = p.llama3_high_freq_factor;
   const float old_len = static_cast<float>(p.llama3_original_max_positions);
   // Python evaluates these two in double, then they meet f32 tensors as f32 scalars.
-  const float low_freq_wavelen = static_cast<float>(static_cast<double>(p.llama3_original_max_positions) / low);
-  const float high_freq_wavelen = static_cast<float>(static_cast<double>(p.llama3_original_max_positions) / high);
+  const float low_freq_wavelen =
+      static_cast<float>(static_cast<double>(p.llama3_original_max_positions) / low);
+  const float high_freq_wavelen =
+      static_cast<float>(static_cast<double>(p.llama3_original_max_positions) / high);
   const float two_pi = static_cast<float>(2.0 * std::numbers::pi);
-  const float high_minus_low = static_cast<float>(static_cast<double>(high) - static_cast<double>(low));
+  const float high_minus_low =
+      static_cast<float>(static_cast<double>(high) - static_cast<double>(low));
   for (int i = 0; i < D / 2; ++i) {
     const float f = inv_freq[i];
     const float wavelen = two_pi / f;

@@ -12,22 +12,17 @@ namespace kvp {
 
 std::atomic<uint64_t> KVCache::allocations_{0};
 
-void KVCache::AlignedFree::operator()(float* p) const { std::free(p); }
-
-KVCache::RowBuffer KVCache::allocate_rows(size_t floats) {
-  if (floats == 0) return RowBuffer(nullptr);
-  const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;  // aligned_alloc wants a multiple
-  auto* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-  if (!p) throw std::bad_alloc();
-  return RowBuffer(p);
-}
-
-KVCache::KVCache(int n_layers, int n_kv_heads, int head_dim, int64_t capacity)
-    : n_segments_(n_kv_heads),
+KVCache::KVCache(Backend& backend, int n_layers, int n_kv_heads, int head_dim, int64_t capacity,
+                 DType dtype)
+    : backend_(&backend),
+      n_segments_(n_kv_heads),
       head_dim_(head_dim),
+      dtype_(dtype),
       initial_capacity_(capacity),
       layers_(static_cast<size_t>(std::max(n_layers, 0))) {
   check(n_layers > 0 && n_kv_heads > 0 && head_dim > 0 && capacity >= 0, "invalid KV cache shape");
+  check(dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16,
+        "KV cache: rows are stored as f32, f16 or bf16, not " + dtype_name(dtype));
   for (auto& layer : layers_) {
     layer.offset.assign(static_cast<size_t>(n_segments_), 0);
     layer.len.assign(static_cast<size_t>(n_segments_), 0);
@@ -37,7 +32,15 @@ KVCache::KVCache(int n_layers, int n_kv_heads, int head_dim, int64_t capacity)
 
 size_t KVCache::bytes_for_rows(int64_t rows) const {
   return 2 * static_cast<size_t>(rows) * layers_.size() * static_cast<size_t>(n_segments_) *
-         static_cast<size_t>(head_dim_) * sizeof(float);
+         row_bytes(dtype_, head_dim_);
+}
+
+void KVCache::move_rows(const Tensor& k_src, const Tensor& v_src,
+                        const std::vector<int64_t>& src_rows, Layer& layer,
+                        const std::vector<int64_t>& dst_rows) {
+  const auto n = static_cast<int64_t>(src_rows.size());
+  backend_->copy_rows(k_src, src_rows.data(), layer.k, dst_rows.data(), n);
+  backend_->copy_rows(v_src, src_rows.data(), layer.v, dst_rows.data(), n);
 }
 
 void KVCache::reallocate(Layer& layer, const Layer& source, const std::vector<int64_t>& new_cap,
@@ -48,88 +51,147 @@ void KVCache::reallocate(Layer& layer, const Layer& source, const std::vector<in
     new_offset[s] = total;
     total += new_cap[s];
   }
-  const size_t row = static_cast<size_t>(head_dim_);
-  RowBuffer k = allocate_rows(static_cast<size_t>(total) * row);
-  RowBuffer v = allocate_rows(static_cast<size_t>(total) * row);
+  Layer fresh;
+  if (total > 0) {
+    fresh.k = backend_->alloc(dtype_, {total, head_dim_});
+    fresh.v = backend_->alloc(dtype_, {total, head_dim_});
+  }
   std::unique_ptr<int32_t[]> pos(total > 0 ? new int32_t[static_cast<size_t>(total)] : nullptr);
   allocations_ += 2;
+  // Every row that stays, as one list of moves for the backend.
+  std::vector<int64_t> from, to;
   for (size_t s = 0; s < new_cap.size(); ++s) {
-    const float* src_k = source.k.get() + source.offset[s] * head_dim_;
-    const float* src_v = source.v.get() + source.offset[s] * head_dim_;
-    float* dst_k = k.get() + new_offset[s] * head_dim_;
-    float* dst_v = v.get() + new_offset[s] * head_dim_;
     const int32_t* src_pos = source.pos.get() + source.offset[s];
     int32_t* dst_pos = pos.get() + new_offset[s];
     if (keep) {
       const auto& rows = (*keep)[s];
       for (size_t i = 0; i < rows.size(); ++i) {
-        std::memcpy(dst_k + i * row, src_k + static_cast<size_t>(rows[i]) * row, row * sizeof(float));
-        std::memcpy(dst_v + i * row, src_v + static_cast<size_t>(rows[i]) * row, row * sizeof(float));
+        from.push_back(source.offset[s] + rows[i]);
+        to.push_back(new_offset[s] + static_cast<int64_t>(i));
         dst_pos[i] = src_pos[rows[i]];
       }
       layer.len[s] = static_cast<int64_t>(rows.size());
-    } else if (layer.own_len(s) > 0) {
-      const auto n = static_cast<size_t>(layer.own_len(s));
-      std::memcpy(dst_k, src_k, n * row * sizeof(float));
-      std::memcpy(dst_v, src_v, n * row * sizeof(float));
-      std::memcpy(dst_pos, src_pos, n * sizeof(int32_t));
+    } else {
+      for (int64_t i = 0; i < layer.own_len(s); ++i) {
+        from.push_back(source.offset[s] + i);
+        to.push_back(new_offset[s] + i);
+        dst_pos[i] = src_pos[i];
+      }
     }
   }
-  layer.k = std::move(k);
-  layer.v = std::move(v);
+  if (!from.empty()) move_rows(source.k, source.v, from, fresh, to);
+  layer.k = std::move(fresh.k);
+  layer.v = std::move(fresh.v);
   layer.pos = std::move(pos);
   layer.offset = std::move(new_offset);
   layer.cap = new_cap;
   layer.total_rows = total;
 }
 
-void KVCache::append(int layer_index, const float* k, const float* v, int64_t T, const int32_t* positions) {
+void KVCache::append(int layer_index, const Tensor& k, const Tensor& v, const int32_t* positions) {
   check(layer_index >= 0 && layer_index < n_layers(), "KV cache: layer out of range");
+  check(k.ndim() == 3 && k.dim(1) == n_segments_ && k.dim(2) == head_dim_ &&
+            v.shape() == k.shape() && v.ndim() == 3,
+        "KV cache: append takes k and v of [T, " + std::to_string(n_segments_) + ", " +
+            std::to_string(head_dim_) + "], got " + k.shape_string() + " and " + v.shape_string());
+  const int64_t T = k.dim(0);
   Layer& layer = layers_[static_cast<size_t>(layer_index)];
   bool full = false;
-  for (int s = 0; s < n_segments_; ++s) full = full || layer.own_len(static_cast<size_t>(s)) + T > layer.cap[s];
+  for (int s = 0; s < n_segments_; ++s)
+    full = full || layer.own_len(static_cast<size_t>(s)) + T > layer.cap[s];
   if (full) {
-    check(layer.prefix_len.empty(), "KV cache: a layer with a borrowed prefix cannot grow past its reserve");
+    check(layer.prefix_len.empty(),
+          "KV cache: a layer with a borrowed prefix cannot grow past its reserve");
     std::vector<int64_t> cap(layer.cap);
     for (int s = 0; s < n_segments_; ++s) {
-      const int64_t grown = layer.total_rows == 0 ? initial_capacity_ : std::max<int64_t>(2 * cap[s], 16);
+      const int64_t grown =
+          layer.total_rows == 0 ? initial_capacity_ : std::max<int64_t>(2 * cap[s], 16);
       cap[s] = std::max(layer.len[s] + T, grown);
     }
     reallocate(layer, layer, cap, nullptr);
   }
-  const size_t row = static_cast<size_t>(head_dim_);
+  // Row t * S + s of k (as [T * S, D]) goes to row own + t of segment s.
+  std::vector<int64_t> from, to;
+  from.reserve(static_cast<size_t>(T * n_segments_));
+  to.reserve(static_cast<size_t>(T * n_segments_));
   for (int s = 0; s < n_segments_; ++s) {
     const int64_t own = layer.own_len(static_cast<size_t>(s));
-    float* dst_k = layer.k.get() + (layer.offset[s] + own) * head_dim_;
-    float* dst_v = layer.v.get() + (layer.offset[s] + own) * head_dim_;
     for (int64_t t = 0; t < T; ++t) {
-      const size_t src = (static_cast<size_t>(t) * n_segments_ + static_cast<size_t>(s)) * row;
-      std::memcpy(dst_k + t * head_dim_, k + src, row * sizeof(float));
-      std::memcpy(dst_v + t * head_dim_, v + src, row * sizeof(float));
+      from.push_back(t * n_segments_ + s);
+      to.push_back(layer.offset[s] + own + t);
     }
-    std::memcpy(layer.pos.get() + layer.offset[s] + own, positions, static_cast<size_t>(T) * sizeof(int32_t));
+    std::memcpy(layer.pos.get() + layer.offset[s] + own, positions,
+                static_cast<size_t>(T) * sizeof(int32_t));
     layer.len[s] += T;
   }
+  const Tensor k_rows = k.reshaped({T * n_segments_, head_dim_});
+  const Tensor v_rows = v.reshaped({T * n_segments_, head_dim_});
+  move_rows(k_rows, v_rows, from, layer, to);
 }
 
 KvSegments KVCache::view(int layer_index) const {
   const Layer& layer = layers_.at(static_cast<size_t>(layer_index));
   KvSegments view;
-  view.k = layer.k.get();
-  view.v = layer.v.get();
+  view.k = layer.k;
+  view.v = layer.v;
   view.offset = layer.offset.data();
   view.len = layer.len.data();
   view.n_segments = n_segments_;
   view.head_dim = head_dim_;
   if (!layer.prefix_len.empty()) {
     const Layer& lent = lender_->layers_[static_cast<size_t>(layer_index)];
-    view.prefix_k = lent.k.get();
-    view.prefix_v = lent.v.get();
+    view.prefix_k = lent.k;
+    view.prefix_v = lent.v;
     view.prefix_offset = lent.offset.data();
     view.prefix_len = layer.prefix_len.data();
     view.prefix_rows = layer.prefix_row_ptrs.data();
   }
   return view;
+}
+
+const KVCache::Layer& KVCache::segment_rows(int layer, int segment, int64_t first,
+                                            int64_t n) const {
+  check(layer >= 0 && layer < n_layers() && segment >= 0 && segment < n_segments_,
+        "KV cache: layer or segment out of range");
+  const Layer& l = layers_[static_cast<size_t>(layer)];
+  check(l.prefix_len.empty(), "KV cache: rows of a layer with a borrowed prefix are the lender's");
+  check(first >= 0 && n >= 0 && first + n <= l.len[static_cast<size_t>(segment)],
+        "KV cache: rows [" + std::to_string(first) + ", " + std::to_string(first + n) +
+            ") of a segment of " + std::to_string(l.len[static_cast<size_t>(segment)]));
+  return l;
+}
+
+Tensor KVCache::rows_f32(int layer, int segment, Part part, int64_t first, int64_t n) const {
+  const Layer& l = segment_rows(layer, segment, first, n);
+  const Tensor& store = part == Part::K ? l.k : l.v;
+  const int64_t begin = l.offset[static_cast<size_t>(segment)] + first;
+  if (n == 0) return backend_->alloc(DType::F32, {0, head_dim_});
+  if (dtype_ == DType::F32) return store.row_slice(begin, begin + n, {n, head_dim_});
+  Tensor out = backend_->alloc(DType::F32, {n, head_dim_});
+  std::vector<int64_t> from(static_cast<size_t>(n)), to(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    from[static_cast<size_t>(i)] = begin + i;
+    to[static_cast<size_t>(i)] = i;
+  }
+  backend_->copy_rows(store, from.data(), out, to.data(), n);
+  return out;
+}
+
+void KVCache::write_rows(int layer, int segment, Part part, int64_t first, const Tensor& rows) {
+  check(rows.ndim() == 2 && rows.dim(1) == head_dim_ && rows.dtype() == DType::F32,
+        "KV cache: write_rows takes F32 rows [n, head_dim]");
+  const int64_t n = rows.dim(0);
+  segment_rows(layer, segment, first, n);
+  Layer& l = layers_[static_cast<size_t>(layer)];
+  Tensor& store = part == Part::K ? l.k : l.v;
+  const int64_t begin = l.offset[static_cast<size_t>(segment)] + first;
+  if (n == 0 || rows.same_data(store.row_slice(begin, begin + n, {n, head_dim_}))) return;
+  std::vector<int64_t> from(static_cast<size_t>(n)), to(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    from[static_cast<size_t>(i)] = i;
+    to[static_cast<size_t>(i)] = begin + i;
+  }
+  backend_->copy_rows(rows, from.data(), store, to.data(), n);
 }
 
 const int32_t* KVCache::positions(int layer, int segment) const {
@@ -151,7 +213,8 @@ std::vector<std::vector<int64_t>> KVCache::lengths() const {
 void KVCache::truncate(const std::vector<std::vector<int64_t>>& lengths) {
   check(lengths.size() == layers_.size(), "KV cache: truncate needs one length list per layer");
   for (size_t l = 0; l < layers_.size(); ++l) {
-    check(lengths[l].size() == static_cast<size_t>(n_segments_), "KV cache: truncate needs one length per segment");
+    check(lengths[l].size() == static_cast<size_t>(n_segments_),
+          "KV cache: truncate needs one length per segment");
     for (int s = 0; s < n_segments_; ++s) {
       check(lengths[l][s] >= 0 && lengths[l][s] <= layers_[l].len[s],
             "KV cache: truncate can only shrink a segment");
@@ -164,7 +227,8 @@ void KVCache::truncate(const std::vector<std::vector<int64_t>>& lengths) {
 
 std::vector<int64_t> KVCache::kept_capacity(const Layer& source, const KeepPlan& keep,
                                             int64_t reserve) const {
-  check(keep.size() == static_cast<size_t>(n_segments_), "KV cache: compact needs one row list per segment");
+  check(keep.size() == static_cast<size_t>(n_segments_),
+        "KV cache: compact needs one row list per segment");
   check(reserve >= 0, "KV cache: negative reserve");
   std::vector<int64_t> cap(static_cast<size_t>(n_segments_));
   for (int s = 0; s < n_segments_; ++s) {
@@ -215,7 +279,8 @@ void KVCache::borrow_kept(int layer_index, const KVCache& lender, const KeepPlan
   const Layer& from = fill_source(layer_index, lender, "borrow_kept");
   kept_capacity(from, keep, reserve);  // validates the rows
   Layer& layer = layers_[static_cast<size_t>(layer_index)];
-  reallocate(layer, layer, std::vector<int64_t>(static_cast<size_t>(n_segments_), reserve), nullptr);
+  reallocate(layer, layer, std::vector<int64_t>(static_cast<size_t>(n_segments_), reserve),
+             nullptr);
   layer.prefix_rows = keep;
   layer.prefix_len.resize(static_cast<size_t>(n_segments_));
   layer.prefix_row_ptrs.resize(static_cast<size_t>(n_segments_));
@@ -230,7 +295,7 @@ void KVCache::borrow_kept(int layer_index, const KVCache& lender, const KeepPlan
 size_t KVCache::allocated_bytes() const {
   size_t rows = 0;
   for (const auto& layer : layers_) rows += static_cast<size_t>(layer.total_rows);
-  return 2 * rows * static_cast<size_t>(head_dim_) * sizeof(float);
+  return 2 * rows * row_bytes(dtype_, head_dim_);
 }
 
 size_t KVCache::used_bytes() const {
@@ -238,7 +303,7 @@ size_t KVCache::used_bytes() const {
   for (const auto& layer : layers_) {
     for (size_t s = 0; s < layer.len.size(); ++s) rows += static_cast<size_t>(layer.own_len(s));
   }
-  return 2 * rows * static_cast<size_t>(head_dim_) * sizeof(float);
+  return 2 * rows * row_bytes(dtype_, head_dim_);
 }
 
 }  // namespace kvp

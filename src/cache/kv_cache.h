@@ -1,9 +1,12 @@
 #pragma once
-// The KV cache: per layer, K and V each live in one buffer of rows of head_dim floats. The
-// rows of (batch b, kv head h) form segment s = b * n_kv_heads + h: rows
-// [offset[s], offset[s] + len[s]) with capacity cap[s] >= len[s]. Before compression all
-// segments have one length (the dense layout); compression re-packs each segment to its own
-// kept rows in a new, smaller buffer, which is where memory is freed.
+// The KV cache: per layer, K and V each live in one buffer of rows of head_dim values, in
+// the backend's memory (the cache allocates through the backend and moves rows with its
+// copy_rows op; it never reads them). The rows of (batch b, kv head h) form segment
+// s = b * n_kv_heads + h: rows [offset[s], offset[s] + len[s]) with capacity cap[s] >= len[s].
+// Offsets, lengths, capacities and the rows' positions are host bookkeeping: the host
+// decides them. Before compression all segments have one length (the dense layout);
+// compression re-packs each segment to its own kept rows in a new, smaller buffer, which is
+// where memory is freed.
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -23,19 +26,30 @@ class KVCache {
   // written. Layers are allocated lazily so that, while a press compresses layer by layer
   // during the prefill, only one uncompressed layer exists at a time (that is what keeps
   // the process's peak memory down, not only its final size).
-  KVCache(int n_layers, int n_kv_heads, int head_dim, int64_t capacity);
+  // dtype: how rows are stored, F32, F16 or BF16 (attention computes in F32 either way).
+  KVCache(Backend& backend, int n_layers, int n_kv_heads, int head_dim, int64_t capacity,
+          DType dtype = DType::F32);
   // Bytes of K and V for `rows` rows in every segment of every layer.
   size_t bytes_for_rows(int64_t rows) const;
 
   int n_layers() const { return static_cast<int>(layers_.size()); }
   int n_segments() const { return n_segments_; }
   int head_dim() const { return head_dim_; }
+  DType dtype() const { return dtype_; }
 
-  // Appends T rows to every segment of a layer. k, v: [T, n_kv_heads, head_dim] as the
-  // projections produce them. Grows a full layer by doubling (amortised; never per token
-  // when capacity suffices).
-  void append(int layer, const float* k, const float* v, int64_t T, const int32_t* positions);
+  // Appends T rows to every segment of a layer. k, v: [T, n_kv_heads, head_dim] F32 as the
+  // projections produce them (the backend's or host memory). Grows a full layer by doubling
+  // (amortised; never per token when capacity suffices).
+  void append(int layer, const Tensor& k, const Tensor& v, const int32_t* positions);
   KvSegments view(int layer) const;
+  enum class Part { K, V };
+  // Rows [first, first + n) of one segment's K or V as an F32 tensor [n, head_dim] of the
+  // backend: a view of the cache's rows when it stores F32, else a converted copy
+  // (copy_rows), one segment's rows, made here in the open. Presses that read rows use it.
+  Tensor rows_f32(int layer, int segment, Part part, int64_t first, int64_t n) const;
+  // Overwrites rows [first, first + rows.dim(0)) of a segment's K or V with F32 rows
+  // [n, head_dim] (converted to the cache's type; a no-op when `rows` is rows_f32's view).
+  void write_rows(int layer, int segment, Part part, int64_t first, const Tensor& rows);
   // The token position each row of a segment was written at (rows [0, length)).
   const int32_t* positions(int layer, int segment) const;
   int64_t length(int layer, int segment) const;
@@ -71,17 +85,9 @@ class KVCache {
   static uint64_t allocation_count() { return allocations_.load(); }
 
  private:
-  // K and V rows start on 64-byte boundaries: with head_dim a multiple of 16 every row is
-  // then whole cache lines, and a 512-bit load of a row never straddles two lines.
-  struct AlignedFree {
-    void operator()(float* p) const;
-  };
-  using RowBuffer = std::unique_ptr<float[], AlignedFree>;
-  static RowBuffer allocate_rows(size_t floats);
-
   struct Layer {
-    RowBuffer k, v;
-    std::unique_ptr<int32_t[]> pos;  // 4 bytes per row beside 2 * head_dim floats
+    Tensor k, v;                            // [total_rows, head_dim] in the backend's memory
+    std::unique_ptr<int32_t[]> pos;         // 4 bytes per row beside 2 * head_dim floats
     std::vector<int64_t> offset, len, cap;  // len counts a borrowed prefix, cap does not
     int64_t total_rows = 0;
     // borrow_kept(): per segment, the lender's rows that come first (empty: none).
@@ -101,8 +107,17 @@ class KVCache {
   std::vector<int64_t> kept_capacity(const Layer& source, const KeepPlan& keep,
                                      int64_t reserve) const;
 
+  // Rows src_rows[i] of k_src and v_src to rows dst_rows[i] of the layer's K and V.
+  void move_rows(const Tensor& k_src, const Tensor& v_src, const std::vector<int64_t>& src_rows,
+                 Layer& layer, const std::vector<int64_t>& dst_rows);
+
+  // The layer's segment rows [first, first + n), checked (no borrowed prefix).
+  const Layer& segment_rows(int layer, int segment, int64_t first, int64_t n) const;
+
+  Backend* backend_;
   int n_segments_;
   int head_dim_;
+  DType dtype_;
   int64_t initial_capacity_;
   std::vector<Layer> layers_;
   const KVCache* lender_ = nullptr;

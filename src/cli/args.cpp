@@ -14,7 +14,8 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   for (size_t i = 1; i <= a.size(); ++i) {
     cur[0] = i;
     for (size_t j = 1; j <= b.size(); ++j) {
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      cur[j] =
+          std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
     }
     std::swap(prev, cur);
   }
@@ -64,7 +65,8 @@ Args Args::parse(const std::vector<std::string>& argv, const std::vector<OptionS
       std::vector<std::string> names;
       for (const auto& s : specs) names.push_back(s.name);
       const std::string near = closest(name, names);
-      throw Error("unknown option --" + name + (near.empty() ? "" : " (did you mean --" + near + "?)"));
+      throw Error("unknown option --" + name +
+                  (near.empty() ? "" : " (did you mean --" + near + "?)"));
     }
     if (spec->value_name.empty()) {
       check(!inline_value, "option --" + name + " takes no value");
@@ -119,8 +121,10 @@ std::string format_help(const std::string& usage, const std::string& summary,
   std::string out = "usage: " + usage + "\n\n" + summary + "\n\noptions:\n";
   for (const auto& s : specs) {
     std::string left = "  --" + s.name + (s.value_name.empty() ? "" : " " + s.value_name);
-    if (left.size() < 30) left.resize(30, ' ');
-    else left += "\n" + std::string(30, ' ');
+    if (left.size() < 30)
+      left.resize(30, ' ');
+    else
+      left += "\n" + std::string(30, ' ');
     out += left + s.help + (s.repeatable ? " (repeatable)" : "") + "\n";
   }
   return out;

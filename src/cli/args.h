@@ -8,7 +8,7 @@
 namespace kvp {
 
 struct OptionSpec {
-  std::string name;  // without the leading dashes
+  std::string name;        // without the leading dashes
   std::string value_name;  // empty for a flag
   std::string help;
   bool repeatable = false;

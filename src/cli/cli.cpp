@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -10,9 +11,11 @@
 #include <sstream>
 #include <thread>
 
+#include "backend/factory.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/text.h"
 #include "io/read_file.h"
 
 namespace kvp {
@@ -67,10 +70,25 @@ int default_threads() {
   return n == 0 ? 1 : static_cast<int>(std::min(n, 64u));
 }
 
+DType parse_kv_dtype(const std::string& name) {
+  if (name == "f32") return DType::F32;
+  if (name == "f16") return DType::F16;
+  if (name == "bf16") return DType::BF16;
+  throw Error("--kv-dtype must be f32, f16 or bf16, not '" + printable(name) + "'");
+}
+
+std::string lowercase_dtype(DType dtype) {
+  std::string name = dtype_name(dtype);
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
+}
+
 int run_cli(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && (args[0] == "--version" || args[0] == "version")) {
-    std::printf("kvpress %s\n", KVP_VERSION);
+    std::string devices;
+    for (const std::string& d : backend_names()) devices += (devices.empty() ? "" : ", ") + d;
+    std::printf("kvpress %s (devices: %s)\n", KVP_VERSION, devices.c_str());
     return 0;
   }
   // `kvpress help generate` is `kvpress generate --help`.

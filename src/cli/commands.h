@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
+
 namespace kvp {
 
 int cmd_generate(const std::vector<std::string>& args);
@@ -16,5 +18,9 @@ std::string default_model_path();
 constexpr uint64_t kMaxTextFileBytes = 16ull << 20;
 std::string read_text_argument(const std::string& value, const std::string& what);
 int default_threads();
+// --kv-dtype: "f32", "f16" or "bf16"; anything else is an Error naming the value.
+DType parse_kv_dtype(const std::string& name);
+// "f32", "f16", "bf16": what --kv-dtype takes back.
+std::string lowercase_dtype(DType dtype);
 
 }  // namespace kvp

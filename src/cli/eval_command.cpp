@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "backend/backend.h"
+#include "backend/factory.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/error.h"
@@ -39,6 +40,10 @@ const std::vector<OptionSpec> kSpecs = {
     {"max-new-tokens", "N", "answer length limit for every row (default: each task's own)"},
     {"budget-rounding", "nearest|kvpress",
      "rows kept out of T: nearest to T*(1-R) (default), or kvpress's int(T*(1-R))"},
+    {"kv-dtype", "f32|f16|bf16",
+     "how the KV cache stores its rows (default f32; f16 and bf16 halve it)"},
+    {"device", "NAME",
+     "where the model runs: cpu (default; `kvpress --version` lists this build's)"},
     {"threads", "N", "CPU threads (default: all cores)"},
     {"out", "DIR",
      "output directory (default eval_out); finished cells found there are not run again"},
@@ -168,8 +173,10 @@ int cmd_eval(const std::vector<std::string>& argv) {
 
   const int threads = args.get_int("threads", default_threads(), 1, 256);
   const std::string model_path = args.has("model") ? args.get("model") : default_model_path();
-  auto backend = make_cpu_backend(threads);
+  auto backend = make_backend(args.get("device", "cpu"), threads);
+  const DType kv_dtype = parse_kv_dtype(args.get("kv-dtype", "f32"));
   LoadedModel loaded = load(model_path, *backend);
+  loaded.model->set_kv_dtype(kv_dtype);
   const int64_t max_positions = loaded.model->config().max_positions;
   const Tokenizer& tok = *loaded.tokenizer;
   config.model_id = model_path;

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
+#include "backend/factory.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/error.h"
@@ -27,12 +28,17 @@ const std::vector<OptionSpec> kSpecs = {
     {"max-new-tokens", "N", "answer length limit in tokens (default 64)"},
     {"answer-prefix", "TEXT", "text the answer starts with (prefilled after the question)"},
     {"max-context-length", "N", "truncate the context to N tokens"},
-    {"press", "NAME", "compress the context's KV cache with this press (`kvpress presses` lists them)"},
+    {"press", "NAME",
+     "compress the context's KV cache with this press (`kvpress presses` lists them)"},
     {"ratio", "R", "fraction of the context's KV cache to remove, in [0, 1) (default 0.5)"},
     {"press-arg", "KEY=VALUE", "a press parameter", true},
     {"budget-rounding", "nearest|kvpress",
      "rows kept out of T: nearest to T*(1-R) (default), or kvpress's int(T*(1-R))"},
     {"no-chat-template", "", "feed the raw text, without the model's chat template"},
+    {"kv-dtype", "f32|f16|bf16",
+     "how the KV cache stores its rows (default f32; f16 and bf16 halve it)"},
+    {"device", "NAME",
+     "where the model runs: cpu (default; `kvpress --version` lists this build's)"},
     {"threads", "N", "CPU threads (default: all cores)"},
     {"json", "", "print one JSON object instead of text"},
     {"help", "", "show this help"},
@@ -61,9 +67,9 @@ void print_compression_summary(const Press& press, const PipelineResult& r) {
 int cmd_generate(const std::vector<std::string>& argv) {
   const Args args = Args::parse(argv, kSpecs);
   if (args.has("help")) {
-    std::cout << format_help("kvpress generate --context TEXT|@FILE --question TEXT [options]",
-                             "Reads the context once, then answers each question from the shared KV cache.",
-                             kSpecs);
+    std::cout << format_help(
+        "kvpress generate --context TEXT|@FILE --question TEXT [options]",
+        "Reads the context once, then answers each question from the shared KV cache.", kSpecs);
     return 0;
   }
   check(args.has("context"), "--context is required (text, or @file to read it from a file)");
@@ -85,8 +91,10 @@ int cmd_generate(const std::vector<std::string>& argv) {
     check(!args.has("ratio") && !args.has("press-arg"), "--ratio and --press-arg need --press");
   }
 
-  auto backend = make_cpu_backend(threads);
+  auto backend = make_backend(args.get("device", "cpu"), threads);
+  const DType kv_dtype = parse_kv_dtype(args.get("kv-dtype", "f32"));
   LoadedModel loaded = load(model_path, *backend, !args.has("no-chat-template"));
+  loaded.model->set_kv_dtype(kv_dtype);
   Pipeline pipeline(loaded);
   const PipelineResult r = pipeline.run(context, args.all("question"), options, press.get());
 
@@ -98,14 +106,16 @@ int cmd_generate(const std::vector<std::string>& argv) {
     j["context_tokens"] = r.context_tokens;
     j["answers"] = nlohmann::json::array();
     for (const auto& a : r.answers) {
-      j["answers"].push_back({{"question", a.question}, {"answer", a.text}, {"tokens", a.tokens.size()}});
+      j["answers"].push_back(
+          {{"question", a.question}, {"answer", a.text}, {"tokens", a.tokens.size()}});
     }
     j["timing"] = {{"prefill_s", r.context_prefill_s},
                    {"prefill_tokens_per_s", r.context_tokens / std::max(r.context_prefill_s, 1e-9)},
                    {"decode_s", decode_s},
                    {"decode_tokens_per_s", tok_s},
                    {"compress_s", r.compress_s},
-                   {"threads", threads}};
+                   {"threads", threads},
+                   {"device", backend->name()}};
     if (press) {
       j["press"] = {{"name", press->name()},
                     {"ratio", press->compression_ratio()},
@@ -113,6 +123,7 @@ int cmd_generate(const std::vector<std::string>& argv) {
                     {"budget_rounding", budget_rounding_name(budget_rounding())}};
     }
     j["compression"] = {{"achieved_ratio", r.achieved_ratio},
+                        {"kv_dtype", lowercase_dtype(kv_dtype)},
                         {"context_kv_bytes_before", r.context_bytes_before},
                         {"context_kv_bytes_after", r.context_bytes_after},
                         {"reserve_kv_bytes", r.reserve_bytes},
@@ -124,9 +135,10 @@ int cmd_generate(const std::vector<std::string>& argv) {
       std::cout << "Q: " << a.question << "\nA: " << a.text << "\n\n";
     }
     if (press) print_compression_summary(*press, r);
-    std::fprintf(stderr, "context %lld tokens, prefill %.2f s (%.0f tok/s), decode %.1f tok/s, %d threads\n",
-                 static_cast<long long>(r.context_tokens), r.context_prefill_s,
-                 r.context_tokens / std::max(r.context_prefill_s, 1e-9), tok_s, threads);
+    std::fprintf(
+        stderr, "context %lld tokens, prefill %.2f s (%.0f tok/s), decode %.1f tok/s, %d threads\n",
+        static_cast<long long>(r.context_tokens), r.context_prefill_s,
+        r.context_tokens / std::max(r.context_prefill_s, 1e-9), tok_s, threads);
   }
   return 0;
 }

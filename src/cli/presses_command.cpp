@@ -9,10 +9,12 @@
 namespace kvp {
 
 int cmd_presses(const std::vector<std::string>& argv) {
-  const std::vector<OptionSpec> specs = {{"json", "", "print a JSON list"}, {"help", "", "show this help"}};
+  const std::vector<OptionSpec> specs = {{"json", "", "print a JSON list"},
+                                         {"help", "", "show this help"}};
   const Args args = Args::parse(argv, specs);
   if (args.has("help")) {
-    std::cout << format_help("kvpress presses [--json]", "Lists every press with its parameters and defaults.", specs);
+    std::cout << format_help("kvpress presses [--json]",
+                             "Lists every press with its parameters and defaults.", specs);
     return 0;
   }
   if (args.has("json")) {
@@ -20,7 +22,8 @@ int cmd_presses(const std::vector<std::string>& argv) {
     for (const auto& p : press_catalog()) {
       nlohmann::json params = nlohmann::json::array();
       for (const auto& q : p.params) {
-        params.push_back({{"name", q.name}, {"type", q.type}, {"default", q.default_value}, {"help", q.help}});
+        params.push_back(
+            {{"name", q.name}, {"type", q.type}, {"default", q.default_value}, {"help", q.help}});
       }
       j.push_back({{"name", p.name}, {"description", p.description}, {"params", params}});
     }

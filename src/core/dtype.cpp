@@ -43,32 +43,51 @@ size_t block_bytes(DType t) {
 size_t row_bytes(DType t, int64_t n) {
   const int64_t be = static_cast<int64_t>(block_elements(t));
   if (n < 0 || n % be != 0) {  // no message built on the hot path
-    throw Error("row of " + std::to_string(n) + " elements is not a multiple of the " + dtype_name(t) +
-                " block size " + std::to_string(be));
+    throw Error("row of " + std::to_string(n) + " elements is not a multiple of the " +
+                dtype_name(t) + " block size " + std::to_string(be));
   }
   return static_cast<size_t>(n / be) * block_bytes(t);
 }
 
-bool is_quantized(DType t) { return block_elements(t) > 1; }
+bool is_quantized(DType t) {
+  return block_elements(t) > 1;
+}
 
 std::string dtype_name(DType t) {
   switch (t) {
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-    case DType::I32: return "I32";
-    case DType::Q4_0: return "Q4_0";
-    case DType::Q4_1: return "Q4_1";
-    case DType::Q8_0: return "Q8_0";
-    case DType::Q4_K: return "Q4_K";
-    case DType::Q6_K: return "Q6_K";
+    case DType::F32:
+      return "F32";
+    case DType::F16:
+      return "F16";
+    case DType::BF16:
+      return "BF16";
+    case DType::I32:
+      return "I32";
+    case DType::Q4_0:
+      return "Q4_0";
+    case DType::Q4_1:
+      return "Q4_1";
+    case DType::Q8_0:
+      return "Q8_0";
+    case DType::Q4_K:
+      return "Q4_K";
+    case DType::Q6_K:
+      return "Q6_K";
   }
   return "unknown";
 }
 
 bool dtype_from_ggml(uint32_t ggml_type, DType* out) {
   switch (ggml_type) {
-    case 0: case 1: case 2: case 3: case 8: case 12: case 14: case 26: case 30:
+    case 0:
+    case 1:
+    case 2:
+    case 3:
+    case 8:
+    case 12:
+    case 14:
+    case 26:
+    case 30:
       *out = static_cast<DType>(ggml_type);
       return true;
     default:

@@ -23,6 +23,11 @@ std::array<int64_t, 4> to_shape(std::initializer_list<int64_t> shape, int* ndim)
 
 }  // namespace
 
+std::array<int64_t, 4> Tensor::shape_array(std::initializer_list<int64_t> shape) {
+  int ndim = 0;
+  return to_shape(shape, &ndim);
+}
+
 Tensor Tensor::empty(DType dtype, std::initializer_list<int64_t> shape) {
   int ndim = 0;
   auto s = to_shape(shape, &ndim);
@@ -37,9 +42,11 @@ Tensor Tensor::empty(DType dtype, const std::array<int64_t, 4>& shape, int ndim)
   const size_t bytes = t.nbytes();
   const size_t rounded = (bytes + 63) / 64 * 64;
   void* p = rounded == 0 ? nullptr : std::aligned_alloc(64, rounded);
-  check(rounded == 0 || p != nullptr, "out of memory allocating " + std::to_string(bytes) + " bytes");
+  check(rounded == 0 || p != nullptr,
+        "out of memory allocating " + std::to_string(bytes) + " bytes");
   if (p) std::memset(p, 0, rounded);
-  t.storage_ = std::shared_ptr<const void>(p, [](const void* q) { std::free(const_cast<void*>(q)); });
+  t.storage_ =
+      std::shared_ptr<const void>(p, [](const void* q) { std::free(const_cast<void*>(q)); });
   t.data_ = p;
   return t;
 }
@@ -65,6 +72,28 @@ Tensor Tensor::view(DType dtype, const std::array<int64_t, 4>& shape, int ndim, 
   return t;
 }
 
+Tensor Tensor::on_backend(Backend& backend, Device device, DType dtype,
+                          const std::array<int64_t, 4>& shape, int ndim, void* data,
+                          std::shared_ptr<const void> owner) {
+  Tensor t = view(dtype, shape, ndim, data, std::move(owner));
+  t.device_ = device;
+  t.backend_ = &backend;
+  return t;
+}
+
+Tensor Tensor::row_slice(int64_t begin, int64_t end, std::initializer_list<int64_t> shape) const {
+  check(begin >= 0 && begin <= end && end <= rows(), "rows [" + std::to_string(begin) + ", " +
+                                                         std::to_string(end) + ") of a tensor of " +
+                                                         std::to_string(rows()) + " rows");
+  Tensor t = *this;
+  t.data_ = static_cast<uint8_t*>(data_) + static_cast<size_t>(begin) * row_bytes();
+  t.shape_ = to_shape(shape, &t.ndim_);
+  check(t.nbytes() == static_cast<size_t>(end - begin) * row_bytes(),
+        "row_slice: shape " + t.shape_string() + " does not hold " + std::to_string(end - begin) +
+            " rows of " + shape_string());
+  return t;
+}
+
 int64_t Tensor::numel() const {
   if (ndim_ == 0) return 0;
   int64_t n = 1;
@@ -72,9 +101,13 @@ int64_t Tensor::numel() const {
   return n;
 }
 
-size_t Tensor::row_bytes() const { return kvp::row_bytes(dtype_, cols()); }
+size_t Tensor::row_bytes() const {
+  return kvp::row_bytes(dtype_, cols());
+}
 
-size_t Tensor::nbytes() const { return ndim_ == 0 ? 0 : static_cast<size_t>(rows()) * row_bytes(); }
+size_t Tensor::nbytes() const {
+  return ndim_ == 0 ? 0 : static_cast<size_t>(rows()) * row_bytes();
+}
 
 Tensor Tensor::reshaped(std::initializer_list<int64_t> shape) const {
   Tensor t = *this;

@@ -22,7 +22,8 @@ thread_local bool t_in_job = false;
 constexpr int64_t kRelaxNs = 3 * 1000;
 
 int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
@@ -37,7 +38,8 @@ int64_t spin_ns_from_env() {
 
 }  // namespace
 
-ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)), spin_ns_(spin_ns_from_env()) {
+ThreadPool::ThreadPool(int n_threads)
+    : n_threads_(std::max(1, n_threads)), spin_ns_(spin_ns_from_env()) {
   workers_.reserve(static_cast<size_t>(n_threads_ - 1));
   for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
@@ -61,7 +63,9 @@ void ThreadPool::run_chunks(uint32_t generation) {
     // Once this count is the next job's, next_ is already closed (see parallel_for), so the
     // CAS below fails: acquire pairs with the caller's release store of the count.
     if (c >= job_chunks_.load(std::memory_order_acquire)) return;
-    if (!next_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    if (!next_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel,
+                                     std::memory_order_acquire))
+      continue;
     // Range c of this generation is ours: the job stays alive until we report it done.
     const int64_t n = job_n_, chunks = job_chunks_.load(std::memory_order_relaxed);
     const int64_t begin = n * c / chunks, end = n * (c + 1) / chunks;
@@ -87,11 +91,12 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   job_ = &fn;
   job_n_ = n;
   // A few ranges per thread: balance when a thread is late or descheduled, few calls of fn.
-  job_chunks_.store(std::min<int64_t>(n, 4 * static_cast<int64_t>(n_threads_)), std::memory_order_release);
+  job_chunks_.store(std::min<int64_t>(n, 4 * static_cast<int64_t>(n_threads_)),
+                    std::memory_order_release);
   error_ = nullptr;
   done_.store(0, std::memory_order_relaxed);
   next_.store(static_cast<uint64_t>(g) << 32, std::memory_order_release);  // opens the job
-  generation_.store(g, std::memory_order_seq_cst);                          // wakes spinners
+  generation_.store(g, std::memory_order_seq_cst);                         // wakes spinners
   if (sleepers_.load(std::memory_order_seq_cst) > 0) {
     { std::lock_guard<std::mutex> lock(mutex_); }
     start_cv_.notify_all();
@@ -124,8 +129,9 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
 }
 
 void ThreadPool::worker_loop() {
-  uint32_t seen = 0;  // the generation at construction: a job published before this thread ran is not missed
-  t_in_job = true;    // nested parallel_for calls from a job run inline
+  uint32_t seen =
+      0;  // the generation at construction: a job published before this thread ran is not missed
+  t_in_job = true;  // nested parallel_for calls from a job run inline
   for (;;) {
     uint32_t g = generation_.load(std::memory_order_acquire);
     if (g == seen && spin_ns_ > 0) {

@@ -64,7 +64,8 @@ class LineReader {
       const size_t n = newline ? static_cast<size_t>(newline - begin) : end_ - pos_;
       if (line.size() + n > limits_.max_line_bytes)
         throw Error(source_ + " line " + std::to_string(number_) + " is longer than the " +
-                    format_byte_size(limits_.max_line_bytes) + " cap (one row is one line of JSON)");
+                    format_byte_size(limits_.max_line_bytes) +
+                    " cap (one row is one line of JSON)");
       grow(line, n);
       line.append(begin, n);
       pos_ += n + (newline ? 1 : 0);

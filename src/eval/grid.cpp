@@ -49,24 +49,25 @@ class GridHook : public LayerHook {
       shared[i] = &it->second;
       c.compress_s += seconds_since(t0);
     }
-    view.backend->host_parallel_for(static_cast<int64_t>(cells_.size()), [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        if (!shared[static_cast<size_t>(i)]) continue;
-        Cell& c = cells_[static_cast<size_t>(i)];
-        const auto t0 = std::chrono::steady_clock::now();
-        const KeepPlan keep = c.press->plan_from_scores(view, *shared[static_cast<size_t>(i)]);
-        c.cache->borrow_kept(view.layer, *view.cache, keep, reserve_);
-        c.compress_s += seconds_since(t0);
-      }
-    });
+    view.backend->host_parallel_for(
+        static_cast<int64_t>(cells_.size()), [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) {
+            if (!shared[static_cast<size_t>(i)]) continue;
+            Cell& c = cells_[static_cast<size_t>(i)];
+            const auto t0 = std::chrono::steady_clock::now();
+            const KeepPlan keep = c.press->plan_from_scores(view, *shared[static_cast<size_t>(i)]);
+            c.cache->borrow_kept(view.layer, *view.cache, keep, reserve_);
+            c.compress_s += seconds_since(t0);
+          }
+        });
     bool gathered = false;
     for (size_t i = 0; i < cells_.size(); ++i) {
       if (shared[i]) continue;
       Cell& c = cells_[i];
       const auto t0 = std::chrono::steady_clock::now();
-      if (!gathered) gather(view);
+      if (!gathered) all_rows(view);
       gathered = true;
-      c.cache->append(view.layer, k_.data(), v_.data(), view.n_tokens, view.positions);
+      c.cache->copy_kept(view.layer, *view.cache, all_, reserve_);
       LayerView own = view;
       own.cache = c.cache;
       c.press->compress(own, reserve_);
@@ -75,28 +76,21 @@ class GridHook : public LayerHook {
   }
 
  private:
-  // The layer's T fresh rows of the shared (full) cache in append()'s [T, heads, D] layout.
-  void gather(const LayerView& view) {
-    const KvSegments full = view.cache->view(view.layer);
+  // Every row of the shared (full) cache's layer: the plan that copies it whole.
+  void all_rows(const LayerView& view) {
     const int64_t T = view.n_tokens;
-    const int S = full.n_segments, D = full.head_dim;
-    const size_t row = static_cast<size_t>(D);
-    k_.resize(static_cast<size_t>(T) * S * row);
-    v_.resize(k_.size());
-    for (int s = 0; s < S; ++s) {
-      check(full.len[s] == T, "eval grid: the shared cache must hold only this context");
-      for (int64_t t = 0; t < T; ++t) {
-        const size_t src = static_cast<size_t>(full.offset[s] + t) * row;
-        const size_t dst = (static_cast<size_t>(t) * S + static_cast<size_t>(s)) * row;
-        std::copy(full.k + src, full.k + src + row, k_.data() + dst);
-        std::copy(full.v + src, full.v + src + row, v_.data() + dst);
-      }
+    all_.assign(static_cast<size_t>(view.cache->n_segments()),
+                std::vector<int32_t>(static_cast<size_t>(T)));
+    for (int s = 0; s < view.cache->n_segments(); ++s) {
+      check(view.cache->length(view.layer, s) == T,
+            "eval grid: the shared cache must hold only this context");
+      std::iota(all_[static_cast<size_t>(s)].begin(), all_[static_cast<size_t>(s)].end(), 0);
     }
   }
 
   std::vector<Cell>& cells_;
   int64_t reserve_;
-  std::vector<float> k_, v_;
+  KeepPlan all_;
 };
 
 std::vector<int32_t> encode_context(const LoadedModel& m, const std::string& context) {
@@ -115,14 +109,15 @@ namespace {
 // One context after its prefill: every cell's cache ready to answer.
 struct PrefilledContext {
   std::vector<std::vector<int32_t>> question_ids;
-  std::unique_ptr<KVCache> full;               // the baseline's cache, lent to the cells
-  std::vector<std::unique_ptr<KVCache>> own;   // declared after `full`: destroyed first
-  std::vector<KVCache*> caches;                // per cell
+  std::unique_ptr<KVCache> full;              // the baseline's cache, lent to the cells
+  std::vector<std::unique_ptr<KVCache>> own;  // declared after `full`: destroyed first
+  std::vector<KVCache*> caches;               // per cell
   std::vector<std::vector<std::vector<int64_t>>> lengths;  // per cell, before any question
-  std::vector<int64_t> first_positions;        // per cell
+  std::vector<int64_t> first_positions;                    // per cell
 };
 
-PrefilledContext prefill_context(LoadedModel& loaded, const GridContext& in, GridContextResult& result) {
+PrefilledContext prefill_context(LoadedModel& loaded, const GridContext& in,
+                                 GridContextResult& result) {
   Model& model = *loaded.model;
   const Tokenizer& tok = *loaded.tokenizer;
   const ModelConfig& cfg = model.config();

@@ -146,7 +146,8 @@ std::string results_markdown(const std::vector<TaskScore>& scores) {
   for (size_t i = 0; i <= tasks.size(); ++i) md << "---:|";
   md << "\n";
   for (const auto& c : avg) {
-    md << "| " << markdown_cell(c.press) << " | " << (c.press == "baseline" ? "-" : format_ratio(c.ratio)) << " |";
+    md << "| " << markdown_cell(c.press) << " | "
+       << (c.press == "baseline" ? "-" : format_ratio(c.ratio)) << " |";
     for (const auto& t : tasks) {
       auto it = std::find_if(scores.begin(), scores.end(), [&](const TaskScore& s) {
         return s.press == c.press && s.ratio == c.ratio && s.task == t;

@@ -111,8 +111,9 @@ std::string report_header(const EvalConfig& c, const std::map<std::string, std::
   // RULER's names: "all" scores the share of the references found in the answer, "any" 1 when
   // any one is.
   const auto label = [](const std::string& m) {
-    return m == "all" ? std::string("string_match_all")
-                      : m == "any" ? std::string("string_match_any") : m;
+    return m == "all"   ? std::string("string_match_all")
+           : m == "any" ? std::string("string_match_any")
+                        : m;
   };
   std::map<std::string, std::vector<std::string>> by_metric;
   for (const auto& [task, metric] : metrics) by_metric[label(metric)].push_back(task);
@@ -343,16 +344,16 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
   const fs::path dir(config.out_dir);
   write_file(dir / "results.csv", results_csv(summary.scores));
   const std::map<std::string, std::string> metrics = task_metrics(rows);
-  write_file(dir / "results.md",
-             report_header(config, metrics) + results_markdown(summary.scores));
+  write_file(dir / "results.md", report_header(config, metrics) + results_markdown(summary.scores));
   int per_task = 0, fewest = 1 << 30;
   for (const auto& s : summary.scores) {
     per_task = std::max(per_task, s.n);
     fewest = std::min(fewest, s.n);
   }
-  const std::string rows_each = per_task == 1   ? "1 row each"
-                                : fewest == per_task ? std::to_string(per_task) + " rows each"
-                                                     : "up to " + std::to_string(per_task) + " rows each";
+  const std::string rows_each = per_task == 1 ? "1 row each"
+                                : fewest == per_task
+                                    ? std::to_string(per_task) + " rows each"
+                                    : "up to " + std::to_string(per_task) + " rows each";
   const std::string subtitle =
       (config.model_id.empty() ? std::string()
                                : fs::path(config.model_id).filename().string() + ", ") +
@@ -363,7 +364,8 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
   nlohmann::json j;
   j["model"] = config.model_id;
   j["dataset"] = config.dataset;
-  j["context_length"] = config.context_length > 0 ? nlohmann::json(config.context_length) : nlohmann::json();
+  j["context_length"] =
+      config.context_length > 0 ? nlohmann::json(config.context_length) : nlohmann::json();
   j["samples_per_task"] = config.samples > 0 ? nlohmann::json(config.samples) : nlohmann::json();
   j["seed"] = config.seed >= 0 ? nlohmann::json(config.seed) : nlohmann::json();
   j["metrics"] = metrics;

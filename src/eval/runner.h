@@ -25,7 +25,7 @@ struct EvalConfig {
   // Contexts whose cells answer at once in the same batched forwards (run_grid_stream): more
   // rows per decode step, at the memory of that many full caches.
   int context_batch = 8;
-  bool progress = true;   // progress bar on stderr
+  bool progress = true;  // progress bar on stderr
   // What the reports say about the run, so that results.md and results.json read alone.
   std::string dataset;     // "builtin:ruler" or the JSONL path
   int context_length = 0;  // builtin: tokens per context (0: the rows' own)

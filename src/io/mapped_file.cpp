@@ -14,7 +14,9 @@ namespace kvp {
 
 namespace {
 
-std::string os_reason(int err) { return std::strerror(err); }
+std::string os_reason(int err) {
+  return std::strerror(err);
+}
 
 // Closes a file descriptor when it goes out of scope (the mapping outlives it).
 struct FdGuard {
@@ -58,8 +60,8 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
   return file;
 }
 
-std::shared_ptr<const MappedFile> MappedFile::from_bytes(const std::string& name,
-                                                        const void* data, size_t size) {
+std::shared_ptr<const MappedFile> MappedFile::from_bytes(const std::string& name, const void* data,
+                                                         size_t size) {
   if (size == 0) throw Error(name + ": file is empty");  // as open() says for an empty file
   std::shared_ptr<MappedFile> file(new MappedFile());
   file->path_ = name;

@@ -19,13 +19,17 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the limit of the reference implementation
-constexpr int kMaxJsonDepth = 64;                   // a valid header nests 3 deep
+constexpr int kMaxJsonDepth = 64;                  // a valid header nests 3 deep
 
 bool dtype_from_name(const std::string& s, DType* out) {
-  if (s == "F32") *out = DType::F32;
-  else if (s == "F16") *out = DType::F16;
-  else if (s == "BF16") *out = DType::BF16;
-  else return false;
+  if (s == "F32")
+    *out = DType::F32;
+  else if (s == "F16")
+    *out = DType::F16;
+  else if (s == "BF16")
+    *out = DType::BF16;
+  else
+    return false;
   return true;
 }
 
@@ -36,8 +40,10 @@ int max_json_depth(const char* p, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     const char c = p[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -114,12 +120,14 @@ SafetensorsFile SafetensorsFile::open(std::shared_ptr<const MappedFile> file) {
   try {
     // Top-level keys are checked for duplicates (plain parsing would keep the last one).
     std::set<std::string> keys;
-    header = json::parse(text, text + header_len, [&](int depth, json::parse_event_t event, json& parsed) {
-      if (event == json::parse_event_t::key && depth == 1 && parsed.is_string()) {
-        if (!keys.insert(parsed.get<std::string>()).second && duplicate.empty()) duplicate = parsed.get<std::string>();
-      }
-      return true;
-    });
+    header = json::parse(
+        text, text + header_len, [&](int depth, json::parse_event_t event, json& parsed) {
+          if (event == json::parse_event_t::key && depth == 1 && parsed.is_string()) {
+            if (!keys.insert(parsed.get<std::string>()).second && duplicate.empty())
+              duplicate = parsed.get<std::string>();
+          }
+          return true;
+        });
   } catch (const json::exception& e) {
     fail("invalid header JSON: " + json_error_message(e));
   }
@@ -142,13 +150,15 @@ SafetensorsFile SafetensorsFile::open(std::shared_ptr<const MappedFile> file) {
 
     auto sh = entry.find("shape");
     if (sh == entry.end() || !sh->is_array()) fail(tn + ": missing or non-array \"shape\"");
-    if (sh->size() > 4) fail(tn + " has " + std::to_string(sh->size()) + " dims (at most 4 are supported)");
+    if (sh->size() > 4)
+      fail(tn + " has " + std::to_string(sh->size()) + " dims (at most 4 are supported)");
     std::array<int64_t, 4> shape{0, 0, 0, 0};
     int ndim = static_cast<int>(sh->size());
     uint64_t numel = 1;
     for (size_t d = 0; d < sh->size(); ++d) {
       uint64_t v = 0;
-      if (!as_count((*sh)[d], &v)) fail(tn + ": shape[" + std::to_string(d) + "] is not a non-negative integer");
+      if (!as_count((*sh)[d], &v))
+        fail(tn + ": shape[" + std::to_string(d) + "] is not a non-negative integer");
       shape[d] = static_cast<int64_t>(v);
       if (__builtin_mul_overflow(numel, v, &numel) ||
           numel > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
@@ -164,20 +174,21 @@ SafetensorsFile SafetensorsFile::open(std::shared_ptr<const MappedFile> file) {
 
     auto off = entry.find("data_offsets");
     uint64_t begin = 0, end = 0;
-    if (off == entry.end() || !off->is_array() || off->size() != 2 || !as_count((*off)[0], &begin) ||
-        !as_count((*off)[1], &end))
+    if (off == entry.end() || !off->is_array() || off->size() != 2 ||
+        !as_count((*off)[0], &begin) || !as_count((*off)[1], &end))
       fail(tn + ": \"data_offsets\" must be [begin, end] with non-negative integers");
     if (begin > end)
-      fail(tn + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] are reversed");
+      fail(tn + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+           "] are reversed");
     if (end > data_size)
       fail(tn + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
            "] run past the end of the data (" + std::to_string(data_size) + " bytes)");
     if (end - begin != nbytes)
-      fail(tn + ": data_offsets span " + std::to_string(end - begin) + " bytes but shape and dtype " + dtype_str +
-           " need " + std::to_string(nbytes));
+      fail(tn + ": data_offsets span " + std::to_string(end - begin) +
+           " bytes but shape and dtype " + dtype_str + " need " + std::to_string(nbytes));
     if (nbytes != 0 && (data_begin + begin) % block_bytes(dtype) != 0)
-      fail(tn + ": data at file offset " + std::to_string(data_begin + begin) + " is not aligned to its " +
-           std::to_string(block_bytes(dtype)) + "-byte elements");
+      fail(tn + ": data at file offset " + std::to_string(data_begin + begin) +
+           " is not aligned to its " + std::to_string(block_bytes(dtype)) + "-byte elements");
     const auto entry_it =
         f.index_
             .emplace(name, Tensor::view(dtype, shape, ndim, bytes + data_begin + begin, f.file_))
@@ -222,11 +233,14 @@ SafetensorsModel SafetensorsModel::open_dir(const std::string& dir) {
     std::vector<std::pair<std::string, size_t>> entries;
     for (const auto& [name, file] : wm->items()) {
       if (!file.is_string())
-        throw Error(index_path + ": weight_map entry for '" + printable(name) + "' is not a string");
+        throw Error(index_path + ": weight_map entry for '" + printable(name) +
+                    "' is not a string");
       const std::string shard = file.get<std::string>();
-      if (shard.empty() || shard.find('/') != std::string::npos || shard.find('\\') != std::string::npos ||
-          shard.find("..") != std::string::npos || shard.find('\0') != std::string::npos)
-        throw Error(index_path + ": tensor '" + printable(name) + "' maps to shard '" + printable(shard) +
+      if (shard.empty() || shard.find('/') != std::string::npos ||
+          shard.find('\\') != std::string::npos || shard.find("..") != std::string::npos ||
+          shard.find('\0') != std::string::npos)
+        throw Error(index_path + ": tensor '" + printable(name) + "' maps to shard '" +
+                    printable(shard) +
                     "', which is not a plain file name inside the model directory");
       auto [it, inserted] = shard_ids.emplace(shard, shard_names.size());
       if (inserted) shard_names.push_back(shard);
@@ -241,8 +255,8 @@ SafetensorsModel SafetensorsModel::open_dir(const std::string& dir) {
     }
     for (const auto& [name, id] : entries) {
       if (!m.shards_[id].has(name))
-        throw Error((root / shard_names[id]).string() + ": has no tensor '" + printable(name) + "', which " +
-                    index_path + " places there");
+        throw Error((root / shard_names[id]).string() + ": has no tensor '" + printable(name) +
+                    "', which " + index_path + " places there");
       m.where_.emplace(name, id);
     }
     return m;
@@ -255,7 +269,9 @@ SafetensorsModel SafetensorsModel::open_dir(const std::string& dir) {
   throw Error(dir + ": no model.safetensors or model.safetensors.index.json in this directory");
 }
 
-bool SafetensorsModel::has(const std::string& name) const { return where_.count(name) != 0; }
+bool SafetensorsModel::has(const std::string& name) const {
+  return where_.count(name) != 0;
+}
 
 Tensor SafetensorsModel::tensor(const std::string& name) const {
   auto it = where_.find(name);

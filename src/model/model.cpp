@@ -12,9 +12,11 @@ namespace kvp {
 
 namespace {
 
-// A view of the first `rows` rows of a scratch tensor, reshaped.
-Tensor rows_view(Tensor& t, std::initializer_list<int64_t> shape) {
-  return Tensor::view(t.dtype(), shape, t.data(), t.device());
+// The start of a scratch tensor (F32, rows of t.cols()), reshaped to `shape`.
+Tensor rows_view(const Tensor& t, std::initializer_list<int64_t> shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return t.row_slice(0, n / t.cols(), shape);
 }
 
 }  // namespace
@@ -23,28 +25,35 @@ Model::Model(ModelConfig config, ModelWeights weights, Backend& backend)
     : config_(std::move(config)), weights_(std::move(weights)), backend_(backend) {}
 
 KVCache Model::make_cache(int64_t capacity) const {
-  return KVCache(config_.n_layers, config_.n_kv_heads, config_.head_dim, capacity);
+  return KVCache(backend_, config_.n_layers, config_.n_kv_heads, config_.head_dim, capacity,
+                 kv_dtype_);
+}
+
+void Model::set_kv_dtype(DType dtype) {
+  check(dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16,
+        "the KV cache stores f32, f16 or bf16 rows, not " + dtype_name(dtype));
+  kv_dtype_ = dtype;
 }
 
 void Model::ensure_scratch(int64_t T, int64_t groups) {
   const ModelConfig& c = config_;
   if (groups > s_.group_capacity) {
-    s_.last = Tensor::empty(DType::F32, {groups, c.hidden});
-    s_.logits = Tensor::empty(DType::F32, {groups, c.vocab_size});
+    s_.last = backend_.alloc(DType::F32, {groups, c.hidden});
+    s_.logits = backend_.alloc(DType::F32, {groups, c.vocab_size});
     s_.group_capacity = groups;
   }
   if (T <= s_.capacity) return;
   const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
   const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
-  s_.x = Tensor::empty(DType::F32, {T, c.hidden});
-  s_.normed = Tensor::empty(DType::F32, {T, c.hidden});
-  s_.q = Tensor::empty(DType::F32, {T, q_dim});
-  s_.k = Tensor::empty(DType::F32, {T, kv_dim});
-  s_.v = Tensor::empty(DType::F32, {T, kv_dim});
-  s_.attn = Tensor::empty(DType::F32, {T, q_dim});
-  s_.proj = Tensor::empty(DType::F32, {T, c.hidden});
-  s_.gate = Tensor::empty(DType::F32, {T, c.ffn_hidden});
-  s_.up = Tensor::empty(DType::F32, {T, c.ffn_hidden});
+  s_.x = backend_.alloc(DType::F32, {T, c.hidden});
+  s_.normed = backend_.alloc(DType::F32, {T, c.hidden});
+  s_.q = backend_.alloc(DType::F32, {T, q_dim});
+  s_.k = backend_.alloc(DType::F32, {T, kv_dim});
+  s_.v = backend_.alloc(DType::F32, {T, kv_dim});
+  s_.attn = backend_.alloc(DType::F32, {T, q_dim});
+  s_.proj = backend_.alloc(DType::F32, {T, c.hidden});
+  s_.gate = backend_.alloc(DType::F32, {T, c.ffn_hidden});
+  s_.up = backend_.alloc(DType::F32, {T, c.ffn_hidden});
   s_.capacity = T;
 }
 
@@ -131,9 +140,9 @@ const Tensor& Model::run(const std::vector<ForwardGroup>& groups, LayerHook* hoo
     }
     Tensor q_prerope;
     if (hook) {  // one copy of the layer's queries (T x Hq x D floats), only for the hook
-      if (s_.q_prerope.numel() < T * H * D) s_.q_prerope = Tensor::empty(DType::F32, {T, H * D});
+      if (s_.q_prerope.numel() < T * H * D) s_.q_prerope = backend_.alloc(DType::F32, {T, H * D});
       q_prerope = rows_view(s_.q_prerope, {T, H, D});
-      std::copy(q.ptr<float>(), q.ptr<float>() + T * H * D, q_prerope.ptr<float>());
+      be.copy(q, 0, q_prerope, 0, q.nbytes());
     }
     be.rope(q_heads, positions, c.rope);
     be.rope(k_heads, positions, c.rope);
@@ -142,10 +151,10 @@ const Tensor& Model::run(const std::vector<ForwardGroup>& groups, LayerHook* hoo
     s_.group_q.clear();
     s_.group_out.clear();
     for (const ForwardGroup& g : groups) {
-      g.cache->append(l, k.ptr<float>() + row * Hkv * D, v.ptr<float>() + row * Hkv * D, g.n,
-                      positions + row);
-      s_.group_q.push_back(Tensor::view(DType::F32, {g.n, H, D}, q.ptr<float>() + row * H * D));
-      s_.group_out.push_back(Tensor::view(DType::F32, {g.n, H, D}, attn.ptr<float>() + row * H * D));
+      g.cache->append(l, k.row_slice(row, row + g.n, {g.n, Hkv, D}),
+                      v.row_slice(row, row + g.n, {g.n, Hkv, D}), positions + row);
+      s_.group_q.push_back(q.row_slice(row, row + g.n, {g.n, H, D}));
+      s_.group_out.push_back(attn.row_slice(row, row + g.n, {g.n, H, D}));
       row += g.n;
     }
     s_.jobs.clear();
@@ -178,10 +187,11 @@ const Tensor& Model::run(const std::vector<ForwardGroup>& groups, LayerHook* hoo
   // The last token of each group goes on to the output norm and the vocabulary projection.
   Tensor last = rows_view(s_.last, {G, c.hidden});
   int64_t row = 0;
+  const size_t row_bytes = x.row_bytes();
   for (int64_t g = 0; g < G; ++g) {
     row += groups[static_cast<size_t>(g)].n;
-    const float* src = x.ptr<float>() + (row - 1) * c.hidden;
-    std::copy(src, src + c.hidden, last.ptr<float>() + g * c.hidden);
+    be.copy(x, static_cast<size_t>(row - 1) * row_bytes, last, static_cast<size_t>(g) * row_bytes,
+            row_bytes);
   }
   be.rms_norm(last, weights_.output_norm, c.rms_eps, last);
   s_.last_out = last;

@@ -23,9 +23,9 @@ struct LayerView {
   // The same queries before RoPE (after bias and q_norm), kept for presses that need them
   // (expected_attention's statistics) so they need not recompute the projection.
   const Tensor* queries_prerope = nullptr;  // [T, n_heads, head_dim]
-  const int32_t* positions = nullptr;     // [T]
-  int64_t n_tokens = 0;                   // T: the context tokens of this prefill
-  KVCache* cache = nullptr;               // keys after RoPE and values of this layer
+  const int32_t* positions = nullptr;       // [T]
+  int64_t n_tokens = 0;                     // T: the context tokens of this prefill
+  KVCache* cache = nullptr;                 // keys after RoPE and values of this layer
   Backend* backend = nullptr;
 };
 
@@ -68,8 +68,11 @@ class Model {
   // (Backend::matmul_argmax). Valid until the next call.
   const std::vector<int32_t>& forward_batch_greedy(const std::vector<ForwardGroup>& groups);
 
-  // A cache sized for `capacity` tokens per segment.
+  // A cache sized for `capacity` tokens per segment, storing rows as kv_dtype().
   KVCache make_cache(int64_t capacity) const;
+  // The row type of the caches make_cache() makes: F32 (the default), F16 or BF16 (--kv-dtype).
+  DType kv_dtype() const { return kv_dtype_; }
+  void set_kv_dtype(DType dtype);
 
  private:
   struct Scratch {
@@ -77,11 +80,11 @@ class Model {
     Tensor x, normed, q, k, v, attn, proj, gate, up;
     Tensor q_prerope;  // allocated on the first forward with a hook
     int64_t group_capacity = 0;
-    Tensor last, logits;       // [group_capacity, hidden], [group_capacity, vocab]
-    Tensor logits_out;         // the rows of `logits` the last call filled
-    Tensor last_out;           // the rows of `last` the last run() filled (normed)
-    std::vector<int32_t> greedy;  // forward_batch_greedy's tokens
-    std::vector<int32_t> ids, positions;  // the groups' tokens, concatenated
+    Tensor last, logits;                     // [group_capacity, hidden], [group_capacity, vocab]
+    Tensor logits_out;                       // the rows of `logits` the last call filled
+    Tensor last_out;                         // the rows of `last` the last run() filled (normed)
+    std::vector<int32_t> greedy;             // forward_batch_greedy's tokens
+    std::vector<int32_t> ids, positions;     // the groups' tokens, concatenated
     std::vector<Tensor> group_q, group_out;  // per-group views into q and attn
     std::vector<AttentionJob> jobs;
   };
@@ -94,6 +97,7 @@ class Model {
   ModelConfig config_;
   ModelWeights weights_;
   Backend& backend_;
+  DType kv_dtype_ = DType::F32;
   Scratch s_;
 };
 

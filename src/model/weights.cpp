@@ -171,14 +171,23 @@ Tensor unpermute_rotary_rows(const Tensor& w, int n_heads, int head_dim) {
 }
 
 ModelWeights weights_from_gguf(const GgufFile& gguf, const ModelConfig& config) {
-  static const std::map<std::string, std::string> roles = {
-      {"attn_norm", "attn_norm.weight"}, {"wq", "attn_q.weight"},     {"wk", "attn_k.weight"},
-      {"wv", "attn_v.weight"},           {"wo", "attn_output.weight"}, {"bq", "attn_q.bias"},
-      {"bk", "attn_k.bias"},             {"bv", "attn_v.bias"},        {"q_norm", "attn_q_norm.weight"},
-      {"k_norm", "attn_k_norm.weight"},  {"ffn_norm", "ffn_norm.weight"},
-      {"w_gate", "ffn_gate.weight"},     {"w_up", "ffn_up.weight"},    {"w_down", "ffn_down.weight"}};
-  Names names{"token_embd.weight", "output_norm.weight", "output.weight",
-              [](int l, const char* role) { return "blk." + std::to_string(l) + "." + roles.at(role); }};
+  static const std::map<std::string, std::string> roles = {{"attn_norm", "attn_norm.weight"},
+                                                           {"wq", "attn_q.weight"},
+                                                           {"wk", "attn_k.weight"},
+                                                           {"wv", "attn_v.weight"},
+                                                           {"wo", "attn_output.weight"},
+                                                           {"bq", "attn_q.bias"},
+                                                           {"bk", "attn_k.bias"},
+                                                           {"bv", "attn_v.bias"},
+                                                           {"q_norm", "attn_q_norm.weight"},
+                                                           {"k_norm", "attn_k_norm.weight"},
+                                                           {"ffn_norm", "ffn_norm.weight"},
+                                                           {"w_gate", "ffn_gate.weight"},
+                                                           {"w_up", "ffn_up.weight"},
+                                                           {"w_down", "ffn_down.weight"}};
+  Names names{
+      "token_embd.weight", "output_norm.weight", "output.weight",
+      [](int l, const char* role) { return "blk." + std::to_string(l) + "." + roles.at(role); }};
   std::vector<std::string> tensor_names;
   tensor_names.reserve(gguf.tensors().size());
   for (const GgufTensorInfo& info : gguf.tensors()) tensor_names.push_back(info.name);
@@ -186,27 +195,36 @@ ModelWeights weights_from_gguf(const GgufFile& gguf, const ModelConfig& config) 
                     config.arch_name + ".block_count");
   // llama.cpp's converter permutes Q/K rows of llama-arch models only.
   const bool unpermute = config.arch == Architecture::LLAMA;
-  return load(config, names, [&](const std::string& n) { return gguf.find_tensor(n) != nullptr; },
-              [&](const std::string& n) { return gguf.tensor(n); }, unpermute);
+  return load(
+      config, names, [&](const std::string& n) { return gguf.find_tensor(n) != nullptr; },
+      [&](const std::string& n) { return gguf.tensor(n); }, unpermute);
 }
 
 ModelWeights weights_from_safetensors(const SafetensorsModel& st, const ModelConfig& config) {
   static const std::map<std::string, std::string> roles = {
-      {"attn_norm", "input_layernorm.weight"},  {"wq", "self_attn.q_proj.weight"},
-      {"wk", "self_attn.k_proj.weight"},        {"wv", "self_attn.v_proj.weight"},
-      {"wo", "self_attn.o_proj.weight"},        {"bq", "self_attn.q_proj.bias"},
-      {"bk", "self_attn.k_proj.bias"},          {"bv", "self_attn.v_proj.bias"},
-      {"q_norm", "self_attn.q_norm.weight"},    {"k_norm", "self_attn.k_norm.weight"},
-      {"ffn_norm", "post_attention_layernorm.weight"}, {"w_gate", "mlp.gate_proj.weight"},
-      {"w_up", "mlp.up_proj.weight"},           {"w_down", "mlp.down_proj.weight"}};
+      {"attn_norm", "input_layernorm.weight"},
+      {"wq", "self_attn.q_proj.weight"},
+      {"wk", "self_attn.k_proj.weight"},
+      {"wv", "self_attn.v_proj.weight"},
+      {"wo", "self_attn.o_proj.weight"},
+      {"bq", "self_attn.q_proj.bias"},
+      {"bk", "self_attn.k_proj.bias"},
+      {"bv", "self_attn.v_proj.bias"},
+      {"q_norm", "self_attn.q_norm.weight"},
+      {"k_norm", "self_attn.k_norm.weight"},
+      {"ffn_norm", "post_attention_layernorm.weight"},
+      {"w_gate", "mlp.gate_proj.weight"},
+      {"w_up", "mlp.up_proj.weight"},
+      {"w_down", "mlp.down_proj.weight"}};
   Names names{"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
               [](int l, const char* role) {
                 return "model.layers." + std::to_string(l) + "." + roles.at(role);
               }};
   check_layer_count(st.names(), "model.layers.", config.n_layers, st.dir(),
                     "config.json num_hidden_layers");
-  return load(config, names, [&](const std::string& n) { return st.has(n); },
-              [&](const std::string& n) { return st.tensor(n); }, false);
+  return load(
+      config, names, [&](const std::string& n) { return st.has(n); },
+      [&](const std::string& n) { return st.tensor(n); }, false);
 }
 
 }  // namespace kvp

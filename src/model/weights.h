@@ -14,8 +14,8 @@ namespace kvp {
 
 struct LayerWeights {
   Tensor attn_norm, wq, wk, wv, wo;
-  Tensor bq, bk, bv;          // Qwen2 only
-  Tensor q_norm, k_norm;      // Qwen3 only
+  Tensor bq, bk, bv;      // Qwen2 only
+  Tensor q_norm, k_norm;  // Qwen3 only
   Tensor ffn_norm, w_gate, w_up, w_down;
 };
 

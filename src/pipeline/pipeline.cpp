@@ -2,10 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
 
 #include "core/error.h"
-#include "io/gguf.h"
 
 namespace kvp {
 
@@ -18,22 +16,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 LoadedModel load(const std::string& path, Backend& backend, bool use_chat_template) {
-  namespace fs = std::filesystem;
   LoadedModel m;
   m.path = path;
   m.model = load_model(path, backend);
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    const std::string tok = (fs::path(path) / "tokenizer.json").string();
-    check(fs::exists(tok, ec), "model directory " + path + " has no tokenizer.json");
-    m.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_hf_json(tok));
-  } else {
-    m.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_gguf(GgufFile::open(path)));
-  }
+  m.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_model_path(path));
   check(m.tokenizer->vocab_size() <= m.model->config().vocab_size,
         "tokenizer has more tokens (" + std::to_string(m.tokenizer->vocab_size()) +
             ") than the model's vocabulary (" + std::to_string(m.model->config().vocab_size) + ")");
-  m.chat = use_chat_template ? ChatTemplate::detect(m.tokenizer->chat_template()) : ChatTemplate::none();
+  m.chat =
+      use_chat_template ? ChatTemplate::detect(m.tokenizer->chat_template()) : ChatTemplate::none();
   return m;
 }
 
@@ -71,9 +62,10 @@ PromptParts split_prompt(const ChatTemplate& chat, const Tokenizer& tokenizer,
   return parts;
 }
 
-std::vector<int32_t> greedy_answer(Model& model, KVCache& cache, const std::vector<int32_t>& question_ids,
-                                   int64_t first_position, int max_new_tokens,
-                                   const std::function<bool(int32_t)>& is_stop, double* prefill_seconds) {
+std::vector<int32_t> greedy_answer(Model& model, KVCache& cache,
+                                   const std::vector<int32_t>& question_ids, int64_t first_position,
+                                   int max_new_tokens, const std::function<bool(int32_t)>& is_stop,
+                                   double* prefill_seconds) {
   return greedy_answers_batched(model, {&cache}, question_ids, {first_position}, max_new_tokens,
                                 is_stop, prefill_seconds)[0];
 }
@@ -82,17 +74,17 @@ std::vector<std::vector<int32_t>> greedy_answers_batched(
     Model& model, const std::vector<KVCache*>& caches, const std::vector<int32_t>& question_ids,
     const std::vector<int64_t>& first_positions, int max_new_tokens,
     const std::function<bool(int32_t)>& is_stop, double* prefill_seconds) {
-  check(first_positions.size() == caches.size(), "greedy_answers_batched: one first position per cache");
+  check(first_positions.size() == caches.size(),
+        "greedy_answers_batched: one first position per cache");
   std::vector<AnswerRequest> requests;
   for (size_t i = 0; i < caches.size(); ++i)
     requests.push_back({caches[i], &question_ids, first_positions[i], max_new_tokens});
   return greedy_answers_batched(model, requests, is_stop, prefill_seconds);
 }
 
-std::vector<std::vector<int32_t>> greedy_answers_batched(Model& model,
-                                                         const std::vector<AnswerRequest>& requests,
-                                                         const std::function<bool(int32_t)>& is_stop,
-                                                         double* prefill_seconds) {
+std::vector<std::vector<int32_t>> greedy_answers_batched(
+    Model& model, const std::vector<AnswerRequest>& requests,
+    const std::function<bool(int32_t)>& is_stop, double* prefill_seconds) {
   std::vector<std::vector<int32_t>> answers(requests.size());
   GreedyBatcher batcher(model, is_stop);
   for (const AnswerRequest& r : requests) batcher.add(r);
@@ -185,23 +177,28 @@ PipelineResult Pipeline::run(const std::string& context, const std::vector<std::
   check(options.max_new_tokens >= 0, "max_new_tokens must be >= 0");
 
   const PromptParts parts = split_prompt(m_.chat, tok, context);
-  std::vector<int32_t> context_ids = tok.encode(parts.context, true, m_.chat.format() == ChatFormat::NONE);
-  if (options.max_context_length > 0 && static_cast<int64_t>(context_ids.size()) > options.max_context_length) {
+  std::vector<int32_t> context_ids =
+      tok.encode(parts.context, true, m_.chat.format() == ChatFormat::NONE);
+  if (options.max_context_length > 0 &&
+      static_cast<int64_t>(context_ids.size()) > options.max_context_length) {
     context_ids.resize(static_cast<size_t>(options.max_context_length));
   }
   std::vector<std::vector<int32_t>> question_ids;
   int64_t longest_question = 0;
   for (const auto& q : questions) {
-    question_ids.push_back(tok.encode(q + parts.question_suffix + options.answer_prefix, true, false));
-    longest_question = std::max<int64_t>(longest_question, static_cast<int64_t>(question_ids.back().size()));
+    question_ids.push_back(
+        tok.encode(q + parts.question_suffix + options.answer_prefix, true, false));
+    longest_question =
+        std::max<int64_t>(longest_question, static_cast<int64_t>(question_ids.back().size()));
   }
   const int64_t T = static_cast<int64_t>(context_ids.size());
   check(T > 0, "the context is empty after tokenisation");
   const int64_t needed = T + longest_question + options.max_new_tokens;
-  check(needed <= cfg.max_positions,
-        "context (" + std::to_string(T) + " tokens) + question (" + std::to_string(longest_question) +
-            ") + max_new_tokens (" + std::to_string(options.max_new_tokens) +
-            ") exceeds the model's maximum of " + std::to_string(cfg.max_positions) + " positions");
+  check(needed <= cfg.max_positions, "context (" + std::to_string(T) + " tokens) + question (" +
+                                         std::to_string(longest_question) + ") + max_new_tokens (" +
+                                         std::to_string(options.max_new_tokens) +
+                                         ") exceeds the model's maximum of " +
+                                         std::to_string(cfg.max_positions) + " positions");
 
   PipelineResult result;
   result.context_tokens = T;
@@ -226,8 +223,7 @@ PipelineResult Pipeline::run(const std::string& context, const std::vector<std::
   }
   const int64_t rows = T * cfg.n_layers * cfg.n_kv_heads;
   result.achieved_ratio = 1.0 - static_cast<double>(kept) / static_cast<double>(rows);
-  result.reserve_bytes = static_cast<size_t>(reserve * cfg.n_layers * cfg.n_kv_heads) * 2 *
-                         static_cast<size_t>(cfg.head_dim) * sizeof(float);
+  result.reserve_bytes = cache.bytes_for_rows(reserve);
   const auto context_lengths = cache.lengths();
   // kvpress continues positions from the original context length, except after key
   // re-rotation, where kept keys sit at 0..n_kept-1 (layer 0's length).
@@ -238,8 +234,9 @@ PipelineResult Pipeline::run(const std::string& context, const std::vector<std::
     answer.question = questions[qi];
     const auto& qids = question_ids[qi];
     t0 = std::chrono::steady_clock::now();
-    answer.tokens = greedy_answer(model, cache, qids, first_position, options.max_new_tokens,
-                                  [&](int32_t id) { return tok.is_end_of_generation(id); }, &answer.prefill_s);
+    answer.tokens = greedy_answer(
+        model, cache, qids, first_position, options.max_new_tokens,
+        [&](int32_t id) { return tok.is_end_of_generation(id); }, &answer.prefill_s);
     answer.decode_s = seconds_since(t0) - answer.prefill_s;
     answer.text = tok.decode(answer.tokens);
     result.answers.push_back(std::move(answer));

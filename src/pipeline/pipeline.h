@@ -54,7 +54,7 @@ struct PipelineResult {
   size_t context_bytes_after = 0;
   size_t reserve_bytes = 0;    // free rows for the longest question and the answer
   size_t allocated_bytes = 0;  // what the cache holds after compression: all of the above
-  double achieved_ratio = 0;  // 1 - kept context rows / context rows, over all layers and heads
+  double achieved_ratio = 0;   // 1 - kept context rows / context rows, over all layers and heads
   std::vector<std::vector<int64_t>> head_lens;  // kept rows per layer and kv head
   int64_t decode_tokens() const;
   double decode_s() const;
@@ -73,9 +73,9 @@ PromptParts split_prompt(const ChatTemplate& chat, const Tokenizer& tokenizer,
 // decodes: question ids prefilled at positions first_position.., then up to max_new_tokens
 // argmax tokens; the first is always taken, a later stop token ends the answer (it is kept
 // in the ids, never fed back). The cache is left holding the question and answer rows.
-std::vector<int32_t> greedy_answer(Model& model, KVCache& cache, const std::vector<int32_t>& question_ids,
-                                   int64_t first_position, int max_new_tokens,
-                                   const std::function<bool(int32_t)>& is_stop,
+std::vector<int32_t> greedy_answer(Model& model, KVCache& cache,
+                                   const std::vector<int32_t>& question_ids, int64_t first_position,
+                                   int max_new_tokens, const std::function<bool(int32_t)>& is_stop,
                                    double* prefill_seconds = nullptr);
 
 // One cache's question for greedy_answers_batched.
@@ -92,10 +92,9 @@ struct AnswerRequest {
 // every cache still answering, again in one forward. Each cache gets the answer
 // greedy_answer would give it alone, up to summation order (a step of 4 or more rows uses
 // the blocked matmul, not the one-row kernel: ~1e-6 relative).
-std::vector<std::vector<int32_t>> greedy_answers_batched(Model& model,
-                                                         const std::vector<AnswerRequest>& requests,
-                                                         const std::function<bool(int32_t)>& is_stop,
-                                                         double* prefill_seconds = nullptr);
+std::vector<std::vector<int32_t>> greedy_answers_batched(
+    Model& model, const std::vector<AnswerRequest>& requests,
+    const std::function<bool(int32_t)>& is_stop, double* prefill_seconds = nullptr);
 // The engine of greedy_answers_batched, for requests that come and go (the eval grid keeps
 // its batch full by adding the cells of a new context as others finish): each step() is one
 // batched forward over every active request, the question rows of a request added since

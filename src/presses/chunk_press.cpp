@@ -3,6 +3,7 @@
 // states, keys and values but the whole context's RoPE tables (spec 3.11): queries of the
 // chunk are rotated as if the chunk ended at the context's last position.
 #include <algorithm>
+#include <numeric>
 
 #include "core/error.h"
 #include "presses/press_util.h"
@@ -40,32 +41,23 @@ class ChunkPress : public Press {
           "chunk: the cache must hold the whole, uncompressed context (use chunk as the first "
           "stage)");
     const ModelConfig& c = *view.config;
-    const KvSegments kv = view.cache->view(view.layer);
-    const int64_t D = kv.head_dim, Hq = c.n_heads;
+    const int64_t D = c.head_dim, Hq = c.n_heads;
     for (int64_t start = 0; start < n; start += chunk_) {
       const int64_t len = std::min(chunk_, n - start);
       // The chunk's keys and values in a cache of their own (only this layer is allocated).
-      KVCache sub(view.layer + 1, H, static_cast<int>(D), len);
-      std::vector<float> k(static_cast<size_t>(len * H * D)), v(k.size());
-      for (int64_t t = 0; t < len; ++t)
-        for (int h = 0; h < H; ++h) {
-          const int64_t src = (kv.offset[h] + start + t) * D, dst = (t * H + h) * D;
-          std::copy(kv.k + src, kv.k + src + D, k.begin() + dst);
-          std::copy(kv.v + src, kv.v + src + D, v.begin() + dst);
-        }
+      KVCache sub(*view.backend, view.layer + 1, H, static_cast<int>(D), len);
+      KeepPlan rows(static_cast<size_t>(H), std::vector<int32_t>(static_cast<size_t>(len)));
+      for (auto& r : rows) std::iota(r.begin(), r.end(), static_cast<int32_t>(start));
+      sub.copy_kept(view.layer, *view.cache, rows, 0);
       // Positions as kvpress's unchanged position_embeddings give them to a chunk of len
       // tokens: its last rows take the context's last positions.
       std::vector<int32_t> pos(static_cast<size_t>(len));
       for (int64_t t = 0; t < len; ++t)
         pos[static_cast<size_t>(t)] = static_cast<int32_t>(T - len + t);
-      sub.append(view.layer, k.data(), v.data(), len, pos.data());
-      float* hp = const_cast<float*>(view.hidden_states->ptr<float>()) + start * c.hidden;
-      const Tensor hs = Tensor::view(DType::F32, {len, static_cast<int64_t>(c.hidden)}, hp);
+      const Tensor hs = view.hidden_states->row_slice(start, start + len, {len, c.hidden});
       Tensor q_kept;  // the chunk's rows of the forward's pre-RoPE queries
-      if (view.queries_prerope) {
-        float* qp = const_cast<float*>(view.queries_prerope->ptr<float>()) + start * Hq * D;
-        q_kept = Tensor::view(DType::F32, {len, Hq, D}, qp);
-      }
+      if (view.queries_prerope)
+        q_kept = view.queries_prerope->row_slice(start * Hq, (start + len) * Hq, {len, Hq, D});
       LayerView sv = view;
       sv.hidden_states = &hs;
       sv.queries_prerope = view.queries_prerope ? &q_kept : nullptr;

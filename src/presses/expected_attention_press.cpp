@@ -159,7 +159,7 @@ class ExpectedAttentionPress : public ScorerPress {
 
     // 3. Per kv head: z_qj = k_j . mu'_q / sqrt(d) + k_j^T cov'_q k_j / d / 2 over the non-sink
     // rows, softmax over j, mean over the G query heads, times ||v_j||.
-    const KvSegments kv = view.cache->view(view.layer);
+    const KVCache& cache = *view.cache;
     const int64_t M = n_rows - n_sink_;
     const int64_t per_q = use_covariance_ ? 1 + D : 1;
     Tensor w = Tensor::empty(DType::F32, {G * per_q, D});
@@ -177,9 +177,9 @@ class ExpectedAttentionPress : public ScorerPress {
           for (int64_t i = 0; i < D * D; ++i)
             wp[G * D + g * D * D + i] = cov_r[static_cast<size_t>(hq * D * D + i)];
       }
-      // Rows of the layer are only read; Tensor::view wants a mutable pointer.
-      float* kp = const_cast<float*>(kv.k) + (kv.offset[h] + n_sink_) * D;
-      const Tensor keys = Tensor::view(DType::F32, {M, D}, kp);
+      const Tensor keys =
+          cache.rows_f32(view.layer, static_cast<int>(h), KVCache::Part::K, n_sink_, M);
+      const float* kp = keys.ptr<float>();
       be.matmul(keys, w, y);
       const float* yp = y.ptr<float>();
       std::fill(acc.begin(), acc.end(), 0.f);
@@ -205,7 +205,9 @@ class ExpectedAttentionPress : public ScorerPress {
         for (int64_t j = 0; j < M; ++j)
           acc[static_cast<size_t>(j)] += z[static_cast<size_t>(j)] / sum;
       }
-      const float* vp = kv.v + (kv.offset[h] + n_sink_) * D;
+      const Tensor values =
+          cache.rows_f32(view.layer, static_cast<int>(h), KVCache::Part::V, n_sink_, M);
+      const float* vp = values.ptr<float>();
       for (int64_t j = 0; j < M; ++j) {
         float v = acc[static_cast<size_t>(j)] / static_cast<float>(G);
         if (use_vnorm_) {

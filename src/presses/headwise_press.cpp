@@ -224,7 +224,7 @@ const PressRegistration ada_expected_attention(
       {"use_vnorm", "bool", "true", "ExpectedAttention's value-norm weighting"},
       {"epsilon", "float", "0", "ExpectedAttention's epsilon"},
       kAlpha},
-     [](double ratio, PressArgs& a) { 
+     [](double ratio, PressArgs& a) {
        return make_adakv("ada_expected_attention", "expected_attention", ratio, a);
      }});
 

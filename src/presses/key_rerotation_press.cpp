@@ -53,17 +53,17 @@ class KeyRerotationPress : public Press {
     // Rotate the kept key at rank i, taken from row p_i, by (i - p_i) * inv_freq: RoPE is
     // additive in the angle, so this is the backend's rope at "position" i - p_i. kvpress
     // uses the row index (the position when this press runs first), as we do.
-    const KvSegments kv = view.cache->view(view.layer);
-    const int D = kv.head_dim;
-    for (int h = 0; h < kv.n_segments; ++h) {
+    KVCache& cache = *view.cache;
+    const int64_t D = cache.head_dim();
+    for (int h = 0; h < cache.n_segments(); ++h) {
       const auto& rows = keep[static_cast<size_t>(h)];
       const int64_t n = static_cast<int64_t>(rows.size());
       std::vector<int32_t> delta(rows.size());
       for (size_t i = 0; i < rows.size(); ++i) delta[i] = static_cast<int32_t>(i) - rows[i];
-      // The cache owns these rows (mutable storage); its view hands out const pointers.
-      float* k = const_cast<float*>(kv.k) + kv.offset[h] * D;
-      Tensor keys = Tensor::view(DType::F32, {n, 1, static_cast<int64_t>(D)}, k);
-      view.backend->rope(keys, delta.data(), view.config->rope);
+      const Tensor keys = cache.rows_f32(view.layer, h, KVCache::Part::K, 0, n);
+      Tensor heads = keys.reshaped({n, 1, D});
+      view.backend->rope(heads, delta.data(), view.config->rope);
+      cache.write_rows(view.layer, h, KVCache::Part::K, 0, keys);
     }
   }
 

@@ -22,12 +22,14 @@ class KeyDiffPress : public ScorerPress {
 
   Scores score(LayerView& view) override {
     const int64_t n = snapkv_rows(view, "keydiff");
-    const KvSegments kv = view.cache->view(view.layer);
-    const int D = kv.head_dim;
-    Scores s{kv.n_segments, n, std::vector<float>(static_cast<size_t>(kv.n_segments * n))};
+    const KVCache& cache = *view.cache;
+    const int D = cache.head_dim();
+    Scores s{cache.n_segments(), n,
+             std::vector<float>(static_cast<size_t>(cache.n_segments() * n))};
     std::vector<double> anchor(static_cast<size_t>(D)), norm(static_cast<size_t>(n));
     for (int h = 0; h < s.n_heads; ++h) {
-      const float* K = kv.k + kv.offset[h] * D;
+      const Tensor keys = cache.rows_f32(view.layer, h, KVCache::Part::K, 0, n);
+      const float* K = keys.ptr<float>();
       // anchor = mean_j k_j / max(||k_j||, 1e-12)   (F.normalize, then mean)
       std::fill(anchor.begin(), anchor.end(), 0.0);
       for (int64_t j = 0; j < n; ++j) {

@@ -18,14 +18,16 @@ class KnormPress : public ScorerPress {
   }
 
   Scores score(LayerView& view) override {
-    const KvSegments kv = view.cache->view(view.layer);
-    Scores s{kv.n_segments, kv.len[0], {}};
+    const KVCache& cache = *view.cache;
+    const int D = cache.head_dim();
+    Scores s{cache.n_segments(), cache.length(view.layer, 0), {}};
     s.values.resize(static_cast<size_t>(s.n_heads * s.n_rows));
     for (int h = 0; h < s.n_heads; ++h) {
+      const Tensor keys = cache.rows_f32(view.layer, h, KVCache::Part::K, 0, s.n_rows);
       for (int64_t j = 0; j < s.n_rows; ++j) {
-        const float* k = kv.k + (kv.offset[h] + j) * kv.head_dim;
+        const float* k = keys.ptr<float>() + j * D;
         double sum = 0;
-        for (int d = 0; d < kv.head_dim; ++d) sum += static_cast<double>(k[d]) * k[d];
+        for (int d = 0; d < D; ++d) sum += static_cast<double>(k[d]) * k[d];
         s.at(h, j) = -static_cast<float>(std::sqrt(sum));
       }
     }

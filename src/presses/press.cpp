@@ -20,8 +20,12 @@ namespace {
 std::atomic<BudgetRounding> g_budget_rounding{BudgetRounding::Nearest};
 }  // namespace
 
-BudgetRounding budget_rounding() { return g_budget_rounding.load(); }
-void set_budget_rounding(BudgetRounding rounding) { g_budget_rounding.store(rounding); }
+BudgetRounding budget_rounding() {
+  return g_budget_rounding.load();
+}
+void set_budget_rounding(BudgetRounding rounding) {
+  g_budget_rounding.store(rounding);
+}
 
 BudgetRounding parse_budget_rounding(const std::string& name) {
   if (name == "nearest") return BudgetRounding::Nearest;
@@ -80,7 +84,9 @@ void Press::compress(LayerView& view, int64_t reserve) {
   view.cache->compact(view.layer, keep, reserve);
 }
 
-std::string Press::score_identity(const LayerView&) const { return {}; }
+std::string Press::score_identity(const LayerView&) const {
+  return {};
+}
 
 Scores Press::score(LayerView&) {
   throw Error(name() + ": this press does not expose its scores");

@@ -99,7 +99,9 @@ const char* budget_rounding_name(BudgetRounding rounding);
 // Sets the rounding for one scope (tests, the eval runner), restoring the previous one.
 class ScopedBudgetRounding {
  public:
-  explicit ScopedBudgetRounding(BudgetRounding r) : previous_(budget_rounding()) { set_budget_rounding(r); }
+  explicit ScopedBudgetRounding(BudgetRounding r) : previous_(budget_rounding()) {
+    set_budget_rounding(r);
+  }
   ~ScopedBudgetRounding() { set_budget_rounding(previous_); }
   ScopedBudgetRounding(const ScopedBudgetRounding&) = delete;
   ScopedBudgetRounding& operator=(const ScopedBudgetRounding&) = delete;

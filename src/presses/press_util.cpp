@@ -18,16 +18,12 @@ Tensor prerope_queries(const LayerView& view, int64_t begin, int64_t end) {
     const Tensor& kept = *view.queries_prerope;
     check(kept.ndim() == 3 && kept.dim(0) >= end && kept.dim(1) == Hq && kept.dim(2) == D,
           "prerope_queries: the kept queries have the wrong shape");
-    Tensor q = Tensor::empty(DType::F32, {n, Hq, D});
-    const float* src = kept.ptr<float>() + begin * Hq * D;
-    std::copy(src, src + n * Hq * D, q.ptr<float>());
+    Tensor q = be.alloc(DType::F32, {n, Hq, D});
+    be.copy(kept, static_cast<size_t>(begin * Hq) * kept.row_bytes(), q, 0, q.nbytes());
     return q;
   }
-  // The hidden states are only read; Tensor::view wants a mutable pointer.
-  float* h = const_cast<float*>(view.hidden_states->ptr<float>()) + begin * c.hidden;
-  const Tensor hs = Tensor::view(DType::F32, {n, static_cast<int64_t>(c.hidden)}, h,
-                                 view.hidden_states->device());
-  Tensor q = Tensor::empty(DType::F32, {n, Hq * D});
+  const Tensor hs = view.hidden_states->row_slice(begin, end, {n, c.hidden});
+  Tensor q = be.alloc(DType::F32, {n, Hq * D});
   be.matmul(hs, w.wq, q);
   if (c.qkv_bias) be.add_bias(q, w.bq);
   if (c.qk_norm) {
@@ -41,12 +37,10 @@ Tensor prerope_query_rows(const LayerView& view, int64_t begin, int64_t end) {
   if (!view.queries_prerope) return prerope_queries(view, begin, end);
   const Tensor& kept = *view.queries_prerope;
   const int64_t Hq = view.config->n_heads, D = view.config->head_dim;
-  check(begin >= 0 && begin < end && end <= kept.dim(0) && kept.ndim() == 3 &&
-            kept.dim(1) == Hq && kept.dim(2) == D,
+  check(begin >= 0 && begin < end && end <= kept.dim(0) && kept.ndim() == 3 && kept.dim(1) == Hq &&
+            kept.dim(2) == D,
         "prerope_query_rows: rows out of range or kept queries of the wrong shape");
-  // Tensor::view wants a mutable pointer; callers only read.
-  float* rows = const_cast<float*>(kept.ptr<float>()) + begin * Hq * D;
-  return Tensor::view(DType::F32, {end - begin, Hq, D}, rows, kept.device());
+  return kept.row_slice(begin * Hq, end * Hq, {end - begin, Hq, D});
 }
 
 Tensor dequantized(Backend& backend, const Tensor& weight) {
@@ -54,7 +48,7 @@ Tensor dequantized(Backend& backend, const Tensor& weight) {
   if (weight.dtype() == DType::F32) return weight;
   std::vector<int32_t> ids(static_cast<size_t>(rows));
   std::iota(ids.begin(), ids.end(), 0);
-  Tensor out = Tensor::empty(DType::F32, {rows, cols});
+  Tensor out = backend.alloc(DType::F32, {rows, cols});
   backend.embed(weight, ids.data(), rows, out);
   return out;
 }

@@ -49,8 +49,8 @@ class QFilterPress : public ScorerPress {
 
   Scores score(LayerView& view) override {
     const int64_t n = snapkv_rows(view, "qfilter");
-    const KvSegments kv = view.cache->view(view.layer);
-    const int64_t L = view.config->n_layers, H = kv.n_segments, D = kv.head_dim;
+    const KVCache& cache = *view.cache;
+    const int64_t L = view.config->n_layers, H = cache.n_segments(), D = cache.head_dim();
     check(static_cast<int64_t>(filters_.size()) == L * H * D,
           "qfilter: filters file " + path_ + " holds " + std::to_string(filters_.size()) +
               " float32 values; this model needs n_layers x n_kv_heads x head_dim = " +
@@ -59,7 +59,8 @@ class QFilterPress : public ScorerPress {
     Scores s{static_cast<int>(H), n, std::vector<float>(static_cast<size_t>(H * n))};
     for (int64_t h = 0; h < H; ++h) {
       const float* f = filters_.data() + (view.layer * H + h) * D;
-      const float* K = kv.k + kv.offset[h] * D;
+      const Tensor keys = cache.rows_f32(view.layer, static_cast<int>(h), KVCache::Part::K, 0, n);
+      const float* K = keys.ptr<float>();
       for (int64_t j = 0; j < n; ++j) {
         double dot = 0;
         for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(f[d]) * K[j * D + d];

@@ -70,9 +70,8 @@ int64_t PressArgs::get_int(const std::string& key, int64_t fallback) {
 
 int64_t PressArgs::get_int(const std::string& key, int64_t fallback, int64_t min, int64_t max) {
   const int64_t x = get_int(key, fallback);
-  check(x >= min && x <= max, "press parameter " + key + " must be between " +
-                                  std::to_string(min) + " and " + std::to_string(max) + ", got " +
-                                  std::to_string(x));
+  check(x >= min && x <= max, "press parameter " + key + " must be between " + std::to_string(min) +
+                                  " and " + std::to_string(max) + ", got " + std::to_string(x));
   return x;
 }
 

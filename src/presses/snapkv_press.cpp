@@ -41,9 +41,8 @@ std::vector<float> window_attention_sums(LayerView& view, int64_t window) {
   check(q.ndim() == 3 && q.dim(0) >= Tq, "press: the layer's queries must be [T, Hq, head_dim]");
   check(window >= 1 && window <= Tq && window <= n,
         "press: the query window must fit in the context and the cache");
-  float* rows = const_cast<float*>(q.ptr<float>()) + (Tq - window) * Hq * D;
-  const Tensor wq = Tensor::view(DType::F32, {window, Hq, D}, rows, q.device());
-  Tensor sums = Tensor::empty(DType::F32, {kv.n_segments, n});
+  const Tensor wq = q.row_slice((Tq - window) * Hq, Tq * Hq, {window, Hq, D});
+  Tensor sums = view.backend->alloc(DType::F32, {kv.n_segments, n});
   view.backend->attention_column_sums(wq, kv, 1.0f / std::sqrt(static_cast<float>(D)), sums);
   return std::vector<float>(sums.ptr<float>(), sums.ptr<float>() + sums.numel());
 }
@@ -95,8 +94,8 @@ class SnapKvPress : public ScorerPress {
   // The effective window depends on the ratio for contexts shorter than window_size.
   std::string score_identity(const LayerView& view) const override {
     const int64_t n = view.cache->length(view.layer, 0);
-    return identity_from_params(*this) + "window=" +
-           std::to_string(snapkv_window(n, view.n_tokens, window_, ratio_));
+    return identity_from_params(*this) +
+           "window=" + std::to_string(snapkv_window(n, view.n_tokens, window_, ratio_));
   }
 
   Scores score(LayerView& view) override {

@@ -13,13 +13,15 @@ Scores output_value_norms(LayerView& view) {
         "value norms need the layer's config, weights, backend and cache");
   const ModelConfig& c = *view.config;
   Backend& be = *view.backend;
-  const KvSegments kv = view.cache->view(view.layer);
+  const KVCache& cache = *view.cache;
   const int64_t Hq = c.n_heads, D = c.head_dim, hidden = c.hidden;
-  const int H = kv.n_segments;
-  const int64_t G = Hq / H, n = kv.len[0];
-  for (int h = 1; h < H; ++h) check(kv.len[h] == n, "value norms need one length for every kv head");
+  const int H = cache.n_segments();
+  const int64_t G = Hq / H, n = cache.length(view.layer, 0);
+  for (int h = 1; h < H; ++h)
+    check(cache.length(view.layer, h) == n, "value norms need one length for every kv head");
   const Tensor wo = dequantized(be, view.weights->wo);  // [hidden, Hq * D]
-  check(wo.rows() == hidden && wo.cols() == Hq * D, "value norms: unexpected o_proj shape " + wo.shape_string());
+  check(wo.rows() == hidden && wo.cols() == Hq * D,
+        "value norms: unexpected o_proj shape " + wo.shape_string());
   Scores s{H, n, std::vector<float>(static_cast<size_t>(H * n), 0.f)};
   if (n == 0) return s;
   Tensor slice = Tensor::empty(DType::F32, {hidden, D});
@@ -29,7 +31,7 @@ Scores output_value_norms(LayerView& view) {
     for (int64_t o = 0; o < hidden; ++o)
       std::copy(wo.ptr<float>() + o * Hq * D + q * D, wo.ptr<float>() + o * Hq * D + (q + 1) * D,
                 slice.ptr<float>() + o * D);
-    const Tensor values = Tensor::view(DType::F32, {n, D}, const_cast<float*>(kv.v) + kv.offset[h] * D);
+    const Tensor values = cache.rows_f32(view.layer, h, KVCache::Part::V, 0, n);
     be.matmul(values, slice, out);
     for (int64_t j = 0; j < n; ++j) {
       float l1 = 0;

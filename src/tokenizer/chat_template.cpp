@@ -28,11 +28,23 @@ std::string unescape_jinja(std::string_view s) {
     }
     const char c = s[++i];
     switch (c) {
-      case 'n': out.push_back('\n'); break;
-      case 't': out.push_back('\t'); break;
-      case 'r': out.push_back('\r'); break;
-      case '\\': case '\'': case '"': out.push_back(c); break;
-      default: out.push_back('\\'); out.push_back(c);
+      case 'n':
+        out.push_back('\n');
+        break;
+      case 't':
+        out.push_back('\t');
+        break;
+      case 'r':
+        out.push_back('\r');
+        break;
+      case '\\':
+      case '\'':
+      case '"':
+        out.push_back(c);
+        break;
+      default:
+        out.push_back('\\');
+        out.push_back(c);
     }
   }
   return out;
@@ -42,8 +54,7 @@ std::string unescape_jinja(std::string_view s) {
 // '<|im_start|>system\n{prompt}<|im_end|>...' with a non-empty prompt ("" when none).
 std::string extract_default_system(const std::string& t) {
   for (std::string_view header : {"<|im_start|>system\n", "<|im_start|>system\\n"}) {
-    for (size_t pos = t.find(header); pos != std::string::npos;
-         pos = t.find(header, pos + 1)) {
+    for (size_t pos = t.find(header); pos != std::string::npos; pos = t.find(header, pos + 1)) {
       // The literal's opening quote is the nearest quote before the header.
       const size_t open = t.find_last_of("'\"", pos);
       if (open == std::string::npos) continue;
@@ -91,13 +102,18 @@ ChatTemplate ChatTemplate::detect(const std::string& template_text) {
   return t;
 }
 
-ChatTemplate ChatTemplate::none() { return ChatTemplate(); }
+ChatTemplate ChatTemplate::none() {
+  return ChatTemplate();
+}
 
 std::string ChatTemplate::name() const {
   switch (format_) {
-    case ChatFormat::CHATML: return "chatml";
-    case ChatFormat::LLAMA3: return "llama3";
-    case ChatFormat::NONE: break;
+    case ChatFormat::CHATML:
+      return "chatml";
+    case ChatFormat::LLAMA3:
+      return "llama3";
+    case ChatFormat::NONE:
+      break;
   }
   return "none";
 }

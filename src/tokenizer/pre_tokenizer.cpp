@@ -32,9 +32,9 @@ class Regex {
   explicit Regex(const char* pattern) {
     int error = 0;
     PCRE2_SIZE offset = 0;
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
-                          PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error, &offset,
-                          nullptr);
+    code_ =
+        pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
+                      PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error, &offset, nullptr);
     if (code_ == nullptr) {
       PCRE2_UCHAR buf[256];
       pcre2_get_error_message(error, buf, sizeof(buf));
@@ -56,13 +56,13 @@ class Regex {
         pcre2_match_data_create_from_pattern(code_, nullptr), &pcre2_match_data_free);
     if (!md) throw Error("tokenizer: out of memory for regex match data");
     const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
-    size_t pos = 0;       // where the next search starts
-    size_t emitted = 0;   // text before this is already handed out
+    size_t pos = 0;      // where the next search starts
+    size_t emitted = 0;  // text before this is already handed out
     bool use_jit = jit_;
     while (pos < text.size()) {
-      int rc = use_jit ? pcre2_jit_match(code_, subject, text.size(), pos, 0, md.get(), nullptr)
-                       : pcre2_match(code_, subject, text.size(), pos, PCRE2_NO_JIT, md.get(),
-                                     nullptr);
+      int rc = use_jit
+                   ? pcre2_jit_match(code_, subject, text.size(), pos, 0, md.get(), nullptr)
+                   : pcre2_match(code_, subject, text.size(), pos, PCRE2_NO_JIT, md.get(), nullptr);
       if (rc == PCRE2_ERROR_JIT_STACKLIMIT && use_jit) {
         use_jit = false;  // very long runs: retry with the interpreter (heap frames)
         continue;
@@ -115,10 +115,14 @@ namespace tok {
 
 const char* pre_tokenizer_pattern(PreTokenizer kind) {
   switch (kind) {
-    case PreTokenizer::GPT2: return kGpt2Pattern;
-    case PreTokenizer::LLAMA3: return kLlama3Pattern;
-    case PreTokenizer::QWEN2: return kQwen2Pattern;
-    case PreTokenizer::SMOLLM: return kGpt2Pattern;
+    case PreTokenizer::GPT2:
+      return kGpt2Pattern;
+    case PreTokenizer::LLAMA3:
+      return kLlama3Pattern;
+    case PreTokenizer::QWEN2:
+      return kQwen2Pattern;
+    case PreTokenizer::SMOLLM:
+      return kGpt2Pattern;
   }
   return kGpt2Pattern;
 }
@@ -157,18 +161,21 @@ PreTokenizer pre_tokenizer_from_name(const std::string& name) {
 
 const char* pre_tokenizer_name(PreTokenizer kind) {
   switch (kind) {
-    case PreTokenizer::GPT2: return "gpt2";
-    case PreTokenizer::LLAMA3: return "llama3";
-    case PreTokenizer::QWEN2: return "qwen2";
-    case PreTokenizer::SMOLLM: return "smollm";
+    case PreTokenizer::GPT2:
+      return "gpt2";
+    case PreTokenizer::LLAMA3:
+      return "llama3";
+    case PreTokenizer::QWEN2:
+      return "qwen2";
+    case PreTokenizer::SMOLLM:
+      return "smollm";
   }
   return "?";
 }
 
 std::vector<std::string> pre_tokenize(PreTokenizer kind, const std::string& text) {
   std::vector<std::string> pieces;
-  tok::for_each_pre_token(kind, text,
-                          [&](std::string_view piece) { pieces.emplace_back(piece); });
+  tok::for_each_pre_token(kind, text, [&](std::string_view piece) { pieces.emplace_back(piece); });
   return pieces;
 }
 

@@ -116,9 +116,8 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::build(tok::TokenizerData data)
   check(n > 0, src + ": tokenizer vocabulary is empty");
   check(n <= 0x7FFFFFFF, src + ": tokenizer vocabulary is too large");
   if (data.types.empty()) data.types.assign(n, tok::TOKEN_NORMAL);
-  check(data.types.size() == n, src + ": tokenizer has " + std::to_string(n) +
-                                    " tokens but " + std::to_string(data.types.size()) +
-                                    " token types");
+  check(data.types.size() == n, src + ": tokenizer has " + std::to_string(n) + " tokens but " +
+                                    std::to_string(data.types.size()) + " token types");
 
   auto impl = std::make_unique<Impl>();
   impl->source = src;
@@ -189,8 +188,7 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::build(tok::TokenizerData data)
   impl->trie_first.fill(false);
   for (size_t id = 0; id < n; ++id) {
     const uint8_t type = impl->types[id];
-    if (type != tok::TOKEN_CONTROL && type != tok::TOKEN_USER_DEFINED &&
-        type != tok::TOKEN_UNKNOWN)
+    if (type != tok::TOKEN_CONTROL && type != tok::TOKEN_USER_DEFINED && type != tok::TOKEN_UNKNOWN)
       continue;
     const std::string& text = impl->id_to_token[id];
     if (text.empty()) continue;
@@ -219,8 +217,10 @@ void Tokenizer::Impl::encode_piece(std::string_view piece, std::vector<int32_t>&
   if (piece.empty()) return;
   if (piece.size() == 1) {
     const int32_t id = byte_ids[static_cast<uint8_t>(piece[0])];
-    if (id >= 0) out.push_back(id);
-    else if (unk >= 0) out.push_back(unk);
+    if (id >= 0)
+      out.push_back(id);
+    else if (unk >= 0)
+      out.push_back(unk);
     return;
   }
   if (ignore_merges) {
@@ -283,8 +283,10 @@ void Tokenizer::Impl::encode_piece(std::string_view piece, std::vector<int32_t>&
     consider(c.left);
   }
   for (int32_t i = 0; i >= 0; i = sym[i].next) {
-    if (sym[i].id >= 0) out.push_back(sym[i].id);
-    else if (unk >= 0) out.push_back(unk);
+    if (sym[i].id >= 0)
+      out.push_back(sym[i].id);
+    else if (unk >= 0)
+      out.push_back(unk);
   }
 }
 
@@ -389,13 +391,23 @@ std::string Tokenizer::token_text(int32_t id) const {
   return impl_->id_to_token[id];
 }
 
-int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->id_to_token.size()); }
-int32_t Tokenizer::bos_id() const { return impl_->bos; }
-int32_t Tokenizer::eos_id() const { return impl_->eos; }
+int32_t Tokenizer::vocab_size() const {
+  return static_cast<int32_t>(impl_->id_to_token.size());
+}
+int32_t Tokenizer::bos_id() const {
+  return impl_->bos;
+}
+int32_t Tokenizer::eos_id() const {
+  return impl_->eos;
+}
 bool Tokenizer::is_end_of_generation(int32_t id) const {
   return id >= 0 && id < vocab_size() && impl_->eog[id] != 0;
 }
-PreTokenizer Tokenizer::pre_tokenizer() const { return impl_->pre; }
-const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
+PreTokenizer Tokenizer::pre_tokenizer() const {
+  return impl_->pre;
+}
+const std::string& Tokenizer::chat_template() const {
+  return impl_->chat_template;
+}
 
 }  // namespace kvp

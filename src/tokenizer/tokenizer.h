@@ -24,6 +24,9 @@ class Tokenizer {
  public:
   static Tokenizer from_gguf(const GgufFile& gguf);
   static Tokenizer from_hf_json(const std::string& tokenizer_json_path);
+  // The tokenizer of a model path: a GGUF file's own, or a Hugging Face directory's
+  // tokenizer.json.
+  static Tokenizer from_model_path(const std::string& path);
   ~Tokenizer();
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;

@@ -1,5 +1,6 @@
 // Tokenizer::from_gguf: the tokenizer.ggml.* metadata of a GGUF file (byte-level BPE,
-// tokenizer.ggml.model == "gpt2").
+// tokenizer.ggml.model == "gpt2"); from_model_path picks it or tokenizer.json.
+#include <filesystem>
 #include <string>
 
 #include "core/error.h"
@@ -9,6 +10,15 @@
 #include "tokenizer/tokenizer_impl.h"
 
 namespace kvp {
+
+Tokenizer Tokenizer::from_model_path(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return from_gguf(GgufFile::open(path));
+  const std::string tok = (fs::path(path) / "tokenizer.json").string();
+  check(fs::exists(tok, ec), "model directory " + path + " has no tokenizer.json");
+  return from_hf_json(tok);
+}
 
 Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
   const std::string& path = gguf.path();
@@ -23,14 +33,14 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
   data.tokens = gguf.get_string_array("tokenizer.ggml.tokens");
   if (gguf.has("tokenizer.ggml.token_type")) {
     const std::vector<int64_t> types = gguf.get_int_array("tokenizer.ggml.token_type");
-    check(types.size() == data.tokens.size(),
-          path + ": tokenizer.ggml.token_type has " + std::to_string(types.size()) +
-              " entries for " + std::to_string(data.tokens.size()) + " tokens");
+    check(types.size() == data.tokens.size(), path + ": tokenizer.ggml.token_type has " +
+                                                  std::to_string(types.size()) + " entries for " +
+                                                  std::to_string(data.tokens.size()) + " tokens");
     data.types.reserve(types.size());
     for (size_t id = 0; id < types.size(); ++id) {
-      check(types[id] >= 0 && types[id] <= tok::TOKEN_BYTE,
-            path + ": token " + std::to_string(id) + " has an invalid token type " +
-                std::to_string(types[id]));
+      check(types[id] >= 0 && types[id] <= tok::TOKEN_BYTE, path + ": token " + std::to_string(id) +
+                                                                " has an invalid token type " +
+                                                                std::to_string(types[id]));
       data.types.push_back(static_cast<uint8_t>(types[id]));
     }
   }
@@ -58,8 +68,8 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
   data.pad = id_or("tokenizer.ggml.padding_token_id");
   data.eot = id_or("tokenizer.ggml.eot_token_id");
   data.eom = id_or("tokenizer.ggml.eom_token_id");
-  data.add_bos = gguf.has("tokenizer.ggml.add_bos_token") &&
-                 gguf.get_bool("tokenizer.ggml.add_bos_token");
+  data.add_bos =
+      gguf.has("tokenizer.ggml.add_bos_token") && gguf.get_bool("tokenizer.ggml.add_bos_token");
   if (gguf.has("tokenizer.ggml.add_space_prefix"))
     check(!gguf.get_bool("tokenizer.ggml.add_space_prefix"),
           path + ": tokenizer.ggml.add_space_prefix = true is not supported for byte-level BPE");

@@ -44,7 +44,7 @@ std::string bytes_to_byte_level(std::string_view bytes);
 
 // Everything a loader gathers before the tokenizer is built.
 struct TokenizerData {
-  std::string source;  // for error messages: the file path
+  std::string source;               // for error messages: the file path
   std::vector<std::string> tokens;  // id -> text (byte-level form for normal tokens)
   std::vector<uint8_t> types;       // id -> TokenType
   std::vector<std::pair<std::string, std::string>> merges;  // rank = index
@@ -85,7 +85,7 @@ struct Tokenizer::Impl {
   std::vector<uint8_t> types;
   std::unordered_map<std::string, int32_t> token_to_id;
   std::unordered_map<uint64_t, Merge> merges;  // (left << 32 | right) -> rank, result
-  std::array<int32_t, 256> byte_ids{};          // id of each single-byte token, -1 if none
+  std::array<int32_t, 256> byte_ids{};         // id of each single-byte token, -1 if none
   int32_t bos = -1, eos = -1, unk = -1, pad = -1;
   bool add_bos = false;
   bool ignore_merges = false;

@@ -41,9 +41,8 @@ std::string short_dump(const json& j) {
 }
 
 std::string type_of(const json& j) {
-  return j.is_object() && j.contains("type") && j["type"].is_string()
-             ? j["type"].get<std::string>()
-             : std::string();
+  return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>()
+                                                                      : std::string();
 }
 
 bool bool_or(const json& j, const char* key, bool fallback) {
@@ -83,9 +82,9 @@ PreTokenizer classify_pre_tokenizer(const json& pt, const std::string& path) {
       const json& pattern = first.contains("pattern") ? first["pattern"] : json();
       check(pattern.is_object() && pattern.contains("Regex") && pattern["Regex"].is_string(),
             unsupported + "(Split without a regex): " + short_dump(first));
-      check(first.value("behavior", std::string()) == "Isolated" &&
-                !bool_or(first, "invert", false),
-            unsupported + "(Split must be Isolated, not inverted): " + short_dump(first));
+      check(
+          first.value("behavior", std::string()) == "Isolated" && !bool_or(first, "invert", false),
+          unsupported + "(Split must be Isolated, not inverted): " + short_dump(first));
       const std::string regex = pattern["Regex"].get<std::string>();
       for (PreTokenizer kind : {PreTokenizer::GPT2, PreTokenizer::LLAMA3, PreTokenizer::QWEN2})
         if (regex == tok::pre_tokenizer_pattern(kind)) return kind;
@@ -184,9 +183,8 @@ Tokenizer Tokenizer::from_hf_json(const std::string& path) {
 
   tok::TokenizerData data;
   data.source = path;
-  data.pre = classify_pre_tokenizer(root.contains("pre_tokenizer") ? root["pre_tokenizer"]
-                                                                   : json(),
-                                    path);
+  data.pre =
+      classify_pre_tokenizer(root.contains("pre_tokenizer") ? root["pre_tokenizer"] : json(), path);
   data.ignore_merges = bool_or(model, "ignore_merges", false);
 
   // Ids: the vocab plus the added tokens; holes become unused entries.
@@ -232,7 +230,8 @@ Tokenizer Tokenizer::from_hf_json(const std::string& path) {
     check(model["merges"].is_array(), path + ": model.merges must be an array");
     const json& merges = model["merges"];
     data.merges.reserve(merges.size());
-    for (size_t r = 0; r < merges.size(); ++r) data.merges.push_back(parse_merge(merges[r], r, path));
+    for (size_t r = 0; r < merges.size(); ++r)
+      data.merges.push_back(parse_merge(merges[r], r, path));
   }
 
   // Special tokens and the chat template, from tokenizer_config.json when present.
@@ -263,7 +262,8 @@ Tokenizer Tokenizer::from_hf_json(const std::string& path) {
     data.unk = id_of(model["unk_token"].get<std::string>());
   data.pad = id_of(config_token(config, "pad_token"));
   data.add_bos = !pp_bos.empty() && id_of(pp_bos) >= 0;
-  if (config.is_object() && config.contains("add_bos_token") && config["add_bos_token"].is_boolean())
+  if (config.is_object() && config.contains("add_bos_token") &&
+      config["add_bos_token"].is_boolean())
     data.add_bos = config["add_bos_token"].get<bool>();
   if (config.is_object() && config.contains("chat_template")) {
     const json& ct = config["chat_template"];

@@ -7,12 +7,13 @@
 #include <random>
 
 #include "backend/backend.h"
+#include "backend/factory.h"
 
 namespace kvp {
 
 class CpuBackendThreads : public ::testing::TestWithParam<int> {
  protected:
-  void SetUp() override { be_ = make_cpu_backend(GetParam()); }
+  void SetUp() override { be_ = make_backend("cpu", GetParam()); }
   std::unique_ptr<Backend> be_;
   std::mt19937 rng_{1234};
 };

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "backend/backend.h"
+#include "backend/factory.h"
 #include "io/json_file.h"
 #include "model/model.h"
 #include "pipeline/pipeline.h"
@@ -26,7 +27,7 @@ struct PressGoldenModel {
 inline PressGoldenModel& press_golden_model() {
   static PressGoldenModel m = [] {
     PressGoldenModel g;
-    g.backend = make_cpu_backend(2);
+    g.backend = make_backend("cpu", 2);
     g.model = load_model(default_model_path(), *g.backend);
     g.context = read_json_file(source_path("tests/golden/presses/context.json"));
     return g;
@@ -47,8 +48,8 @@ struct PressGoldenResult {
 // Prefills the golden context with `press`, compares kept sets (as sets of original token
 // positions) with the cell and the answers' token ids with kvpress's. `min_agreement` is the
 // fraction of (layer, head, token) keep/drop decisions that must agree.
-inline PressGoldenResult check_press_cell(const std::string& cell, Press& press, double min_agreement = 0.99,
-                                          bool check_answers = true) {
+inline PressGoldenResult check_press_cell(const std::string& cell, Press& press,
+                                          double min_agreement = 0.99, bool check_answers = true) {
   PressGoldenModel& g = press_golden_model();
   const nlohmann::json golden = press_golden_cell(cell);
   const auto context_ids = g.context.at("context_ids").get<std::vector<int32_t>>();
@@ -56,7 +57,8 @@ inline PressGoldenResult check_press_cell(const std::string& cell, Press& press,
   const int max_new = g.context.at("max_new_tokens").get<int>();
   const auto questions = g.context.at("question_ids").get<std::vector<std::vector<int32_t>>>();
   int64_t longest = 0;
-  for (const auto& q : questions) longest = std::max<int64_t>(longest, static_cast<int64_t>(q.size()));
+  for (const auto& q : questions)
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(q.size()));
   const int64_t reserve = longest + max_new;
 
   PressHook hook(press, reserve);
@@ -74,17 +76,22 @@ inline PressGoldenResult check_press_cell(const std::string& cell, Press& press,
     for (int h = 0; h < cache.n_segments(); ++h) {
       std::vector<bool> ours(static_cast<size_t>(T), false), theirs(static_cast<size_t>(T), false);
       // The cache remembers the token position of every kept row.
-      for (int64_t i = 0; i < cache.length(l, h); ++i) ours[static_cast<size_t>(cache.positions(l, h)[i])] = true;
-      for (int32_t t : kept[l][h].get<std::vector<int32_t>>()) theirs[static_cast<size_t>(t)] = true;
+      for (int64_t i = 0; i < cache.length(l, h); ++i)
+        ours[static_cast<size_t>(cache.positions(l, h)[i])] = true;
+      for (int32_t t : kept[l][h].get<std::vector<int32_t>>())
+        theirs[static_cast<size_t>(t)] = true;
       for (int64_t t = 0; t < T; ++t) {
         ++r.decisions;
         r.disagreements += ours[static_cast<size_t>(t)] != theirs[static_cast<size_t>(t)];
       }
     }
   }
-  const double agreement = 1.0 - static_cast<double>(r.disagreements) / static_cast<double>(std::max<int64_t>(1, r.decisions));
-  std::printf("[ info ] %s: %lld of %lld keep/drop decisions differ from kvpress (agreement %.5f)\n", cell.c_str(),
-              static_cast<long long>(r.disagreements), static_cast<long long>(r.decisions), agreement);
+  const double agreement = 1.0 - static_cast<double>(r.disagreements) /
+                                     static_cast<double>(std::max<int64_t>(1, r.decisions));
+  std::printf(
+      "[ info ] %s: %lld of %lld keep/drop decisions differ from kvpress (agreement %.5f)\n",
+      cell.c_str(), static_cast<long long>(r.disagreements), static_cast<long long>(r.decisions),
+      agreement);
   EXPECT_GE(agreement, min_agreement) << cell;
 
   if (check_answers) {
@@ -93,9 +100,9 @@ inline PressGoldenResult check_press_cell(const std::string& cell, Press& press,
     const auto want = golden.at("answer_ids").get<std::vector<std::vector<int32_t>>>();
     const auto eos = g.context.at("eos_token_ids").get<std::vector<int32_t>>();
     for (size_t q = 0; q < questions.size(); ++q) {
-      const auto got = greedy_answer(*g.model, cache, questions[q], first_position, max_new, [&](int32_t id) {
-        return std::find(eos.begin(), eos.end(), id) != eos.end();
-      });
+      const auto got = greedy_answer(
+          *g.model, cache, questions[q], first_position, max_new,
+          [&](int32_t id) { return std::find(eos.begin(), eos.end(), id) != eos.end(); });
       EXPECT_EQ(got, want[q]) << cell << ": answer " << q << " differs from kvpress's";
       cache.truncate(lens);
     }

@@ -10,7 +10,8 @@ namespace kvp::test {
 
 inline std::filesystem::path make_test_dir(const std::string& prefix) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::string leaf = prefix + std::to_string(::getpid()) + "_" + info->test_suite_name() + "_" + info->name();
+  std::string leaf =
+      prefix + std::to_string(::getpid()) + "_" + info->test_suite_name() + "_" + info->name();
   for (char& c : leaf)
     if (c == '/') c = '_';
   const auto dir = std::filesystem::temp_directory_path() / leaf;

@@ -80,7 +80,8 @@ TEST_P(ArgmaxProjection, TiesAndNearTies) {
   std::memcpy(w.row_ptr(90), w.row_ptr(1500), row);
   std::memcpy(w.row_ptr(1999), w.row_ptr(1500), row);
   uint8_t* nudged = w.row_ptr(1999) + 2 + 5;
-  *nudged = static_cast<uint8_t>(static_cast<int8_t>(*nudged) == 127 ? 126 : static_cast<int8_t>(*nudged) + 1);
+  *nudged = static_cast<uint8_t>(
+      static_cast<int8_t>(*nudged) == 127 ? 126 : static_cast<int8_t>(*nudged) + 1);
   // x points along row 1500's weights (its sign pattern), so those rows lead every row of x.
   std::vector<float> w1500(static_cast<size_t>(K));
   ref::dequantize_row(DType::Q8_0, w.row_ptr(1500), w1500.data(), K);
@@ -123,10 +124,12 @@ TEST_P(ArgmaxProjection, AgreesWithTheReference) {
   ref::matmul(x, w, yr);
   for (int64_t t = 0; t < T; ++t) {
     const float* p = yr.ptr<float>() + t * N;
-    EXPECT_NEAR(p[got[static_cast<size_t>(t)]], p[want[static_cast<size_t>(t)]], 1e-4f * std::abs(p[want[static_cast<size_t>(t)]]) + 1e-5f);
+    EXPECT_NEAR(p[got[static_cast<size_t>(t)]], p[want[static_cast<size_t>(t)]],
+                1e-4f * std::abs(p[want[static_cast<size_t>(t)]]) + 1e-5f);
   }
   Tensor wf = Tensor::empty(DType::F32, {N, K});
-  for (int64_t o = 0; o < N; ++o) ref::dequantize_row(DType::Q8_0, w.row_ptr(o), wf.ptr<float>() + o * K, K);
+  for (int64_t o = 0; o < N; ++o)
+    ref::dequantize_row(DType::Q8_0, w.row_ptr(o), wf.ptr<float>() + o * K, K);
   EXPECT_EQ(be_->matmul_argmax(x, wf), argmax_of_matmul(*be_, x, wf));
 }
 

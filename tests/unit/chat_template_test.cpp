@@ -1,9 +1,9 @@
+#include "tokenizer/chat_template.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
-
-#include "tokenizer/chat_template.h"
 
 namespace kvp {
 namespace {
@@ -112,8 +112,9 @@ TEST(ChatTemplate, Llama31AlwaysHasADatedSystemTurn) {
       "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
       "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n";
   EXPECT_EQ(t.render({{"user", "Hi"}}, true),
-            head + "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-                   "<|start_header_id|>assistant<|end_header_id|>\n\n");
+            head +
+                "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                "<|start_header_id|>assistant<|end_header_id|>\n\n");
   EXPECT_EQ(t.render({{"system", " Terse. "}, {"user", "Hi"}}, false),
             head + "Terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>");
 }

@@ -24,10 +24,11 @@
 namespace kvp {
 namespace {
 
-const DType kAllTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q4_0,
+const DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0,
                            DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K};
 
-Tensor random_f32(std::mt19937& rng, std::initializer_list<int64_t> shape, float lo = -1.f, float hi = 1.f) {
+Tensor random_f32(std::mt19937& rng, std::initializer_list<int64_t> shape, float lo = -1.f,
+                  float hi = 1.f) {
   Tensor t = Tensor::empty(DType::F32, shape);
   std::uniform_real_distribution<float> dist(lo, hi);
   for (int64_t i = 0; i < t.numel(); ++i) t.ptr<float>()[i] = dist(rng);
@@ -58,7 +59,9 @@ Tensor random_weight(std::mt19937& rng, DType t, int64_t rows, int64_t cols) {
         std::memcpy(q, &v, 4);
         break;
       }
-      case DType::F16: put_f16(q, val(rng)); break;
+      case DType::F16:
+        put_f16(q, val(rng));
+        break;
       case DType::BF16: {
         const float v = val(rng);
         uint32_t bits;
@@ -67,11 +70,23 @@ Tensor random_weight(std::mt19937& rng, DType t, int64_t rows, int64_t cols) {
         std::memcpy(q, &h, 2);
         break;
       }
-      case DType::Q4_0: case DType::Q8_0: put_f16(q, scale(rng)); break;
-      case DType::Q4_1: put_f16(q, scale(rng)); put_f16(q + 2, -8 * scale(rng)); break;
-      case DType::Q4_K: put_f16(q, scale(rng) * 0.1f); put_f16(q + 2, scale(rng) * 0.1f); break;
-      case DType::Q6_K: put_f16(q + 208, scale(rng) * 0.01f); break;
-      default: break;
+      case DType::Q4_0:
+      case DType::Q8_0:
+        put_f16(q, scale(rng));
+        break;
+      case DType::Q4_1:
+        put_f16(q, scale(rng));
+        put_f16(q + 2, -8 * scale(rng));
+        break;
+      case DType::Q4_K:
+        put_f16(q, scale(rng) * 0.1f);
+        put_f16(q + 2, scale(rng) * 0.1f);
+        break;
+      case DType::Q6_K:
+        put_f16(q + 208, scale(rng) * 0.01f);
+        break;
+      default:
+        break;
     }
   }
   return w;
@@ -85,7 +100,8 @@ float max_abs(const float* p, int64_t n) {
 
 std::vector<float> dequantized(const Tensor& w) {
   std::vector<float> out(static_cast<size_t>(w.rows() * w.cols()));
-  for (int64_t r = 0; r < w.rows(); ++r) ref::dequantize_row(w.dtype(), w.row_ptr(r), out.data() + r * w.cols(), w.cols());
+  for (int64_t r = 0; r < w.rows(); ++r)
+    ref::dequantize_row(w.dtype(), w.row_ptr(r), out.data() + r * w.cols(), w.cols());
   return out;
 }
 
@@ -103,7 +119,8 @@ TEST(CpuQuant, FastDequantMatchesReferenceExactly) {
       for (int64_t r = 0; r < 3; ++r) {
         ref::dequantize_row(t, w.row_ptr(r), a.data(), cols);
         cpu::dequantize_row(t, w.row_ptr(r), b.data(), cols);
-        ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << dtype_name(t) << " cols " << cols;
+        ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4))
+            << dtype_name(t) << " cols " << cols;
       }
     }
   }
@@ -180,7 +197,8 @@ TEST(RefQuant, KQuantScalesAndLayout) {
 // little-endian floats gguf-py dequantised them to). Must match bit for bit.
 TEST(RefQuant, MatchesGgufPyGoldens) {
   const std::filesystem::path dir = std::filesystem::path(KVP_SOURCE_DIR) / "tests" / "golden";
-  if (!std::filesystem::exists(dir / "quant.json")) GTEST_SKIP() << "no " << (dir / "quant.json") << " yet";
+  if (!std::filesystem::exists(dir / "quant.json"))
+    GTEST_SKIP() << "no " << (dir / "quant.json") << " yet";
   int checked = 0;
   for (DType t : kAllTypes) {
     const auto bin = dir / ("quant_" + dtype_name(t) + ".bin");
@@ -192,7 +210,8 @@ TEST(RefQuant, MatchesGgufPyGoldens) {
     ASSERT_EQ(fraw.size() % 4, 0u);
     const int64_t n = static_cast<int64_t>(fraw.size() / 4);
     ASSERT_EQ(raw.size(), row_bytes(t, n)) << dtype_name(t);
-    std::vector<float> want(static_cast<size_t>(n)), got(static_cast<size_t>(n)), fast(static_cast<size_t>(n));
+    std::vector<float> want(static_cast<size_t>(n)), got(static_cast<size_t>(n)),
+        fast(static_cast<size_t>(n));
     std::memcpy(want.data(), fraw.data(), fraw.size());
     ref::dequantize_row(t, raw.data(), got.data(), n);
     cpu::dequantize_row(t, raw.data(), fast.data(), n);
@@ -224,13 +243,15 @@ TEST(CpuSimd, ExpAccuracy) {
     _mm512_storeu_ps(out, cpu::exp_ps(_mm512_loadu_ps(xs.data() + i)));
     for (int j = 0; j < 16; ++j) {
       const double want = std::exp(static_cast<double>(xs[i + j]));
-      const double ulps = std::fabs(out[j] - want) / (std::nextafter(static_cast<float>(want), INFINITY) - static_cast<float>(want));
+      const double ulps =
+          std::fabs(out[j] - want) /
+          (std::nextafter(static_cast<float>(want), INFINITY) - static_cast<float>(want));
       worst = std::max(worst, static_cast<float>(ulps));
     }
   }
   EXPECT_LE(worst, 4.f);
   const float special[16] = {-INFINITY, INFINITY, NAN, -100.f, 100.f, -88.f, 89.f, 0.f,
-                             0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+                             0.f,       0.f,      0.f, 0.f,    0.f,   0.f,   0.f,  0.f};
   float out[16];
   _mm512_storeu_ps(out, cpu::exp_ps(_mm512_loadu_ps(special)));
   EXPECT_EQ(out[0], 0.f);
@@ -258,8 +279,10 @@ TEST_P(CpuOps, MatmulEveryType) {
           be_->matmul(x, w, y);
           ref::matmul(x, w, yr);
           const std::vector<float> wf = dequantized(w);
-          const float bound = 1e-5f * std::sqrt(static_cast<float>(K)) * max_abs(x.ptr<float>(), x.numel()) *
-                                  max_abs(wf.data(), static_cast<int64_t>(wf.size())) + 1e-6f;
+          const float bound = 1e-5f * std::sqrt(static_cast<float>(K)) *
+                                  max_abs(x.ptr<float>(), x.numel()) *
+                                  max_abs(wf.data(), static_cast<int64_t>(wf.size())) +
+                              1e-6f;
           for (int64_t i = 0; i < y.numel(); ++i)
             ASSERT_NEAR(y.ptr<float>()[i], yr.ptr<float>()[i], bound)
                 << dtype_name(t) << " K=" << K << " N=" << N << " T=" << T << " at " << i;
@@ -278,9 +301,12 @@ TEST_P(CpuOps, MatmulLargeT) {
     be_->matmul(x, w, y);
     ref::matmul(x, w, yr);
     const std::vector<float> wf = dequantized(w);
-    const float bound = 1e-5f * std::sqrt(static_cast<float>(K)) * max_abs(x.ptr<float>(), x.numel()) *
-                            max_abs(wf.data(), static_cast<int64_t>(wf.size())) + 1e-6f;
-    for (int64_t i = 0; i < y.numel(); ++i) ASSERT_NEAR(y.ptr<float>()[i], yr.ptr<float>()[i], bound) << i;
+    const float bound = 1e-5f * std::sqrt(static_cast<float>(K)) *
+                            max_abs(x.ptr<float>(), x.numel()) *
+                            max_abs(wf.data(), static_cast<int64_t>(wf.size())) +
+                        1e-6f;
+    for (int64_t i = 0; i < y.numel(); ++i)
+      ASSERT_NEAR(y.ptr<float>()[i], yr.ptr<float>()[i], bound) << i;
   }
 }
 
@@ -296,7 +322,8 @@ TEST_P(CpuOps, MatmulPlainTypesOddK) {
         be_->matmul(x, w, y);
         ref::matmul(x, w, yr);
         for (int64_t i = 0; i < y.numel(); ++i)
-          ASSERT_NEAR(y.ptr<float>()[i], yr.ptr<float>()[i], 1e-5f * std::sqrt(static_cast<float>(K)) + 1e-6f)
+          ASSERT_NEAR(y.ptr<float>()[i], yr.ptr<float>()[i],
+                      1e-5f * std::sqrt(static_cast<float>(K)) + 1e-6f)
               << dtype_name(t) << " K=" << K << " T=" << T;
       }
     }
@@ -324,7 +351,8 @@ TEST_P(CpuOps, RmsNorm) {
       be_->rms_norm(x, w, 1e-5f, y);
       ref::rms_norm(x, w, 1e-5f, yr);
       for (int64_t i = 0; i < y.numel(); ++i)
-        ASSERT_NEAR(y.ptr<float>()[i], yr.ptr<float>()[i], 1e-5f * std::fabs(yr.ptr<float>()[i]) + 1e-6f);
+        ASSERT_NEAR(y.ptr<float>()[i], yr.ptr<float>()[i],
+                    1e-5f * std::fabs(yr.ptr<float>()[i]) + 1e-6f);
       be_->rms_norm(x, w, 1e-5f, x);  // in place
       for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(x.ptr<float>()[i], y.ptr<float>()[i]);
     }
@@ -342,11 +370,14 @@ TEST_P(CpuOps, Rope) {
       Tensor xr = Tensor::empty(DType::F32, {T, heads, 64});
       std::memcpy(xr.data(), x.data(), x.nbytes());
       std::vector<int32_t> pos(static_cast<size_t>(T));
-      for (int64_t t = 0; t < T; ++t) pos[static_cast<size_t>(t)] = static_cast<int32_t>(t * 37 + 5);
+      for (int64_t t = 0; t < T; ++t)
+        pos[static_cast<size_t>(t)] = static_cast<int32_t>(t * 37 + 5);
       be_->rope(x, pos.data(), p);
       ref::rope(xr, pos.data(), p);
       for (int64_t i = 0; i < x.numel(); ++i)
-        ASSERT_NEAR(x.ptr<float>()[i], xr.ptr<float>()[i], 1e-6f * (1.f + std::fabs(xr.ptr<float>()[i]))) << i;
+        ASSERT_NEAR(x.ptr<float>()[i], xr.ptr<float>()[i],
+                    1e-6f * (1.f + std::fabs(xr.ptr<float>()[i])))
+            << i;
     }
   }
 }
@@ -421,12 +452,14 @@ TEST_P(CpuOps, SiluMulAddBias) {
     be_->silu_mul(g, u);
     ref::silu_mul(gr, u);
     for (int64_t i = 0; i < n; ++i)
-      ASSERT_NEAR(g.ptr<float>()[i], gr.ptr<float>()[i], 1e-6f * (std::fabs(gr.ptr<float>()[i]) + 1.f));
+      ASSERT_NEAR(g.ptr<float>()[i], gr.ptr<float>()[i],
+                  1e-6f * (std::fabs(gr.ptr<float>()[i]) + 1.f));
     // add: exact
     be_->add(g, u);
     ref::add(gr, u);
     for (int64_t i = 0; i < n; ++i)
-      ASSERT_NEAR(g.ptr<float>()[i], gr.ptr<float>()[i], 1e-6f * (std::fabs(gr.ptr<float>()[i]) + 1.f));
+      ASSERT_NEAR(g.ptr<float>()[i], gr.ptr<float>()[i],
+                  1e-6f * (std::fabs(gr.ptr<float>()[i]) + 1.f));
   }
   for (int64_t T : {1, 3, 70}) {
     Tensor y = random_f32(rng_, {T, 192}), b = random_f32(rng_, {192});
@@ -470,14 +503,16 @@ TEST_P(CpuOps, AttentionSegmentsGqa) {
       }
       Tensor k = random_f32(rng_, {total, D}, -2.f, 2.f), v = random_f32(rng_, {total, D});
       Tensor q = random_f32(rng_, {T, Hq, D}, -2.f, 2.f);
-      KvSegments kv{k.ptr<float>(), v.ptr<float>(), offset.data(), len.data(), Hkv, D};
-      Tensor out = Tensor::empty(DType::F32, {T, Hq, D}), outr = Tensor::empty(DType::F32, {T, Hq, D});
+      KvSegments kv{k, v, offset.data(), len.data(), Hkv, D};
+      Tensor out = Tensor::empty(DType::F32, {T, Hq, D}),
+             outr = Tensor::empty(DType::F32, {T, Hq, D});
       const float scale = 1.f / std::sqrt(static_cast<float>(D));
       be_->attention(q, kv, scale, out);
       ref::attention(q, kv, scale, outr);
       const float bound = 2e-5f * max_abs(v.ptr<float>(), v.numel());
       for (int64_t i = 0; i < out.numel(); ++i)
-        ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], bound) << "T=" << T << " base=" << base << " at " << i;
+        ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], bound)
+            << "T=" << T << " base=" << base << " at " << i;
     }
   }
 }
@@ -502,13 +537,15 @@ TEST_P(CpuOps, AttentionShapes) {
     }
     Tensor k = random_f32(rng_, {total, c.D}, -2.f, 2.f), v = random_f32(rng_, {total, c.D});
     Tensor q = random_f32(rng_, {c.T, c.Hq, c.D}, -2.f, 2.f);
-    KvSegments kv{k.ptr<float>(), v.ptr<float>(), offset.data(), len.data(), c.Hkv, c.D};
-    Tensor out = Tensor::empty(DType::F32, {c.T, c.Hq, c.D}), outr = Tensor::empty(DType::F32, {c.T, c.Hq, c.D});
+    KvSegments kv{k, v, offset.data(), len.data(), c.Hkv, c.D};
+    Tensor out = Tensor::empty(DType::F32, {c.T, c.Hq, c.D}),
+           outr = Tensor::empty(DType::F32, {c.T, c.Hq, c.D});
     const float scale = 1.f / std::sqrt(static_cast<float>(c.D));
     be_->attention(q, kv, scale, out);
     ref::attention(q, kv, scale, outr);
     for (int64_t i = 0; i < out.numel(); ++i)
-      ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], 2e-5f) << "D=" << c.D << " Hq=" << c.Hq << " at " << i;
+      ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], 2e-5f)
+          << "D=" << c.D << " Hq=" << c.Hq << " at " << i;
   }
 }
 
@@ -518,11 +555,12 @@ TEST_P(CpuOps, AttentionLongPrefill) {
   std::vector<int64_t> len = {T, T, T + 20}, offset = {0, T, 2 * T};
   Tensor k = random_f32(rng_, {3 * T + 20, D}, -1.f, 1.f), v = random_f32(rng_, {3 * T + 20, D});
   Tensor q = random_f32(rng_, {T, Hq, D}, -1.f, 1.f);
-  KvSegments kv{k.ptr<float>(), v.ptr<float>(), offset.data(), len.data(), Hkv, D};
+  KvSegments kv{k, v, offset.data(), len.data(), Hkv, D};
   Tensor out = Tensor::empty(DType::F32, {T, Hq, D}), outr = Tensor::empty(DType::F32, {T, Hq, D});
   be_->attention(q, kv, 0.125f, out);
   ref::attention(q, kv, 0.125f, outr);
-  for (int64_t i = 0; i < out.numel(); ++i) ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], 2e-5f) << i;
+  for (int64_t i = 0; i < out.numel(); ++i)
+    ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], 2e-5f) << i;
 }
 
 // A batch of jobs (as a batched decode step or question prefill issues): each job's own
@@ -554,7 +592,7 @@ TEST_P(CpuOps, AttentionBatchMatchesEachJob) {
       b.outr = Tensor::empty(DType::F32, {T, Hq, D});
     }
     for (Job& b : jobs) {
-      KvSegments kv{b.k.ptr<float>(), b.v.ptr<float>(), b.offset.data(), b.len.data(), Hkv, D};
+      KvSegments kv{b.k, b.v, b.offset.data(), b.len.data(), Hkv, D};
       batch.push_back({&b.q, kv, &b.out});
       ref::attention(b.q, kv, 0.125f, b.outr);
     }
@@ -569,7 +607,9 @@ TEST_P(CpuOps, AttentionBatchMatchesEachJob) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Threads, CpuOps, ::testing::Values(1, 2),
-                         [](const ::testing::TestParamInfo<int>& i) { return std::to_string(i.param) + "threads"; });
+                         [](const ::testing::TestParamInfo<int>& i) {
+                           return std::to_string(i.param) + "threads";
+                         });
 
 }  // namespace
 }  // namespace kvp

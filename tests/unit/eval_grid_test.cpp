@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "backend/backend.h"
+#include "backend/factory.h"
 #include "core/error.h"
 #include "eval/grid.h"
 #include "pipeline/pipeline.h"
@@ -13,7 +14,7 @@ namespace kvp {
 
 TEST(EvalGrid, SamePredictionsAsSeparateRuns) {
   KVP_REQUIRE_DEFAULT_MODEL();
-  auto backend = make_cpu_backend(2);
+  auto backend = make_backend("cpu", 2);
   LoadedModel m = load(test::default_model_path(), *backend);
   const std::string context =
       "The lighthouse keeper wrote in his notebook every evening. On Monday the wind came from the "
@@ -69,7 +70,7 @@ TEST(EvalGrid, SamePredictionsAsSeparateRuns) {
 // finish, every context gets the answers it gets on its own; on_done sees each context once.
 TEST(EvalGrid, StreamedContextsAnswerAsAlone) {
   KVP_REQUIRE_DEFAULT_MODEL();
-  auto backend = make_cpu_backend(2);
+  auto backend = make_backend("cpu", 2);
   LoadedModel m = load(test::default_model_path(), *backend);
   const std::vector<std::string> texts = {
       "The harbour master counts 41 boats. The red boat is called Petrel.",

@@ -215,8 +215,8 @@ TEST(Progress, FirstEtaIsNotOffByTheBatchSize) {
       shown = true;
       const double truth = (total - done) * per_context;
       // "4m10s" -> seconds
-      const double shown_s = std::stoi(eta.substr(0, eta.find('m'))) * 60.0 +
-                             std::stoi(eta.substr(eta.find('m') + 1));
+      const double shown_s =
+          std::stoi(eta.substr(0, eta.find('m'))) * 60.0 + std::stoi(eta.substr(eta.find('m') + 1));
       EXPECT_NEAR(shown_s, truth, 0.25 * truth) << eta << " at " << done;
     }
   }
@@ -226,4 +226,3 @@ TEST(Progress, FirstEtaIsNotOffByTheBatchSize) {
 }
 
 }  // namespace kvp
-

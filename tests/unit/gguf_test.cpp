@@ -179,9 +179,11 @@ class GgufTest : public ::testing::Test {
   // Writes a new file (a fresh name each time: rewriting a file in place is slow on some
   // file systems) and returns its path.
   std::string write(const Bytes& bytes, const std::string& name = "") {
-    const std::string path = (dir_ / (name.empty() ? "model" + std::to_string(counter_++) + ".gguf" : name)).string();
+    const std::string path =
+        (dir_ / (name.empty() ? "model" + std::to_string(counter_++) + ".gguf" : name)).string();
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
     out.close();
     EXPECT_TRUE(out.good());
     return path;
@@ -196,7 +198,8 @@ class GgufTest : public ::testing::Test {
     } catch (const Error& e) {
       const std::string msg = e.what();
       EXPECT_EQ(msg.rfind(path, 0), 0u) << msg;
-      EXPECT_NE(msg.find(needle), std::string::npos) << "message: " << msg << "\nexpected: " << needle;
+      EXPECT_NE(msg.find(needle), std::string::npos)
+          << "message: " << msg << "\nexpected: " << needle;
     }
   }
 
@@ -295,7 +298,8 @@ TEST_P(GgufRoundTrip, EveryMetadataTypeAndTensor) {
   EXPECT_EQ(g.get_string_array("a.string"),
             (std::vector<std::string>{"<s>", "", "\xe2\x96\x81the", "</s>"}));
   EXPECT_EQ(g.get_int_array("a.u64"), (std::vector<int64_t>{1, int64_t{1} << 40}));
-  EXPECT_EQ(g.get_int_array("a.i64"), (std::vector<int64_t>{std::numeric_limits<int64_t>::min(), 42}));
+  EXPECT_EQ(g.get_int_array("a.i64"),
+            (std::vector<int64_t>{std::numeric_limits<int64_t>::min(), 42}));
   EXPECT_EQ(g.get_float_array("a.f64"), (std::vector<double>{1e300, -0.5}));
   EXPECT_EQ(g.get_float_array("a.u64_big")[1], 18446744073709551615.0);
   EXPECT_TRUE(g.get_int_array("a.empty").empty());
@@ -329,7 +333,8 @@ TEST_P(GgufRoundTrip, EveryMetadataTypeAndTensor) {
     ASSERT_NE(info, nullptr) << spec.name;
     EXPECT_EQ(info->nbytes, spec.data.size()) << spec.name;
     ASSERT_EQ(info->ne.size(), spec.ne.size());
-    for (size_t d = 0; d < spec.ne.size(); ++d) EXPECT_EQ(static_cast<uint64_t>(info->ne[d]), spec.ne[d]);
+    for (size_t d = 0; d < spec.ne.size(); ++d)
+      EXPECT_EQ(static_cast<uint64_t>(info->ne[d]), spec.ne[d]);
     EXPECT_EQ(info->offset % 32, 0u);
     Tensor t = g.tensor(spec.name);
     EXPECT_EQ(t.dtype(), static_cast<DType>(spec.type));
@@ -339,7 +344,8 @@ TEST_P(GgufRoundTrip, EveryMetadataTypeAndTensor) {
     EXPECT_EQ(t.nbytes(), spec.data.size());
     EXPECT_EQ(std::memcmp(t.data(), spec.data.data(), spec.data.size()), 0) << spec.name;
     const size_t file_offset =
-        static_cast<size_t>(static_cast<const uint8_t*>(t.data()) - g.tensors()[0].data) + b.data_start;
+        static_cast<size_t>(static_cast<const uint8_t*>(t.data()) - g.tensors()[0].data) +
+        b.data_start;
     EXPECT_EQ(file_offset % 32, 0u) << spec.name;
   }
   Tensor m = g.tensor("f32.matrix");
@@ -512,7 +518,8 @@ TEST_F(GgufTest, TruncationAtEveryOffsetThrows) {
   const std::string path = write(bytes);
   ASSERT_TRUE(open_or_error(path, bytes.size()));
   for (size_t n = 0; n < bytes.size(); ++n) {
-    const std::string p = write(Bytes(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(n)));
+    const std::string p =
+        write(Bytes(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(n)));
     try {
       GgufFile::open(p);
       ADD_FAILURE() << "file truncated to " << n << " of " << bytes.size() << " bytes opened";
@@ -530,10 +537,20 @@ TEST_F(GgufTest, RandomMutationsParseOrThrow) {
   const Bytes bytes = b.build();
   const size_t header_end = b.header_end;
   std::mt19937_64 rng(20240601);
-  const uint8_t interesting[] = {0x00, 0x01, 0x02, 0x04, 0x05, 0x0d, 0x1f, 0x20, 0x3f,
-                                 0x40, 0x7f, 0x80, 0xfe, 0xff};
-  const uint64_t interesting64[] = {0, 1, 5, 31, 32, 33, 0x7fffffffffffffffull, 0x8000000000000000ull,
-                                    ~uint64_t{0}, uint64_t{1} << 32, uint64_t{1} << 60, 4096};
+  const uint8_t interesting[] = {0x00, 0x01, 0x02, 0x04, 0x05, 0x0d, 0x1f,
+                                 0x20, 0x3f, 0x40, 0x7f, 0x80, 0xfe, 0xff};
+  const uint64_t interesting64[] = {0,
+                                    1,
+                                    5,
+                                    31,
+                                    32,
+                                    33,
+                                    0x7fffffffffffffffull,
+                                    0x8000000000000000ull,
+                                    ~uint64_t{0},
+                                    uint64_t{1} << 32,
+                                    uint64_t{1} << 60,
+                                    4096};
   int parsed = 0, rejected = 0;
   const int iterations = 4000;
   for (int it = 0; it < iterations; ++it) {
@@ -544,12 +561,19 @@ TEST_F(GgufTest, RandomMutationsParseOrThrow) {
       const size_t limit = (rng() % 5 == 0) ? m.size() : header_end;
       const size_t pos = rng() % limit;
       switch (rng() % 4) {
-        case 0: m[pos] = static_cast<uint8_t>(rng()); break;
-        case 1: m[pos] = interesting[rng() % sizeof(interesting)]; break;
-        case 2: m[pos] ^= static_cast<uint8_t>(1u << (rng() % 8)); break;
+        case 0:
+          m[pos] = static_cast<uint8_t>(rng());
+          break;
+        case 1:
+          m[pos] = interesting[rng() % sizeof(interesting)];
+          break;
+        case 2:
+          m[pos] ^= static_cast<uint8_t>(1u << (rng() % 8));
+          break;
         case 3: {
           const uint64_t v = interesting64[rng() % (sizeof(interesting64) / sizeof(uint64_t))];
-          for (size_t k = 0; k < 8 && pos + k < m.size(); ++k) m[pos + k] = static_cast<uint8_t>(v >> (8 * k));
+          for (size_t k = 0; k < 8 && pos + k < m.size(); ++k)
+            m[pos + k] = static_cast<uint8_t>(v >> (8 * k));
           break;
         }
       }
@@ -624,7 +648,8 @@ TEST_F(GgufTest, HugeArrayCounts) {
   {
     // Within the remaining bytes, but over the total element budget.
     GgufBuilder b;
-    b.kv("big", VT::ARRAY, enc_array(VT::U8, (uint64_t{1} << 22) + 1, Bytes((size_t{1} << 22) + 1, 0)));
+    b.kv("big", VT::ARRAY,
+         enc_array(VT::U8, (uint64_t{1} << 22) + 1, Bytes((size_t{1} << 22) + 1, 0)));
     expect_error(b.build(), "more than 4194304 elements");
   }
 }
@@ -724,7 +749,8 @@ TEST_F(GgufTest, ShapeProductOverflow) {
   }
   {
     GgufBuilder b = small_builder();
-    b.tensor("bytes", {uint64_t{1} << 62}, kF32, Bytes(4, 0));  // 2^62 elements fit, 2^64 bytes do not
+    b.tensor("bytes", {uint64_t{1} << 62}, kF32,
+             Bytes(4, 0));  // 2^62 elements fit, 2^64 bytes do not
     expect_error(b.build(), "tensor bytes: byte size overflows");
   }
   {
@@ -737,13 +763,16 @@ TEST_F(GgufTest, ShapeProductOverflow) {
 TEST_F(GgufTest, RowNotAMultipleOfTheBlock) {
   GgufBuilder b = small_builder();
   b.tensor("blk.0.ffn_down.weight", {48, 2}, kQ8_0, Bytes(136, 0));
-  expect_error(b.build(), "tensor blk.0.ffn_down.weight: row of 48 elements is not a multiple of the Q8_0 block size 32");
+  expect_error(b.build(),
+               "tensor blk.0.ffn_down.weight: row of 48 elements is not a multiple of the Q8_0 "
+               "block size 32");
 }
 
 TEST_F(GgufTest, MisalignedOffset) {
   GgufBuilder b = small_builder();
   b.tensors[1].offset = 68 + 4;
-  expect_error(b.build(), "tensor blk.0.attn_k.weight has data offset 72, not a multiple of the alignment 32");
+  expect_error(b.build(),
+               "tensor blk.0.attn_k.weight has data offset 72, not a multiple of the alignment 32");
 }
 
 TEST_F(GgufTest, OffsetPastEnd) {
@@ -858,7 +887,8 @@ TEST(GgufDefaultModel, SmolLM2Q4_1) {
   const uint64_t alignment = static_cast<uint64_t>(g.get_int_or("general.alignment", 32));
   const uintptr_t first = reinterpret_cast<uintptr_t>(g.tensors()[0].data);
   for (const GgufTensorInfo& info : g.tensors()) {
-    EXPECT_EQ((reinterpret_cast<uintptr_t>(info.data) - first + g.tensors()[0].offset) % alignment, 0u);
+    EXPECT_EQ((reinterpret_cast<uintptr_t>(info.data) - first + g.tensors()[0].offset) % alignment,
+              0u);
   }
   std::cout << "[          ] opened the default model in " << ms << " ms\n";
 }

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "presses/registry.h"
 #include "support/cli_runner.h"
+#include "support/host_tensors.h"
 #include "support/test_paths.h"
 
 namespace kvp {
@@ -27,7 +28,7 @@ struct SyntheticLayer {
   KVCache cache;
   LayerView view;
   SyntheticLayer(int n_heads, int64_t T, int head_dim = 8, uint32_t seed = 1)
-      : cache(1, n_heads, head_dim, T) {
+      : cache(test::cpu_backend(), 1, n_heads, head_dim, T) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> normal;
     std::vector<float> k(static_cast<size_t>(T * n_heads * head_dim)), v(k.size());
@@ -35,7 +36,8 @@ struct SyntheticLayer {
     for (auto& x : v) x = normal(rng);
     std::vector<int32_t> pos(static_cast<size_t>(T));
     std::iota(pos.begin(), pos.end(), 0);
-    cache.append(0, k.data(), v.data(), T, pos.data());
+    cache.append(0, test::heads_view(k, T, n_heads, head_dim),
+                 test::heads_view(v, T, n_heads, head_dim), pos.data());
     view.layer = 0;
     view.n_tokens = T;
     view.positions = pos.data();  // not read by the presses below
@@ -140,7 +142,7 @@ TEST(HeadwisePress, AdaKvKeepsTheBestScoresOfTheLayer) {
   for (int h = 0; h < 3; ++h)
     for (int j = 0; j < 50; ++j) {
       double s = 0;
-      for (int d = 0; d < 8; ++d) s += std::pow(kv.k[(kv.offset[h] + j) * 8 + d], 2);
+      for (int d = 0; d < 8; ++d) s += std::pow(kv.k.ptr<float>()[(kv.offset[h] + j) * 8 + d], 2);
       norm[static_cast<size_t>(h)][static_cast<size_t>(j)] = -static_cast<float>(std::sqrt(s));
     }
   auto press = make_press("adakv", 0.5, {"press=knorm"});

@@ -23,7 +23,8 @@ class IoFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / ("kvp_json_test_" + std::to_string(::getpid()) + "_" + info->name());
+    dir_ = fs::temp_directory_path() /
+           ("kvp_json_test_" + std::to_string(::getpid()) + "_" + info->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -89,9 +90,10 @@ TEST_F(IoFileTest, MappedFileErrorsNamePathAndReason) {
 }
 
 TEST_F(IoFileTest, ReadsJson) {
-  const std::string path = write("config.json",
-                                 "{\"hidden_size\": 576, \"rope_theta\": 10000.0, \"tie_word_embeddings\": true,\n"
-                                 " \"architectures\": [\"LlamaForCausalLM\"], \"name\": \"sm\\u00f6l\"}");
+  const std::string path =
+      write("config.json",
+            "{\"hidden_size\": 576, \"rope_theta\": 10000.0, \"tie_word_embeddings\": true,\n"
+            " \"architectures\": [\"LlamaForCausalLM\"], \"name\": \"sm\\u00f6l\"}");
   const nlohmann::json j = read_json_file(path);
   EXPECT_EQ(j.at("hidden_size").get<int>(), 576);
   EXPECT_EQ(j.at("rope_theta").get<double>(), 10000.0);

@@ -10,8 +10,10 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/reference.h"
+#include "backend/factory.h"
 #include "cache/kv_cache.h"
 #include "core/error.h"
+#include "support/host_tensors.h"
 
 namespace kvp {
 
@@ -30,8 +32,10 @@ void append_random(KVCache& a, KVCache* b, int layer, std::mt19937& rng, int64_t
   const std::vector<float> k = random_rows(rng, T), v = random_rows(rng, T);
   std::vector<int32_t> pos(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) pos[static_cast<size_t>(t)] = static_cast<int32_t>(first + t);
-  a.append(layer, k.data(), v.data(), T, pos.data());
-  if (b) b->append(layer, k.data(), v.data(), T, pos.data());
+  const Tensor kt = test::heads_view(k, T, kKvHeads, kHeadDim),
+               vt = test::heads_view(v, T, kKvHeads, kHeadDim);
+  a.append(layer, kt, vt, pos.data());
+  if (b) b->append(layer, kt, vt, pos.data());
 }
 
 // Per segment: a random subset of [0, T) in a random order, of a different size per head.
@@ -59,10 +63,11 @@ Tensor random_queries(std::mt19937& rng, int64_t T) {
 TEST(KVCacheBorrow, AttendsExactlyLikeACopy) {
   std::mt19937 rng(7);
   const int64_t T = 300;
-  KVCache full(1, kKvHeads, kHeadDim, T + 80);
+  KVCache full(test::cpu_backend(), 1, kKvHeads, kHeadDim, T + 80);
   append_random(full, nullptr, 0, rng, 0, T);
   const KeepPlan keep = random_plan(rng, T);
-  KVCache copied(1, kKvHeads, kHeadDim, 0), borrowed(1, kKvHeads, kHeadDim, 0);
+  KVCache copied(test::cpu_backend(), 1, kKvHeads, kHeadDim, 0),
+      borrowed(test::cpu_backend(), 1, kKvHeads, kHeadDim, 0);
   copied.copy_kept(0, full, keep, 80);
   borrowed.borrow_kept(0, full, keep, 80);
   EXPECT_EQ(borrowed.lengths(), copied.lengths());
@@ -70,7 +75,7 @@ TEST(KVCacheBorrow, AttendsExactlyLikeACopy) {
   EXPECT_FALSE(copied.view(0).has_prefix());
   EXPECT_EQ(borrowed.used_bytes(), 0u);  // the kept rows are the lender's bytes
 
-  auto backend = make_cpu_backend(2);
+  auto backend = make_backend("cpu", 2);
   // A question prefill (37 rows, several key blocks and a causal mask across the prefix
   // boundary), then single decode steps.
   for (const int64_t n : {int64_t{37}, int64_t{1}, int64_t{1}, int64_t{5}}) {
@@ -89,7 +94,7 @@ TEST(KVCacheBorrow, AttendsExactlyLikeACopy) {
   }
   EXPECT_EQ(borrowed.lengths(), copied.lengths());
   // Several borrowed caches in one batched launch, as a decode step of the eval grid runs.
-  KVCache other(1, kKvHeads, kHeadDim, 0);
+  KVCache other(test::cpu_backend(), 1, kKvHeads, kHeadDim, 0);
   other.borrow_kept(0, full, random_plan(rng, T), 4);
   append_random(other, nullptr, 0, rng, T, 1);
   const Tensor q1 = random_queries(rng, 1), q2 = random_queries(rng, 1);
@@ -106,10 +111,10 @@ TEST(KVCacheBorrow, AttendsExactlyLikeACopy) {
 
 TEST(KVCacheBorrow, TruncateKeepsThePrefixAndDecodingAllocatesNothing) {
   std::mt19937 rng(3);
-  KVCache full(2, kKvHeads, kHeadDim, 64);
+  KVCache full(test::cpu_backend(), 2, kKvHeads, kHeadDim, 64);
   append_random(full, nullptr, 0, rng, 0, 64);
   append_random(full, nullptr, 1, rng, 0, 64);
-  KVCache cell(2, kKvHeads, kHeadDim, 0);
+  KVCache cell(test::cpu_backend(), 2, kKvHeads, kHeadDim, 0);
   cell.borrow_kept(0, full, random_plan(rng, 64), 8);
   cell.borrow_kept(1, full, random_plan(rng, 64), 8);
   const auto lengths = cell.lengths();
@@ -127,10 +132,11 @@ TEST(KVCacheBorrow, TruncateKeepsThePrefixAndDecodingAllocatesNothing) {
 
 TEST(KVCacheBorrow, RejectsWhatItCannotDo) {
   std::mt19937 rng(5);
-  KVCache full(2, kKvHeads, kHeadDim, 32), other_full(2, kKvHeads, kHeadDim, 32);
+  KVCache full(test::cpu_backend(), 2, kKvHeads, kHeadDim, 32),
+      other_full(test::cpu_backend(), 2, kKvHeads, kHeadDim, 32);
   append_random(full, nullptr, 0, rng, 0, 32);
   append_random(other_full, nullptr, 1, rng, 0, 32);
-  KVCache cell(2, kKvHeads, kHeadDim, 0);
+  KVCache cell(test::cpu_backend(), 2, kKvHeads, kHeadDim, 0);
   const KeepPlan keep = {{0, 5}, {3}, {31, 30, 2}};
   cell.borrow_kept(0, full, keep, 2);
   EXPECT_THROW(cell.borrow_kept(0, full, keep, 2), Error);                // layer not empty
@@ -140,7 +146,8 @@ TEST(KVCacheBorrow, RejectsWhatItCannotDo) {
   EXPECT_THROW(cell.borrow_kept(1, cell, keep, 2), Error);                // itself
   EXPECT_THROW(cell.compact(0, {{0}, {0}, {0}}, 2), Error);
   EXPECT_THROW(cell.positions(0, 0), Error);
-  KVCache copy(2, kKvHeads, kHeadDim, 0), second(2, kKvHeads, kHeadDim, 0);
+  KVCache copy(test::cpu_backend(), 2, kKvHeads, kHeadDim, 0),
+      second(test::cpu_backend(), 2, kKvHeads, kHeadDim, 0);
   EXPECT_THROW(copy.copy_kept(0, cell, keep, 2), Error);  // a borrower does not lend
   EXPECT_THROW(second.borrow_kept(0, cell, keep, 2), Error);
   auto lengths = cell.lengths();
@@ -150,7 +157,7 @@ TEST(KVCacheBorrow, RejectsWhatItCannotDo) {
   EXPECT_THROW(append_random(cell, nullptr, 0, rng, 34, 1), Error);
   Tensor q = Tensor::empty(DType::F32, {1, kQueryHeads, kHeadDim});
   Tensor sums = Tensor::empty(DType::F32, {kKvHeads, 8});
-  auto backend = make_cpu_backend(1);
+  auto backend = make_backend("cpu", 1);
   EXPECT_THROW(backend->attention_column_sums(q, cell.view(0), 0.125f, sums), Error);
   EXPECT_THROW(ref::attention_column_sums(q, cell.view(0), 0.125f, sums), Error);
 }

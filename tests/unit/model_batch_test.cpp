@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/factory.h"
 #include "core/error.h"
 #include "model/model.h"
 #include "pipeline/pipeline.h"
@@ -33,7 +34,7 @@ Sequence make_sequence(int64_t n, int32_t first_id, int32_t first_position, int3
 
 // Bound: 1e-4 absolute on logits of magnitude ~1 (the batched matmuls sum in another order).
 TEST(ModelBatch, GroupsGetTheirOwnLogitsAndCaches) {
-  auto backend = make_cpu_backend(2);
+  auto backend = make_backend("cpu", 2);
   auto model = load_model(test::source_path("tests/models/tiny-llama"), *backend);
   const int32_t vocab = static_cast<int32_t>(model->config().vocab_size);
   // Three caches with different contexts (different lengths), then different new tokens.
@@ -72,7 +73,7 @@ TEST(ModelBatch, GroupsGetTheirOwnLogitsAndCaches) {
 }
 
 TEST(ModelBatch, BatchedGreedyAnswersEqualOneByOne) {
-  auto backend = make_cpu_backend(2);
+  auto backend = make_backend("cpu", 2);
   auto model = load_model(test::source_path("tests/models/tiny-llama"), *backend);
   const int32_t vocab = static_cast<int32_t>(model->config().vocab_size);
   std::vector<KVCache> batched, alone;
@@ -104,7 +105,7 @@ TEST(ModelBatch, BatchedGreedyAnswersEqualOneByOne) {
 // the tokens they get alone; tickets number the requests in order, and a request with no
 // tokens to decode finishes at once without touching its cache.
 TEST(ModelBatch, RequestsJoiningMidwayAnswerAsAlone) {
-  auto backend = make_cpu_backend(2);
+  auto backend = make_backend("cpu", 2);
   auto model = load_model(test::source_path("tests/models/tiny-llama"), *backend);
   const int32_t vocab = static_cast<int32_t>(model->config().vocab_size);
   const std::vector<int64_t> lengths = {6, 17, 30, 3, 12};
@@ -117,7 +118,8 @@ TEST(ModelBatch, RequestsJoiningMidwayAnswerAsAlone) {
       model->forward(c.ids.data(), c.positions.data(), n, caches->back());
     }
   }
-  const std::vector<std::vector<int32_t>> questions = {{4, 9, 2, 7}, {5}, {1, 2, 3, 4, 5, 6}, {8, 8}, {2, 6}};
+  const std::vector<std::vector<int32_t>> questions = {
+      {4, 9, 2, 7}, {5}, {1, 2, 3, 4, 5, 6}, {8, 8}, {2, 6}};
   const auto is_stop = [](int32_t id) { return id == 3; };
   GreedyBatcher batcher(*model, is_stop);
   std::vector<std::vector<int32_t>> got(lengths.size());
@@ -152,7 +154,7 @@ TEST(ModelBatch, RequestsJoiningMidwayAnswerAsAlone) {
 }
 
 TEST(ModelBatch, BatcherRejectsBadRequests) {
-  auto backend = make_cpu_backend(1);
+  auto backend = make_backend("cpu", 1);
   auto model = load_model(test::source_path("tests/models/tiny-llama"), *backend);
   KVCache cache = model->make_cache(8);
   const std::vector<int32_t> empty, question = {1};
@@ -165,7 +167,7 @@ TEST(ModelBatch, BatcherRejectsBadRequests) {
 }
 
 TEST(ModelBatch, RejectsBadGroups) {
-  auto backend = make_cpu_backend(1);
+  auto backend = make_backend("cpu", 1);
   auto model = load_model(test::source_path("tests/models/tiny-llama"), *backend);
   KVCache cache = model->make_cache(8);
   const int32_t id = 1, pos = 0, bad = static_cast<int32_t>(model->config().vocab_size);

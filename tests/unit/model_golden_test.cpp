@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "backend/backend.h"
+#include "backend/factory.h"
 #include "io/json_file.h"
 #include "model/model.h"
 #include "support/test_paths.h"
@@ -27,14 +28,16 @@ std::vector<float> read_f32(const std::string& path) {
   const auto size = static_cast<size_t>(in.tellg());
   std::vector<float> out(size / sizeof(float));
   in.seekg(0);
-  in.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(out.size() * sizeof(float)));
+  in.read(reinterpret_cast<char*>(out.data()),
+          static_cast<std::streamsize>(out.size() * sizeof(float)));
   return out;
 }
 
 // Checks one prompt: logits within `bound` of the reference, and the 32 greedy tokens
 // (an argmax loop without stopping at EOS, as the reference script does) equal.
-void check_prompt(Model& model, const std::vector<int32_t>& ids, const std::vector<float>& want_logits,
-                  const std::vector<int32_t>& want_greedy, float bound, const std::string& what) {
+void check_prompt(Model& model, const std::vector<int32_t>& ids,
+                  const std::vector<float>& want_logits, const std::vector<int32_t>& want_greedy,
+                  float bound, const std::string& what) {
   const int64_t T = static_cast<int64_t>(ids.size());
   KVCache cache = model.make_cache(T + static_cast<int64_t>(want_greedy.size()));
   std::vector<int32_t> pos(ids.size());
@@ -61,7 +64,7 @@ void check_prompt(Model& model, const std::vector<int32_t>& ids, const std::vect
 
 void run_tiny(const std::string& arch) {
   const auto golden = read_json_file(test::source_path("tests/golden/tiny_" + arch + ".json"));
-  auto backend = make_cpu_backend(2);
+  auto backend = make_backend("cpu", 2);
   auto model = load_model(test::source_path(golden.at("model_dir").get<std::string>()), *backend);
   int i = 0;
   for (const auto& prompt : golden.at("prompts")) {
@@ -76,18 +79,25 @@ void run_tiny(const std::string& arch) {
 
 }  // namespace
 
-TEST(ModelGolden, TinyLlamaShardedF32WithLlama3Rope) { run_tiny("llama"); }
-TEST(ModelGolden, TinyQwen2F16WithBiases) { run_tiny("qwen2"); }
-TEST(ModelGolden, TinyQwen3BF16WithQkNorm) { run_tiny("qwen3"); }
+TEST(ModelGolden, TinyLlamaShardedF32WithLlama3Rope) {
+  run_tiny("llama");
+}
+TEST(ModelGolden, TinyQwen2F16WithBiases) {
+  run_tiny("qwen2");
+}
+TEST(ModelGolden, TinyQwen3BF16WithQkNorm) {
+  run_tiny("qwen3");
+}
 
 TEST(ModelGolden, SmolLM2Q4_1MatchesTransformers) {
   KVP_REQUIRE_DEFAULT_MODEL();
   const auto golden = read_json_file(test::source_path("tests/golden/smollm2_logits.json"));
-  auto backend = make_cpu_backend(2);
+  auto backend = make_backend("cpu", 2);
   auto model = load_model(test::default_model_path(), *backend);
   int i = 0;
   for (const auto& prompt : golden.at("prompts")) {
-    const auto logits = read_f32(test::source_path("tests/golden/" + prompt.at("logits_file").get<std::string>()));
+    const auto logits =
+        read_f32(test::source_path("tests/golden/" + prompt.at("logits_file").get<std::string>()));
     // Both sides compute in f32 on the same dequantised weights; only the summation order
     // differs, over 30 layers. Measured: 7e-5 at most; logits reach |20|, so 1e-3 is 5e-5
     // relative and still 15x above what we see.

@@ -39,7 +39,7 @@ TEST(PressFramework, RegistryErrors) {
   }
   EXPECT_THROW(make_press("knorm", 1.0), Error);
   EXPECT_THROW(make_press("knorm", -0.1), Error);
-  EXPECT_THROW(make_press("knorm", 0.5, {"window_size=3"}), Error);      // unknown parameter
+  EXPECT_THROW(make_press("knorm", 0.5, {"window_size=3"}), Error);        // unknown parameter
   EXPECT_THROW(make_press("streaming_llm", 0.5, {"n_sink=four"}), Error);  // ill-typed
   EXPECT_THROW(make_press("streaming_llm", 0.5, {"n_sink"}), Error);       // not key=value
   EXPECT_NO_THROW(make_press("streaming_llm", 0.5, {"n_sink=8"}));

@@ -38,7 +38,8 @@ TEST(PressParams, QFilterFileErrors) {
     }
   };
   expect_error({}, "needs filters=PATH");
-  expect_error({"filters=/nonexistent/qfilt.f32"}, "cannot read qfilter filters file '/nonexistent/qfilt.f32': no such file");
+  expect_error({"filters=/nonexistent/qfilt.f32"},
+               "cannot read qfilter filters file '/nonexistent/qfilt.f32': no such file");
   const auto odd = std::filesystem::temp_directory_path() / "kvp_qfilter_odd.f32";
   std::ofstream(odd, std::ios::binary) << "12345";
   expect_error({"filters=" + odd.string()}, "not a non-empty whole number of float32");

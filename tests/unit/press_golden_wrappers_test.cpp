@@ -141,17 +141,19 @@ TEST(PressWrappers, KeyRerotationRotatesKeysToRanks) {
   const int64_t n = n_kept_for(T, 0.5);
   for (int l : {0, 15, 29}) {
     const KvSegments a = plain.view(l), b = cache.view(l);
+    const auto* ak = a.k.ptr<float>();
+    const auto* bk = b.k.ptr<float>();
     for (int h = 0; h < cache.n_segments(); ++h) {
       ASSERT_EQ(cache.length(l, h), n);
       const int32_t* p = cache.positions(l, h);
       for (int64_t i = 1; i < n; ++i) ASSERT_LT(p[i - 1], p[i]);
       for (int64_t i : {int64_t{0}, n / 2, n - 1}) {
-        std::vector<float> want(a.k + (a.offset[h] + p[i]) * D, a.k + (a.offset[h] + p[i] + 1) * D);
+        std::vector<float> want(ak + (a.offset[h] + p[i]) * D, ak + (a.offset[h] + p[i] + 1) * D);
         Tensor w = Tensor::view(DType::F32, {1, 1, D}, want.data());
         const int32_t delta = static_cast<int32_t>(i) - p[i];
         ref::rope(w, &delta, g.model->config().rope);
         for (int d = 0; d < D; ++d)
-          EXPECT_NEAR(b.k[(b.offset[h] + i) * D + d], want[static_cast<size_t>(d)], 1e-4);
+          EXPECT_NEAR(bk[(b.offset[h] + i) * D + d], want[static_cast<size_t>(d)], 1e-4);
       }
     }
   }

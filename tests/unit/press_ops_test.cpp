@@ -42,7 +42,7 @@ TEST_P(PressOps, AttentionColumnSums) {
     }
     Tensor k = random_f32(rng_, {total, c.D}, -2.f, 2.f);
     Tensor q = random_f32(rng_, {c.T, c.Hq, c.D}, -2.f, 2.f);
-    KvSegments kv{k.ptr<float>(), nullptr, offset.data(), len.data(), c.Hkv, c.D};
+    KvSegments kv{k, Tensor(), offset.data(), len.data(), c.Hkv, c.D};
     const int64_t L = longest + 3;
     Tensor out = Tensor::empty(DType::F32, {c.Hkv, L}),
            outr = Tensor::empty(DType::F32, {c.Hkv, L});
@@ -76,7 +76,7 @@ TEST_P(PressOps, AttentionColumnSumsCausality) {
   std::vector<int64_t> len = {T}, offset = {0};
   Tensor k = random_f32(rng_, {T, D}, -1.f, 1.f);
   Tensor q = Tensor::empty(DType::F32, {T, 1, D});  // zero queries: uniform over visible keys
-  KvSegments kv{k.ptr<float>(), nullptr, offset.data(), len.data(), 1, D};
+  KvSegments kv{k, Tensor(), offset.data(), len.data(), 1, D};
   Tensor out = Tensor::empty(DType::F32, {1, T});
   be_->attention_column_sums(q, kv, 0.25f, out);
   for (int64_t j = 0; j < T; ++j) {
@@ -90,7 +90,7 @@ TEST_P(PressOps, AttentionColumnSumsErrors) {
   const int D = 8;
   std::vector<int64_t> len = {4}, offset = {0};
   Tensor k = random_f32(rng_, {4, D}, -1.f, 1.f);
-  KvSegments kv{k.ptr<float>(), nullptr, offset.data(), len.data(), 1, D};
+  KvSegments kv{k, Tensor(), offset.data(), len.data(), 1, D};
   Tensor q = random_f32(rng_, {5, 1, D}, -1.f, 1.f);  // more queries than rows
   Tensor out = Tensor::empty(DType::F32, {1, 4});
   EXPECT_THROW(be_->attention_column_sums(q, kv, 1.f, out), Error);

@@ -1,17 +1,17 @@
 // Safetensors reader tests: valid single files and sharded model directories round-trip;
 // every broken header, offset, size and index is rejected with a kvp::Error that names the
 // file; truncations and random mutations never crash.
-#include <gtest/gtest.h>
+#include "io/safetensors.h"
 
-#include "support/temp_dir.h"
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iterator>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -21,7 +21,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/tensor.h"
-#include "io/safetensors.h"
+#include "support/temp_dir.h"
 
 namespace kvp {
 namespace {
@@ -30,7 +30,9 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using Bytes = std::vector<uint8_t>;
 
-size_t elem_size(const std::string& dtype) { return dtype == "F32" ? 4 : 2; }
+size_t elem_size(const std::string& dtype) {
+  return dtype == "F32" ? 4 : 2;
+}
 
 struct StTensor {
   std::string name;
@@ -106,7 +108,8 @@ class SafetensorsTest : public ::testing::Test {
         (dir_ / (name.empty() ? "t" + std::to_string(counter_++) + ".safetensors" : name)).string();
     fs::create_directories(fs::path(path).parent_path());
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
     out.close();
     EXPECT_TRUE(out.good());
     return path;
@@ -128,9 +131,11 @@ class SafetensorsTest : public ::testing::Test {
     const std::string path = write(bytes);
     const std::string msg = error_of([&] { SafetensorsFile::open(path); });
     EXPECT_EQ(msg.rfind(path, 0), 0u) << msg;
-    EXPECT_NE(msg.find(needle), std::string::npos) << "message: " << msg << "\nexpected: " << needle;
+    EXPECT_NE(msg.find(needle), std::string::npos)
+        << "message: " << msg << "\nexpected: " << needle;
   }
-  void expect_header_error(const std::string& header, const Bytes& data, const std::string& needle) {
+  void expect_header_error(const std::string& header, const Bytes& data,
+                           const std::string& needle) {
     expect_error(raw_file(header, data), needle);
   }
 
@@ -179,7 +184,8 @@ TEST_F(SafetensorsTest, RoundTrip) {
       EXPECT_EQ(x.shape_string(), "[1]");
     } else {
       ASSERT_EQ(x.ndim(), static_cast<int>(t.shape.size()));
-      for (size_t d = 0; d < t.shape.size(); ++d) EXPECT_EQ(x.dim(static_cast<int>(d)), t.shape[d]) << t.name;
+      for (size_t d = 0; d < t.shape.size(); ++d)
+        EXPECT_EQ(x.dim(static_cast<int>(d)), t.shape[d]) << t.name;
     }
     EXPECT_EQ(x.nbytes(), t.data.size()) << t.name;
     if (!t.data.empty()) {
@@ -245,7 +251,8 @@ TEST_F(SafetensorsTest, TooSmallAndBadHeaderLength) {
 }
 
 TEST_F(SafetensorsTest, BadJson) {
-  const std::string path = write(raw_file("{\"a\": {\"dtype\": \"F32\",\n  \"shape\": [1,}", Bytes(4, 0)));
+  const std::string path =
+      write(raw_file("{\"a\": {\"dtype\": \"F32\",\n  \"shape\": [1,}", Bytes(4, 0)));
   const std::string msg = error_of([&] { SafetensorsFile::open(path); });
   EXPECT_EQ(msg.rfind(path, 0), 0u) << msg;
   EXPECT_NE(msg.find("invalid header JSON"), std::string::npos) << msg;
@@ -253,52 +260,66 @@ TEST_F(SafetensorsTest, BadJson) {
   expect_header_error("", {}, "invalid header JSON");
   expect_header_error("[1, 2]", {}, "header is not a JSON object");
   expect_header_error(std::string(100, '[') + std::string(100, ']'), {}, "nests deeper than 64");
-  expect_header_error("{\"a\": \"[[[[\"}", {}, "header entry is not a JSON object");  // brackets in strings don't count
+  expect_header_error("{\"a\": \"[[[[\"}", {},
+                      "header entry is not a JSON object");  // brackets in strings don't count
 }
 
 TEST_F(SafetensorsTest, BadEntries) {
   const Bytes d16(16, 0);
   auto entry = [](const std::string& body) { return "{\"w\": {" + body + "}}"; };
-  expect_header_error(entry("\"shape\": [4], \"data_offsets\": [0, 16]"), d16, "tensor 'w': missing or non-string \"dtype\"");
-  expect_header_error(entry("\"dtype\": 5, \"shape\": [4], \"data_offsets\": [0, 16]"), d16, "non-string \"dtype\"");
+  expect_header_error(entry("\"shape\": [4], \"data_offsets\": [0, 16]"), d16,
+                      "tensor 'w': missing or non-string \"dtype\"");
+  expect_header_error(entry("\"dtype\": 5, \"shape\": [4], \"data_offsets\": [0, 16]"), d16,
+                      "non-string \"dtype\"");
   expect_header_error(entry("\"dtype\": \"I64\", \"shape\": [2], \"data_offsets\": [0, 16]"), d16,
                       "tensor 'w' has unsupported dtype I64");
-  expect_header_error(entry("\"dtype\": \"F8_E4M3\", \"shape\": [16], \"data_offsets\": [0, 16]"), d16,
-                      "tensor 'w' has unsupported dtype F8_E4M3");
-  expect_header_error(entry("\"dtype\": \"F32\", \"data_offsets\": [0, 16]"), d16, "missing or non-array \"shape\"");
-  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [1,1,1,1,4], \"data_offsets\": [0, 16]"), d16,
-                      "tensor 'w' has 5 dims");
+  expect_header_error(entry("\"dtype\": \"F8_E4M3\", \"shape\": [16], \"data_offsets\": [0, 16]"),
+                      d16, "tensor 'w' has unsupported dtype F8_E4M3");
+  expect_header_error(entry("\"dtype\": \"F32\", \"data_offsets\": [0, 16]"), d16,
+                      "missing or non-array \"shape\"");
+  expect_header_error(
+      entry("\"dtype\": \"F32\", \"shape\": [1,1,1,1,4], \"data_offsets\": [0, 16]"), d16,
+      "tensor 'w' has 5 dims");
   expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [-4], \"data_offsets\": [0, 16]"), d16,
                       "shape[0] is not a non-negative integer");
   expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [4.0], \"data_offsets\": [0, 16]"), d16,
                       "shape[0] is not a non-negative integer");
-  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [\"4\"], \"data_offsets\": [0, 16]"), d16,
-                      "shape[0] is not a non-negative integer");
-  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [1, 99999999999999999999], \"data_offsets\": [0, 16]"),
-                      d16, "shape[1] is not a non-negative integer");
-  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [4294967296, 4294967296], \"data_offsets\": [0, 16]"),
-                      d16, "element count overflows");
-  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [4611686018427387904], \"data_offsets\": [0, 16]"),
-                      d16, "byte size overflows");
-  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [4]"), d16, "\"data_offsets\" must be [begin, end]");
-  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0]"), d16, "\"data_offsets\" must be");
-  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16, 32]"), d16,
+  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [\"4\"], \"data_offsets\": [0, 16]"),
+                      d16, "shape[0] is not a non-negative integer");
+  expect_header_error(
+      entry("\"dtype\": \"F32\", \"shape\": [1, 99999999999999999999], \"data_offsets\": [0, 16]"),
+      d16, "shape[1] is not a non-negative integer");
+  expect_header_error(
+      entry("\"dtype\": \"F32\", \"shape\": [4294967296, 4294967296], \"data_offsets\": [0, 16]"),
+      d16, "element count overflows");
+  expect_header_error(
+      entry("\"dtype\": \"F32\", \"shape\": [4611686018427387904], \"data_offsets\": [0, 16]"), d16,
+      "byte size overflows");
+  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [4]"), d16,
+                      "\"data_offsets\" must be [begin, end]");
+  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0]"), d16,
                       "\"data_offsets\" must be");
+  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16, 32]"),
+                      d16, "\"data_offsets\" must be");
   expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [-16, 0]"), d16,
                       "\"data_offsets\" must be");
-  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [16, 0]"), d16, "are reversed");
+  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [16, 0]"), d16,
+                      "are reversed");
   expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [8, 24]"), d16,
                       "data_offsets [8, 24] run past the end of the data (16 bytes)");
-  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 18446744073709551615]"), d16,
-                      "\"data_offsets\" must be");
+  expect_header_error(
+      entry("\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 18446744073709551615]"), d16,
+      "\"data_offsets\" must be");
   expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [0, 16]"), d16,
                       "data_offsets span 16 bytes but shape and dtype F32 need 12");
   expect_header_error(entry("\"dtype\": \"F16\", \"shape\": [2, 4], \"data_offsets\": [0, 8]"), d16,
                       "data_offsets span 8 bytes but shape and dtype F16 need 16");
-  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [2, 14]"), d16, "is not aligned");
-  expect_header_error("{\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}, "
-                      "\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}",
-                      d16, "header lists tensor 'w' twice");
+  expect_header_error(entry("\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [2, 14]"), d16,
+                      "is not aligned");
+  expect_header_error(
+      "{\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}, "
+      "\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}",
+      d16, "header lists tensor 'w' twice");
   expect_header_error("{\"w\": [1, 2]}", d16, "tensor 'w': header entry is not a JSON object");
 }
 
@@ -341,7 +362,8 @@ TEST_F(SafetensorsTest, UnprintableNamesAreEscapedInMessages) {
 TEST_F(SafetensorsTest, TruncationAtEveryOffsetThrows) {
   const Bytes bytes = build(sample_tensors());
   for (size_t n = 0; n < bytes.size(); ++n) {
-    const std::string p = write(Bytes(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(n)));
+    const std::string p =
+        write(Bytes(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(n)));
     try {
       SafetensorsFile::open(p);
       ADD_FAILURE() << "file truncated to " << n << " of " << bytes.size() << " bytes opened";
@@ -369,9 +391,15 @@ TEST_F(SafetensorsTest, RandomMutationsParseOrThrow) {
       const size_t limit = (rng() % 6 == 0) ? m.size() : header_end;  // mostly the header
       const size_t pos = rng() % limit;
       switch (rng() % 3) {
-        case 0: m[pos] = static_cast<uint8_t>(rng()); break;
-        case 1: m[pos] = static_cast<uint8_t>(tokens[rng() % (sizeof(tokens) - 1)]); break;
-        case 2: m[pos] = static_cast<uint8_t>('0' + rng() % 10); break;  // digits: offsets and shapes change
+        case 0:
+          m[pos] = static_cast<uint8_t>(rng());
+          break;
+        case 1:
+          m[pos] = static_cast<uint8_t>(tokens[rng() % (sizeof(tokens) - 1)]);
+          break;
+        case 2:
+          m[pos] = static_cast<uint8_t>('0' + rng() % 10);
+          break;  // digits: offsets and shapes change
       }
     }
     const std::string path = write(m);
@@ -441,7 +469,8 @@ TEST_F(SafetensorsTest, OpenDirErrors) {
 
   fs::create_directories(m);
   msg = open_msg();
-  EXPECT_NE(msg.find("no model.safetensors or model.safetensors.index.json"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("no model.safetensors or model.safetensors.index.json"), std::string::npos)
+      << msg;
 
   write_text("x", "m/file");
   msg = error_of([&] { SafetensorsModel::open_dir(m + "/file"); });
@@ -459,7 +488,8 @@ TEST_F(SafetensorsTest, OpenDirErrors) {
 
   msg = with_index("{\"weight_map\": {\"a\": \"../model-1.safetensors\"}}");
   EXPECT_EQ(msg.rfind(index, 0), 0u) << msg;
-  EXPECT_NE(msg.find("maps to shard '../model-1.safetensors', which is not a plain file name"), std::string::npos)
+  EXPECT_NE(msg.find("maps to shard '../model-1.safetensors', which is not a plain file name"),
+            std::string::npos)
       << msg;
   msg = with_index("{\"weight_map\": {\"a\": \"..\"}}");
   EXPECT_NE(msg.find("not a plain file name"), std::string::npos) << msg;
@@ -481,7 +511,8 @@ TEST_F(SafetensorsTest, OpenDirErrors) {
   msg = with_index("{\"weight_map\": {\"a\": ");
   EXPECT_EQ(msg.rfind(index, 0), 0u) << msg;
   EXPECT_NE(msg.find("invalid JSON"), std::string::npos) << msg;
-  msg = with_index("{\"weight_map\": {\"a\": \"model-1.safetensors\", \"b\": \"model-1.safetensors\"}}");
+  msg = with_index(
+      "{\"weight_map\": {\"a\": \"model-1.safetensors\", \"b\": \"model-1.safetensors\"}}");
   EXPECT_EQ(msg.rfind(m + "/model-1.safetensors", 0), 0u) << msg;
   EXPECT_NE(msg.find("has no tensor 'b'"), std::string::npos) << msg;
   // A corrupt shard: its own error, plus which index listed it.
@@ -532,7 +563,8 @@ Dims dims_of(const fs::path& dir) {
   d.heads = c.at("num_attention_heads");
   d.kv_heads = c.at("num_key_value_heads");
   d.vocab = c.at("vocab_size");
-  d.head_dim = c.contains("head_dim") && c["head_dim"].is_number() ? c["head_dim"].get<int64_t>() : d.hidden / d.heads;
+  d.head_dim = c.contains("head_dim") && c["head_dim"].is_number() ? c["head_dim"].get<int64_t>()
+                                                                   : d.hidden / d.heads;
   return d;
 }
 
@@ -542,13 +574,16 @@ std::string shape(std::initializer_list<int64_t> s) {
   return out + "]";
 }
 
-fs::path model_dir(const char* name) { return fs::path(KVP_SOURCE_DIR) / "tests/models" / name; }
+fs::path model_dir(const char* name) {
+  return fs::path(KVP_SOURCE_DIR) / "tests/models" / name;
+}
 
 }  // namespace tiny
 
 TEST(TinyModels, LlamaShardedF32) {
   const fs::path dir = tiny::model_dir("tiny-llama");
-  if (!fs::exists(dir / "model.safetensors.index.json")) GTEST_SKIP() << "tests/models/tiny-llama not generated";
+  if (!fs::exists(dir / "model.safetensors.index.json"))
+    GTEST_SKIP() << "tests/models/tiny-llama not generated";
   const auto d = tiny::dims_of(dir);
   SafetensorsModel m = SafetensorsModel::open_dir(dir.string());
   EXPECT_EQ(static_cast<int64_t>(m.names().size()), 9 * d.layers + 3);  // untied: lm_head too
@@ -558,14 +593,16 @@ TEST(TinyModels, LlamaShardedF32) {
   EXPECT_EQ(m.tensor("lm_head.weight").shape_string(), tiny::shape({d.vocab, d.hidden}));
   EXPECT_EQ(m.tensor("model.layers.0.self_attn.k_proj.weight").shape_string(),
             tiny::shape({d.kv_heads * d.head_dim, d.hidden}));
-  EXPECT_EQ(m.tensor("model.layers.1.mlp.down_proj.weight").shape_string(), tiny::shape({d.hidden, d.inter}));
+  EXPECT_EQ(m.tensor("model.layers.1.mlp.down_proj.weight").shape_string(),
+            tiny::shape({d.hidden, d.inter}));
   EXPECT_EQ(m.tensor("model.norm.weight").shape_string(), tiny::shape({d.hidden}));
   tiny::expect_bytes_match_file(m, dir);
 }
 
 TEST(TinyModels, Qwen2F16) {
   const fs::path dir = tiny::model_dir("tiny-qwen2");
-  if (!fs::exists(dir / "model.safetensors")) GTEST_SKIP() << "tests/models/tiny-qwen2 not generated";
+  if (!fs::exists(dir / "model.safetensors"))
+    GTEST_SKIP() << "tests/models/tiny-qwen2 not generated";
   const auto d = tiny::dims_of(dir);
   SafetensorsModel m = SafetensorsModel::open_dir(dir.string());
   EXPECT_EQ(static_cast<int64_t>(m.names().size()), 12 * d.layers + 2);  // tied, qkv biases
@@ -580,7 +617,8 @@ TEST(TinyModels, Qwen2F16) {
 
 TEST(TinyModels, Qwen3BF16) {
   const fs::path dir = tiny::model_dir("tiny-qwen3");
-  if (!fs::exists(dir / "model.safetensors")) GTEST_SKIP() << "tests/models/tiny-qwen3 not generated";
+  if (!fs::exists(dir / "model.safetensors"))
+    GTEST_SKIP() << "tests/models/tiny-qwen3 not generated";
   const auto d = tiny::dims_of(dir);
   SafetensorsModel m = SafetensorsModel::open_dir(dir.string());
   EXPECT_EQ(static_cast<int64_t>(m.names().size()), 11 * d.layers + 2);  // tied, q/k norms

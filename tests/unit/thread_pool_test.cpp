@@ -1,4 +1,6 @@
 // ThreadPool: coverage, exceptions, nesting, concurrent callers, sleeping workers, latency.
+#include "core/thread_pool.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -8,8 +10,6 @@
 #include <stdexcept>
 #include <thread>
 #include <vector>
-
-#include "core/thread_pool.h"
 
 namespace kvp {
 namespace {
@@ -122,10 +122,12 @@ TEST(ThreadPoolFast, LowLatency) {
   for (int rep = 0; rep < 2000; ++rep) {
     const auto t0 = std::chrono::steady_clock::now();
     pool.parallel_for(2, [&](int64_t b, int64_t e) { sink += e - b; });
-    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+    us.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(us.begin(), us.end());
-  std::printf("parallel_for(2) median %.2f us, p90 %.2f us\n", us[us.size() / 2], us[us.size() * 9 / 10]);
+  std::printf("parallel_for(2) median %.2f us, p90 %.2f us\n", us[us.size() / 2],
+              us[us.size() * 9 / 10]);
   EXPECT_LT(us[us.size() / 2], 200.0);
   EXPECT_EQ(sink.load(), 4000);
 }

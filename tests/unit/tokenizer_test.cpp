@@ -1,3 +1,5 @@
+#include "tokenizer/tokenizer.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -14,7 +16,6 @@
 #include "core/error.h"
 #include "io/gguf.h"
 #include "tokenizer/chat_template.h"
-#include "tokenizer/tokenizer.h"
 
 namespace kvp {
 namespace {
@@ -92,8 +93,12 @@ json tiny_tokenizer_json(const std::vector<std::pair<std::string, std::string>>&
   }
   json added = json::array();
   auto add = [&](const std::string& content, bool special) {
-    added.push_back({{"id", next++}, {"content", content}, {"special", special},
-                     {"single_word", false}, {"lstrip", false}, {"rstrip", false},
+    added.push_back({{"id", next++},
+                     {"content", content},
+                     {"special", special},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
                      {"normalized", false}});
   };
   add("<|endoftext|>", true);
@@ -107,8 +112,12 @@ json tiny_tokenizer_json(const std::vector<std::pair<std::string, std::string>>&
               {"post_processor", {{"type", "ByteLevel"}}},
               {"decoder", {{"type", "ByteLevel"}}},
               {"model",
-               {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
-                {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", vocab},
+               {{"type", "BPE"},
+                {"dropout", nullptr},
+                {"unk_token", nullptr},
+                {"fuse_unk", false},
+                {"byte_fallback", false},
+                {"vocab", vocab},
                 {"merges", merges}}}};
 }
 
@@ -190,8 +199,7 @@ TEST(PreTokenizer, Qwen2) {
 TEST(PreTokenizer, SmolLM) {
   const auto k = PreTokenizer::SMOLLM;
   // Digits are split one by one first, so " 1" never stays together.
-  EXPECT_EQ(pre_tokenize(k, "abc 12345 x"),
-            (Pieces{"abc", " ", "1", "2", "3", "4", "5", " x"}));
+  EXPECT_EQ(pre_tokenize(k, "abc 12345 x"), (Pieces{"abc", " ", "1", "2", "3", "4", "5", " x"}));
   EXPECT_EQ(pre_tokenize(k, "x² ⅓"), (Pieces{"x", "²", " ", "⅓"}));
   EXPECT_EQ(pre_tokenize(k, "It's  ok"), (Pieces{"It", "'s", " ", " ok"}));
   EXPECT_EQ(pre_tokenize(k, "v2.0\n"), (Pieces{"v", "2", ".", "0", "\n"}));
@@ -199,15 +207,15 @@ TEST(PreTokenizer, SmolLM) {
 
 TEST(PreTokenizer, PiecesAlwaysConcatenateToTheText) {
   std::mt19937 rng(7);
-  const std::vector<std::string> atoms = {"a", "Z", " ", "  ", "\n", "\r\n", "\t", "'s", "'T",
-                                          "7", "42", "é", "ß", "中", "🦙", "٣", ",", "!",
-                                          "\xff", "\xc3", "\x80", "\xe4\xb8"};
+  const std::vector<std::string> atoms = {
+      "a", "Z", " ",  "  ",   "\n", "\r\n", "\t", "'s",   "'T",   "7",    "42",
+      "é", "ß", "中", "🦙", "٣",  ",",    "!",  "\xff", "\xc3", "\x80", "\xe4\xb8"};
   for (int round = 0; round < 300; ++round) {
     std::string text;
     const int n = static_cast<int>(rng() % 30);
     for (int i = 0; i < n; ++i) text += atoms[rng() % atoms.size()];
-    for (auto k : {PreTokenizer::GPT2, PreTokenizer::LLAMA3, PreTokenizer::QWEN2,
-                   PreTokenizer::SMOLLM}) {
+    for (auto k :
+         {PreTokenizer::GPT2, PreTokenizer::LLAMA3, PreTokenizer::QWEN2, PreTokenizer::SMOLLM}) {
       std::string joined;
       for (const std::string& p : pre_tokenize(k, text)) {
         EXPECT_FALSE(p.empty());
@@ -227,8 +235,7 @@ TEST(PreTokenizer, VeryLongWhitespaceRun) {
     for (const auto& s : p) joined += s;
     EXPECT_EQ(joined, text);
   }
-  EXPECT_EQ(pre_tokenize(PreTokenizer::GPT2, std::string(5, ' ') + "a"),
-            (Pieces{"    ", " a"}));
+  EXPECT_EQ(pre_tokenize(PreTokenizer::GPT2, std::string(5, ' ') + "a"), (Pieces{"    ", " a"}));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -247,8 +254,8 @@ TEST(TinyBpe, MergeOrderDecides) {
 TEST(TinyBpe, MergesChainAndLeftmostWinsOnTies) {
   TempDir dir;
   const Tokenizer tok = load_json(
-      dir, tiny_tokenizer_json({{"l", "l"}, {"h", "e"}, {"he", "ll"}, {"hell", "o"},
-                                {" ", "w"}, {"a", "a"}}));
+      dir, tiny_tokenizer_json(
+               {{"l", "l"}, {"h", "e"}, {"he", "ll"}, {"hell", "o"}, {" ", "w"}, {"a", "a"}}));
   EXPECT_EQ(tok.encode("hello"), (Ids{id_of(tok, "hello")}));
   EXPECT_EQ(tok.encode("hello world"),
             (Ids{id_of(tok, "hello"), id_of(tok, " w"), 'o', 'r', 'l', 'd'}));
@@ -274,7 +281,9 @@ TEST(TinyBpe, UnseenBytesGoThroughTheByteAlphabet) {
   const Ids ids = tok.encode(all, false);
   EXPECT_EQ(tok.decode(ids), all);
   // Invalid UTF-8 survives a round trip byte for byte.
-  const std::string bad = "ab\xff\xfe" "c\xc3";
+  const std::string bad =
+      "ab\xff\xfe"
+      "c\xc3";
   EXPECT_EQ(tok.decode(tok.encode(bad)), bad);
 }
 
@@ -333,8 +342,7 @@ TEST(TinyBpe, MergesAsPairsAndTokenizerConfig) {
       {"single", json::array({{{"SpecialToken", {{"id", "<|endoftext|>"}, {"type_id", 0}}}},
                               {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})}};
   dir.write("tokenizer_config.json",
-            json{{"eos_token", "<|im_end|>"},
-                 {"chat_template", "{{ '<|im_start|>' }}"}}.dump());
+            json{{"eos_token", "<|im_end|>"}, {"chat_template", "{{ '<|im_start|>' }}"}}.dump());
   const Tokenizer tok = load_json(dir, j);
   const int32_t eot = 256 + 1;
   EXPECT_EQ(tok.encode("ab"), (Ids{256}));
@@ -346,16 +354,17 @@ TEST(TinyBpe, MergesAsPairsAndTokenizerConfig) {
 
 TEST(TinyBpe, PreTokenizerRecognisedFromStructure) {
   TempDir dir;
-  const json byte_level_no_regex = {{"type", "ByteLevel"}, {"add_prefix_space", false},
-                                    {"trim_offsets", true}, {"use_regex", false}};
+  const json byte_level_no_regex = {{"type", "ByteLevel"},
+                                    {"add_prefix_space", false},
+                                    {"trim_offsets", true},
+                                    {"use_regex", false}};
   auto split = [&](const std::string& regex) {
     return json{{"type", "Sequence"},
-                {"pretokenizers",
-                 json::array({{{"type", "Split"},
-                               {"pattern", {{"Regex", regex}}},
-                               {"behavior", "Isolated"},
-                               {"invert", false}},
-                              byte_level_no_regex})}};
+                {"pretokenizers", json::array({{{"type", "Split"},
+                                                {"pattern", {{"Regex", regex}}},
+                                                {"behavior", "Isolated"},
+                                                {"invert", false}},
+                                               byte_level_no_regex})}};
   };
   const std::string llama3 =
       R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
@@ -376,8 +385,11 @@ TEST(TinyBpe, PreTokenizerRecognisedFromStructure) {
   // Unknown regexes and structures are refused, naming the problem.
   expect_error([&] { load_json(dir, tiny_tokenizer_json({}, split("\\p{L}+"))); },
                {"unsupported pre_tokenizer", "\\p{L}+"});
-  expect_error([&] { load_json(dir, tiny_tokenizer_json({}, json{{"type", "Whitespace"}})); },
-               {"unsupported pre_tokenizer", "Whitespace"});
+  expect_error(
+      [&] {
+        load_json(dir, tiny_tokenizer_json({}, json{{"type", "Whitespace"}}));
+      },
+      {"unsupported pre_tokenizer", "Whitespace"});
   expect_error([&] { load_json(dir, tiny_tokenizer_json({}, json())); }, {"pre_tokenizer"});
 }
 
@@ -407,7 +419,8 @@ TEST(TinyBpe, MalformedTokenizerJson) {
   expect_error([&] { load_json(dir, no_model); }, {"model"});
   json unknown_merge = j;
   unknown_merge["model"]["merges"].push_back("q zz");
-  expect_error([&] { load_json(dir, unknown_merge); }, {"merge 1", "'zz'", "not in the vocabulary"});
+  expect_error([&] { load_json(dir, unknown_merge); },
+               {"merge 1", "'zz'", "not in the vocabulary"});
   json unmerged_result = j;  // both sides exist but the merged token does not
   unmerged_result["model"]["merges"].push_back("x y");
   expect_error([&] { load_json(dir, unmerged_result); }, {"'xy'", "not in the vocabulary"});
@@ -634,8 +647,10 @@ TEST(TinyBpe, ErrorsEscapeFileTextAndPrintTheFileValue) {
 // ---------------------------------------------------------------------------------------
 // The default model against goldens from llama.cpp / transformers.
 
-const std::string kModelPath = std::string(KVP_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-const std::string kGoldenPath = std::string(KVP_SOURCE_DIR) + "/tests/golden/smollm2_tokenizer.json";
+const std::string kModelPath =
+    std::string(KVP_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const std::string kGoldenPath =
+    std::string(KVP_SOURCE_DIR) + "/tests/golden/smollm2_tokenizer.json";
 
 class SmolLM2 : public ::testing::Test {
  protected:

@@ -31,12 +31,19 @@ TEST(TopK, RanksByScoreThenLowerIndex) {
     std::vector<float> s(static_cast<size_t>(n));
     for (float& x : s) {
       switch (trial % 3) {
-        case 0: x = std::normal_distribution<float>()(rng); break;
-        case 1: x = static_cast<float>(static_cast<int>(rng() % 5) - 2); break;  // many ties
-        default: x = rng() % 4 == 0 ? -INFINITY : rng() % 3 == 0 ? INFINITY : 1.f; break;
+        case 0:
+          x = std::normal_distribution<float>()(rng);
+          break;
+        case 1:
+          x = static_cast<float>(static_cast<int>(rng() % 5) - 2);
+          break;  // many ties
+        default:
+          x = rng() % 4 == 0 ? -INFINITY : rng() % 3 == 0 ? INFINITY : 1.f;
+          break;
       }
     }
-    for (int64_t k : {int64_t{0}, int64_t{1}, int64_t{n / 3}, int64_t{n - 1}, int64_t{n}, int64_t{n + 3}}) {
+    for (int64_t k :
+         {int64_t{0}, int64_t{1}, int64_t{n / 3}, int64_t{n - 1}, int64_t{n}, int64_t{n + 3}}) {
       ASSERT_EQ(top_k(s.data(), n, k), ranked_by_sort(s, k)) << "trial " << trial << " k " << k;
     }
   }

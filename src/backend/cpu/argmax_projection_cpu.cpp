@@ -76,7 +76,7 @@ float block_scale(const uint8_t* block) {
 // unsigned by signed bytes), then the 16 rows' scales and bound factors.
 struct ScreenTable {
   int64_t rows = 0, cols = 0, blocks = 0, tiles = 0;
-  bool usable = false;  // false when a scale is not finite: the plain path handles those
+  bool usable = false;           // false when a scale is not finite: the plain path handles those
   std::vector<uint8_t> weights;  // [tiles][blocks][8][16][4]
   std::vector<float> scales;     // [tiles][blocks][16]
   std::vector<float> bounds;     // [tiles][blocks][16]: |scale| * sum |q| * kBoundPerScale
@@ -102,7 +102,8 @@ ScreenTable build_screen_table(const Tensor& w) {
       uint8_t* dst = t.weights.data() + ((tile * t.blocks + b) * 8 * kLanes) * 4;
       for (int i = 0; i < kQ8Block; ++i) {
         sum_abs += std::abs(static_cast<int>(q[i]));
-        dst[((i / 4) * kLanes + lane) * 4 + i % 4] = static_cast<uint8_t>(static_cast<int>(q[i]) + 128);
+        dst[((i / 4) * kLanes + lane) * 4 + i % 4] =
+            static_cast<uint8_t>(static_cast<int>(q[i]) + 128);
       }
       const size_t at = static_cast<size_t>((tile * t.blocks + b) * kLanes + lane);
       t.scales[at] = scale;
@@ -189,8 +190,8 @@ struct Candidate {
 // Estimates and bounds of rows [t0, t0 + R) against one tile: per row, the tile's best lower
 // bound raises best[t], and every entry whose upper bound reaches best[t] so far is kept.
 template <int R>
-void screen_tile(const ScreenTable& tab, const QuantisedRows& xq, int64_t K, int64_t tile, int64_t t0,
-                 float* best, std::vector<Candidate>& out) {
+void screen_tile(const ScreenTable& tab, const QuantisedRows& xq, int64_t K, int64_t tile,
+                 int64_t t0, float* best, std::vector<Candidate>& out) {
   __m512 est[R], err[R];
   for (int r = 0; r < R; ++r) est[r] = err[r] = _mm512_setzero_ps();
   for (int64_t b = 0; b < tab.blocks; ++b) {
@@ -256,8 +257,8 @@ float exact_logit(const Tensor& x, const Tensor& w, int64_t t, int64_t o) {
 std::vector<int32_t> matmul_argmax(ThreadPool& pool, const Tensor& x, const Tensor& w) {
   const int64_t T = x.rows(), K = x.cols(), N = w.rows();
   check(x.dtype() == DType::F32, "matmul_argmax: x must be F32");
-  check(w.cols() == K && N > 0, "matmul_argmax: x " + x.shape_string() + " and w " +
-                                    w.shape_string() + " disagree");
+  check(w.cols() == K && N > 0,
+        "matmul_argmax: x " + x.shape_string() + " and w " + w.shape_string() + " disagree");
   // The screen reproduces matmul_tiled's arithmetic; fewer rows take the gemv kernels.
   // Inputs far from any real activation (or not finite) take the plain path, so that no
   // estimate can overflow.
@@ -279,19 +280,23 @@ std::vector<int32_t> matmul_argmax(ThreadPool& pool, const Tensor& x, const Tens
       auto& out = found[static_cast<size_t>(c)];
       for (int64_t tile = tab->tiles * c / chunks; tile < tab->tiles * (c + 1) / chunks; ++tile) {
         int64_t t = 0;
-        for (; t + kRowsPerPass <= T; t += kRowsPerPass) screen_tile<kRowsPerPass>(*tab, xq, K, tile, t, b, out);
+        for (; t + kRowsPerPass <= T; t += kRowsPerPass)
+          screen_tile<kRowsPerPass>(*tab, xq, K, tile, t, b, out);
         for (; t < T; ++t) screen_tile<1>(*tab, xq, K, tile, t, b, out);
       }
     }
   });
   std::vector<float> row_best(static_cast<size_t>(T), -INFINITY);
   for (const auto& b : best)
-    for (int64_t t = 0; t < T; ++t) row_best[static_cast<size_t>(t)] = std::max(row_best[static_cast<size_t>(t)], b[static_cast<size_t>(t)]);
+    for (int64_t t = 0; t < T; ++t)
+      row_best[static_cast<size_t>(t)] =
+          std::max(row_best[static_cast<size_t>(t)], b[static_cast<size_t>(t)]);
   // Survivors per row, by index; then their exact logits decide.
   std::vector<std::vector<int32_t>> survivors(static_cast<size_t>(T));
   for (const auto& list : found)
     for (const Candidate& c : list)
-      if (c.upper >= row_best[static_cast<size_t>(c.row)]) survivors[static_cast<size_t>(c.row)].push_back(c.index);
+      if (c.upper >= row_best[static_cast<size_t>(c.row)])
+        survivors[static_cast<size_t>(c.row)].push_back(c.index);
   std::vector<int32_t> out(static_cast<size_t>(T));
   pool.parallel_for(T, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {

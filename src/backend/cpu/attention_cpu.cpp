@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/kv_rows.h"
 #include "backend/cpu/simd.h"
 #include "core/error.h"
 
@@ -26,7 +27,7 @@ namespace kvp::cpu {
 
 namespace {
 
-constexpr int64_t kBK = 64;          // keys per block
+constexpr int64_t kBK = 64;           // keys per block
 constexpr int64_t kRowsPerItem = 48;  // target M = G * BQ
 // Jobs of at most this many queries (a question on each cache of a batch) take all their
 // queries in one item per segment when the batch has items enough for the threads: each
@@ -56,8 +57,8 @@ void qk_rows(const float* q, int64_t D, const float* kt, float* s) {
     for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
   for (int64_t d = 0; d < D; ++d) {
     const float* kd = kt + d * kBK;
-    const __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16), k2 = _mm512_loadu_ps(kd + 32),
-                 k3 = _mm512_loadu_ps(kd + 48);
+    const __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16),
+                 k2 = _mm512_loadu_ps(kd + 32), k3 = _mm512_loadu_ps(kd + 48);
     for (int r = 0; r < NR; ++r) {
       const __m512 qv = _mm512_set1_ps(q[r * D + d]);
       acc[r][0] = _mm512_fmadd_ps(qv, k0, acc[r][0]);
@@ -74,12 +75,15 @@ void qk_rows(const float* q, int64_t D, const float* kt, float* s) {
 inline void hsum8(const __m512 (&a)[8], float* out) {
   __m512 t[4];
   for (int i = 0; i < 4; ++i)
-    t[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+    t[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]),
+                         _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
   // Per 128-bit lane: partial sums of a[0..3] (u0) and a[4..7] (u1).
-  const __m512 u0 = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[0]), _mm512_castps_pd(t[1]))),
-                                  _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[0]), _mm512_castps_pd(t[1]))));
-  const __m512 u1 = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[2]), _mm512_castps_pd(t[3]))),
-                                  _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[2]), _mm512_castps_pd(t[3]))));
+  const __m512 u0 = _mm512_add_ps(
+      _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[0]), _mm512_castps_pd(t[1]))),
+      _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[0]), _mm512_castps_pd(t[1]))));
+  const __m512 u1 = _mm512_add_ps(
+      _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[2]), _mm512_castps_pd(t[3]))),
+      _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[2]), _mm512_castps_pd(t[3]))));
   const __m512 v = _mm512_add_ps(_mm512_shuffle_f32x4(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
                                  _mm512_shuffle_f32x4(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
   const __m512 w = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
@@ -130,24 +134,35 @@ void pv_rows_any(const float* p, int64_t nk, const float* const* v, int64_t D, f
   int64_t d0 = 0;
   for (; d0 + 64 <= D; d0 += 64) pv_rows<NR, 4>(p, nk, v, d0, D, o + d0);
   switch ((D - d0) / 16) {
-    case 3: pv_rows<NR, 3>(p, nk, v, d0, D, o + d0); break;
-    case 2: pv_rows<NR, 2>(p, nk, v, d0, D, o + d0); break;
-    case 1: pv_rows<NR, 1>(p, nk, v, d0, D, o + d0); break;
-    default: break;
+    case 3:
+      pv_rows<NR, 3>(p, nk, v, d0, D, o + d0);
+      break;
+    case 2:
+      pv_rows<NR, 2>(p, nk, v, d0, D, o + d0);
+      break;
+    case 1:
+      pv_rows<NR, 1>(p, nk, v, d0, D, o + d0);
+      break;
+    default:
+      break;
   }
 }
 
 // One work item with D % 16 == 0 and kBK == 64.
-void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegments& kv, float scale,
-                  const Item& it, Partial& out) {
+void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegments& kv,
+                  float scale, const Item& it, Partial& out) {
   const int64_t D = kv.head_dim;
   const int64_t len = kv.len[it.g];
   const int64_t BQ = it.t1 - it.t0, M = G * BQ;
   // Rows by pointer, so that a borrowed prefix (KvSegments) reads like a contiguous segment.
   const float* krow[kBK];
   const float* vrow[kBK];
-  thread_local std::vector<float> qb, kt, s;
+  thread_local std::vector<float> qb, kt, s, kconv, vconv;  // kconv, vconv: half-type rows as F32
   thread_local std::vector<int64_t> lim;
+  if (kv.dtype() != DType::F32) {
+    kconv.resize(static_cast<size_t>(kBK * D));
+    vconv.resize(static_cast<size_t>(kBK * D));
+  }
   qb.resize(static_cast<size_t>(M * D));
   kt.resize(static_cast<size_t>(D * kBK));
   s.resize(static_cast<size_t>(M * kBK));
@@ -159,7 +174,8 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
   for (int64_t t = it.t0; t < it.t1; ++t)
     for (int64_t hl = 0; hl < G; ++hl) {
       const int64_t i = (t - it.t0) * G + hl;
-      std::memcpy(qb.data() + i * D, q + (t * Hq + it.g * G + hl) * D, static_cast<size_t>(D) * sizeof(float));
+      std::memcpy(qb.data() + i * D, q + (t * Hq + it.g * G + hl) * D,
+                  static_cast<size_t>(D) * sizeof(float));
       lim[static_cast<size_t>(i)] = len - T + t;
     }
   const int64_t kend = std::min(it.k1, len - T + it.t1);  // no row sees keys past this
@@ -167,8 +183,8 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
   for (int64_t j0 = it.k0; j0 < kend; j0 += kBK) {
     const int64_t nk = std::min(kBK, kend - j0);
     for (int64_t j = 0; j < nk; ++j) {
-      krow[j] = kv.k_row(it.g, j0 + j);
-      vrow[j] = kv.v_row(it.g, j0 + j);
+      krow[j] = f32_row(kv, kv.k_row(it.g, j0 + j), kconv.data() + j * D);
+      vrow[j] = f32_row(kv, kv.v_row(it.g, j0 + j), vconv.data() + j * D);
     }
     if (M <= kMaxDotRows) {
       // S as dot products; keys past nk repeat a real row (finite, and masked below).
@@ -176,15 +192,21 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
       int64_t i0 = 0;
       for (; i0 + 3 <= M; i0 += 3) qk_dot_rows<3>(qb.data() + i0 * D, D, krow, s.data() + i0 * kBK);
       switch (M - i0) {
-        case 2: qk_dot_rows<2>(qb.data() + i0 * D, D, krow, s.data() + i0 * kBK); break;
-        case 1: qk_dot_rows<1>(qb.data() + i0 * D, D, krow, s.data() + i0 * kBK); break;
-        default: break;
+        case 2:
+          qk_dot_rows<2>(qb.data() + i0 * D, D, krow, s.data() + i0 * kBK);
+          break;
+        case 1:
+          qk_dot_rows<1>(qb.data() + i0 * D, D, krow, s.data() + i0 * kBK);
+          break;
+        default:
+          break;
       }
     } else {
       // Kt[d][j] = K[j0 + j][d], zero past nk.
       if (nk == kBK) {
         for (int64_t jb = 0; jb < kBK; jb += 16)
-          for (int64_t db = 0; db < D; db += 16) transpose16(krow + jb, db, kt.data() + db * kBK + jb, kBK);
+          for (int64_t db = 0; db < D; db += 16)
+            transpose16(krow + jb, db, kt.data() + db * kBK + jb, kBK);
       } else {
         for (int64_t j = 0; j < kBK; ++j) {
           if (j < nk) {
@@ -197,12 +219,20 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
       }
       // S = Q Kt, four rows at a time.
       int64_t i0 = 0;
-      for (; i0 + 4 <= M; i0 += 4) qk_rows<4>(qb.data() + i0 * D, D, kt.data(), s.data() + i0 * kBK);
+      for (; i0 + 4 <= M; i0 += 4)
+        qk_rows<4>(qb.data() + i0 * D, D, kt.data(), s.data() + i0 * kBK);
       switch (M - i0) {
-        case 3: qk_rows<3>(qb.data() + i0 * D, D, kt.data(), s.data() + i0 * kBK); break;
-        case 2: qk_rows<2>(qb.data() + i0 * D, D, kt.data(), s.data() + i0 * kBK); break;
-        case 1: qk_rows<1>(qb.data() + i0 * D, D, kt.data(), s.data() + i0 * kBK); break;
-        default: break;
+        case 3:
+          qk_rows<3>(qb.data() + i0 * D, D, kt.data(), s.data() + i0 * kBK);
+          break;
+        case 2:
+          qk_rows<2>(qb.data() + i0 * D, D, kt.data(), s.data() + i0 * kBK);
+          break;
+        case 1:
+          qk_rows<1>(qb.data() + i0 * D, D, kt.data(), s.data() + i0 * kBK);
+          break;
+        default:
+          break;
       }
     }
     // The softmax update row by row.
@@ -220,8 +250,8 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
         for (int c = 0; c < 4; ++c) {
           const __m512 idx = _mm512_add_ps(iota, _mm512_set1_ps(static_cast<float>(16 * c)));
           const __mmask16 ok = _mm512_cmp_ps_mask(idx, visv, _CMP_LT_OQ);
-          const __m512 v =
-              _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), ok, _mm512_mul_ps(_mm512_loadu_ps(srow + 16 * c), vs));
+          const __m512 v = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), ok,
+                                              _mm512_mul_ps(_mm512_loadu_ps(srow + 16 * c), vs));
           _mm512_storeu_ps(srow + 16 * c, v);
           mx = _mm512_max_ps(mx, v);
         }
@@ -254,10 +284,17 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
       int64_t i0 = 0;
       for (; i0 + 4 <= M; i0 += 4) pv_rows_any<4>(s.data() + i0 * kBK, nk, vrow, D, O + i0 * D);
       switch (M - i0) {
-        case 3: pv_rows_any<3>(s.data() + i0 * kBK, nk, vrow, D, O + i0 * D); break;
-        case 2: pv_rows_any<2>(s.data() + i0 * kBK, nk, vrow, D, O + i0 * D); break;
-        case 1: pv_rows_any<1>(s.data() + i0 * kBK, nk, vrow, D, O + i0 * D); break;
-        default: break;
+        case 3:
+          pv_rows_any<3>(s.data() + i0 * kBK, nk, vrow, D, O + i0 * D);
+          break;
+        case 2:
+          pv_rows_any<2>(s.data() + i0 * kBK, nk, vrow, D, O + i0 * D);
+          break;
+        case 1:
+          pv_rows_any<1>(s.data() + i0 * kBK, nk, vrow, D, O + i0 * D);
+          break;
+        default:
+          break;
       }
     }
   }
@@ -266,10 +303,13 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
 #endif  // __AVX512F__
 
 // Plain version of attend_block for any D (and machines without AVX-512).
-void attend_block_scalar(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegments& kv, float scale,
-                         const Item& it, Partial& out) {
+void attend_block_scalar(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegments& kv,
+                         float scale, const Item& it, Partial& out) {
   const int64_t D = kv.head_dim, len = kv.len[it.g];
   const int64_t M = G * (it.t1 - it.t0);
+  thread_local std::vector<float> kconv, vconv;  // a half-type row as F32
+  kconv.resize(static_cast<size_t>(D));
+  vconv.resize(static_cast<size_t>(D));
   out.m.assign(static_cast<size_t>(M), -INFINITY);
   out.l.assign(static_cast<size_t>(M), 0.f);
   out.o.assign(static_cast<size_t>(M * D), 0.f);
@@ -282,7 +322,7 @@ void attend_block_scalar(const float* q, int64_t Hq, int64_t G, int64_t T, const
       float& l = out.l[static_cast<size_t>(i)];
       float* o = out.o.data() + i * D;
       for (int64_t j = it.k0; j < end; ++j) {
-        const float sc = dot_f32(qv, kv.k_row(it.g, j), D) * scale;
+        const float sc = dot_f32(qv, f32_row(kv, kv.k_row(it.g, j), kconv.data()), D) * scale;
         if (sc > m) {
           const float a = m == -INFINITY ? 0.f : std::exp(m - sc);
           l *= a;
@@ -291,7 +331,7 @@ void attend_block_scalar(const float* q, int64_t Hq, int64_t G, int64_t T, const
         }
         const float p = std::exp(sc - m);
         l += p;
-        axpy_f32(p, kv.v_row(it.g, j), o, D);
+        axpy_f32(p, f32_row(kv, kv.v_row(it.g, j), vconv.data()), o, D);
       }
     }
 }
@@ -314,6 +354,8 @@ void attention_many(ThreadPool& pool, const std::vector<AttentionJob>& jobs, flo
     const KvSegments& kv = jobs[j].kv;
     check(q.dtype() == DType::F32 && jobs[j].out->dtype() == DType::F32,
           "attention: q and out must be F32");
+    check(kv.dtype() == DType::F32 || kv.dtype() == DType::F16 || kv.dtype() == DType::BF16,
+          "attention: the cache must hold F32, F16 or BF16 rows");
     // (Built messages only on failure: a decode step checks a few hundred jobs per layer.)
     if (q.ndim() != 3) throw Error("attention: q must be [T, Hq, D], got " + q.shape_string());
     const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2);
@@ -388,11 +430,11 @@ void attention_many(ThreadPool& pool, const std::vector<AttentionJob>& jobs, flo
   if (jobs.size() > 1) {
     const auto lender = [&](const JobItem& ji) {
       const KvSegments& kv = jobs[ji.job].kv;
-      return kv.has_prefix() ? kv.prefix_k : kv.k;
+      return kv.has_prefix() ? kv.prefix_k.data() : kv.k.data();
     };
     std::stable_sort(items.begin(), items.end(), [&](const JobItem& a, const JobItem& b) {
-      const float *la = lender(a), *lb = lender(b);
-      if (la != lb) return std::less<const float*>()(la, lb);
+      const void *la = lender(a), *lb = lender(b);
+      if (la != lb) return std::less<const void*>()(la, lb);
       return a.item.g < b.item.g;
     });
   }

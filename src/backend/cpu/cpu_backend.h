@@ -1,7 +1,8 @@
 #pragma once
 // The CPU backend: one class that checks arguments and dispatches to one file per op family
 // (matmul_cpu.cpp, attention_cpu.cpp, elementwise_cpu.cpp; the quantised kernels live in
-// quant_dot.cpp). Internal to backend/cpu; others use make_cpu_backend() from backend.h.
+// quant_dot.cpp). Internal to backend/cpu; others use make_backend("cpu", n)
+// from backend/factory.h.
 #include <memory>
 
 #include "backend/backend.h"
@@ -27,13 +28,33 @@ void add_bias(ThreadPool& pool, Tensor& y, const Tensor& bias);
 void embed(ThreadPool& pool, const Tensor& table, const int32_t* ids, int64_t n, Tensor& out);
 void attention_column_sums(ThreadPool& pool, const Tensor& q, const KvSegments& kv, float scale,
                            Tensor& out);  // press_ops_cpu.cpp
+// Host memory for `backend` (memory_cpu.cpp): 64-byte aligned, zeroed.
+Tensor alloc_host(Backend& backend, DType dtype, const std::array<int64_t, 4>& shape, int ndim);
+// Checks that [offset, offset + bytes) lies inside t and that t is this backend's or host
+// memory; `what` names the op in the error.
+void check_range(const Backend& backend, const Tensor& t, size_t offset, size_t bytes,
+                 const char* what);
 
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int n_threads) : pool_(n_threads) {}
   Device device() const override { return Device::CPU; }
+  const char* name() const override { return "cpu"; }
   int threads() const override { return pool_.size(); }
   ThreadPool& pool() { return pool_; }
+
+  Tensor alloc(DType dtype, const std::array<int64_t, 4>& shape, int ndim) override {
+    return alloc_host(*this, dtype, shape, ndim);
+  }
+  void upload(const void* src, Tensor& dst, size_t dst_offset, size_t bytes) override;
+  void download(const Tensor& src, size_t src_offset, void* dst, size_t bytes) override;
+  void copy(const Tensor& src, size_t src_offset, Tensor& dst, size_t dst_offset,
+            size_t bytes) override;
+  // Every op has returned by the time its call does.
+  void synchronize() override {}
+  void copy_rows(const Tensor& src, const int64_t* src_rows, Tensor& dst, const int64_t* dst_rows,
+                 int64_t n) override;
+  using Backend::alloc;
 
   void matmul(const Tensor& x, const Tensor& w, Tensor& y) override { cpu::matmul(pool_, x, w, y); }
   std::vector<int32_t> matmul_argmax(const Tensor& x, const Tensor& w) override {

@@ -74,8 +74,8 @@ void rms_norm(ThreadPool& pool, const Tensor& x, const Tensor& weight, float eps
 void rope(ThreadPool& pool, Tensor& x, const int32_t* positions, const RopeParams& params) {
   check_f32(x, "rope x");
   const int64_t D = params.head_dim;
-  check(D > 0 && D % 2 == 0 && x.cols() == D,
-        "rope: x's last dim " + std::to_string(x.cols()) + " must equal head_dim " + std::to_string(D));
+  check(D > 0 && D % 2 == 0 && x.cols() == D, "rope: x's last dim " + std::to_string(x.cols()) +
+                                                  " must equal head_dim " + std::to_string(D));
   const int64_t T = x.ndim() >= 3 ? x.dim(0) : x.rows();
   if (T == 0) return;
   const int64_t heads = x.rows() / T;
@@ -143,7 +143,8 @@ void silu_mul(ThreadPool& pool, Tensor& gate, const Tensor& up) {
 void add(ThreadPool& pool, Tensor& y, const Tensor& x) {
   check_f32(y, "add y");
   check_f32(x, "add x");
-  check(y.numel() == x.numel(), "add: y " + y.shape_string() + " and x " + x.shape_string() + " differ in size");
+  check(y.numel() == x.numel(),
+        "add: y " + y.shape_string() + " and x " + x.shape_string() + " differ in size");
   float* yp = y.ptr<float>();
   const float* xp = x.ptr<float>();
   const int64_t n = y.numel();
@@ -158,8 +159,8 @@ void add_bias(ThreadPool& pool, Tensor& y, const Tensor& bias) {
   check_f32(y, "add_bias y");
   check_f32(bias, "add_bias bias");
   const int64_t n = bias.numel();
-  check(n > 0 && y.numel() % n == 0, "add_bias: bias " + bias.shape_string() + " does not divide y " +
-                                         y.shape_string());
+  check(n > 0 && y.numel() % n == 0,
+        "add_bias: bias " + bias.shape_string() + " does not divide y " + y.shape_string());
   float* yp = y.ptr<float>();
   const float* b = bias.ptr<float>();
   for_rows(pool, y.numel() / n, n, [&](int64_t r0, int64_t r1) {
@@ -172,11 +173,11 @@ void embed(ThreadPool& pool, const Tensor& table, const int32_t* ids, int64_t n,
   check_f32(out, "embed out");
   check(table.device() == Device::CPU, "embed: table must be on the CPU");
   const int64_t V = table.rows(), D = table.cols();
-  check(out.numel() == n * D, "embed: out " + out.shape_string() + " must hold " + std::to_string(n) +
-                                  " rows of " + std::to_string(D));
+  check(out.numel() == n * D, "embed: out " + out.shape_string() + " must hold " +
+                                  std::to_string(n) + " rows of " + std::to_string(D));
   for (int64_t t = 0; t < n; ++t)
-    check(ids[t] >= 0 && ids[t] < V, "embed: token id " + std::to_string(ids[t]) + " out of range [0, " +
-                                         std::to_string(V) + ")");
+    check(ids[t] >= 0 && ids[t] < V, "embed: token id " + std::to_string(ids[t]) +
+                                         " out of range [0, " + std::to_string(V) + ")");
   float* o = out.ptr<float>();
   // Row addresses by hand: Tensor::row_ptr recomputes (and checks) the row size every call.
   const auto* base = static_cast<const uint8_t*>(table.data());

@@ -11,9 +11,9 @@
 // (tile, chunk of T) pairs, spread over the pool.
 #include <algorithm>
 #include <array>
-#include <utility>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -25,11 +25,11 @@ namespace kvp::cpu {
 
 namespace {
 
-constexpr int64_t kGemvChunkRows = 16;  // output rows per unit of parallel work (decode)
-constexpr int64_t kTileRows = 64;       // weight rows dequantised together (prefill)
-constexpr int64_t kPanel = 32;          // outputs per micro-kernel column block
-constexpr int kMR = 6;                  // rows of x per micro-kernel call
-constexpr int64_t kKc = 128;            // K slice per micro-kernel call
+constexpr int64_t kGemvChunkRows = 16;    // output rows per unit of parallel work (decode)
+constexpr int64_t kTileRows = 64;         // weight rows dequantised together (prefill)
+constexpr int64_t kPanel = 32;            // outputs per micro-kernel column block
+constexpr int kMR = 6;                    // rows of x per micro-kernel call
+constexpr int64_t kKc = 128;              // K slice per micro-kernel call
 constexpr int64_t kMaxRowsPerItem = 512;  // rows of x per work item (prefill)
 
 void matmul_gemv(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y) {
@@ -66,7 +66,8 @@ void matmul_gemv(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y) 
   }
   pool.parallel_for(chunks, [&](int64_t c0, int64_t c1) {
     // Whole chunks for all T rows of x at once, so the weights come from L1 for t > 0.
-    for (int64_t c = c0; c < c1; ++c) run(c * kGemvChunkRows, std::min(N, (c + 1) * kGemvChunkRows));
+    for (int64_t c = c0; c < c1; ++c)
+      run(c * kGemvChunkRows, std::min(N, (c + 1) * kGemvChunkRows));
   });
 }
 
@@ -74,8 +75,8 @@ void matmul_gemv(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y) 
 
 // y[i, 0:cols] (+)= sum_{k < K} x[i * ldx + k] * panel[k, 0:cols] for i < MR.
 template <int MR>
-void micro_kernel(int64_t K, const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy, int cols,
-                  bool accumulate) {
+void micro_kernel(int64_t K, const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy,
+                  int cols, bool accumulate) {
   __m512 c0[MR], c1[MR];
   const __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols - 16);
   if (accumulate) {
@@ -87,7 +88,8 @@ void micro_kernel(int64_t K, const float* x, int64_t ldx, const float* panel, fl
     for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
   }
   for (int64_t k = 0; k < K; ++k) {
-    const __m512 w0 = _mm512_load_ps(panel + k * kPanel), w1 = _mm512_load_ps(panel + k * kPanel + 16);
+    const __m512 w0 = _mm512_load_ps(panel + k * kPanel),
+                 w1 = _mm512_load_ps(panel + k * kPanel + 16);
     for (int i = 0; i < MR; ++i) {
       const __m512 xb = _mm512_set1_ps(x[i * ldx + k]);
       c0[i] = _mm512_fmadd_ps(xb, w0, c0[i]);
@@ -100,7 +102,8 @@ void micro_kernel(int64_t K, const float* x, int64_t ldx, const float* panel, fl
   }
 }
 
-using MicroKernel = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, int, bool);
+using MicroKernel = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, int,
+                             bool);
 template <int... I>
 constexpr auto make_kernels(std::integer_sequence<int, I...>) {
   return std::array<MicroKernel, sizeof...(I)>{micro_kernel<I + 1>...};
@@ -134,13 +137,15 @@ void micro_kernel_avx2(int64_t K, const float* x, int64_t ldx, const float* pane
     const float* wk = panel + k * kPanel;
     for (int i = 0; i < MR; ++i) {
       const __m256 xb = _mm256_set1_ps(x[i * ldx + k]);
-      for (int q = 0; q < 4; ++q) c[i][q] = _mm256_fmadd_ps(xb, _mm256_load_ps(wk + 8 * q), c[i][q]);
+      for (int q = 0; q < 4; ++q)
+        c[i][q] = _mm256_fmadd_ps(xb, _mm256_load_ps(wk + 8 * q), c[i][q]);
     }
   }
   for (int i = 0; i < MR; ++i)
     for (int q = 0; q < 4; ++q) _mm256_storeu_ps(out[i] + 8 * q, c[i][q]);
   if (cols < kPanel)
-    for (int i = 0; i < MR; ++i) std::memcpy(y + i * ldy, edge[i], static_cast<size_t>(cols) * sizeof(float));
+    for (int i = 0; i < MR; ++i)
+      std::memcpy(y + i * ldy, edge[i], static_cast<size_t>(cols) * sizeof(float));
 }
 
 void micro_kernel_rows(int mr, int64_t K, const float* x, int64_t ldx, const float* panel, float* y,
@@ -170,8 +175,10 @@ void pack_tile(const Tensor& w, int64_t o0, int64_t rows, std::vector<float>& tm
   for (int64_t p = 0; p < panels; ++p) {
     const int64_t r0 = p * kPanel, nr = std::min(kPanel, rows - r0);
     for (int64_t r = 0; r < nr; ++r)
-      dequantize_row(w.dtype(), base + static_cast<size_t>(o0 + r0 + r) * rb, tmp.data() + r * K, K);
-    if (nr < kPanel) std::memset(tmp.data() + nr * K, 0, static_cast<size_t>((kPanel - nr) * K) * sizeof(float));
+      dequantize_row(w.dtype(), base + static_cast<size_t>(o0 + r0 + r) * rb, tmp.data() + r * K,
+                     K);
+    if (nr < kPanel)
+      std::memset(tmp.data() + nr * K, 0, static_cast<size_t>((kPanel - nr) * K) * sizeof(float));
     float* dst = buf + p * K * kPanel;
     int64_t k = 0;
 #if defined(__AVX512F__)
@@ -181,7 +188,8 @@ void pack_tile(const Tensor& w, int64_t o0, int64_t rows, std::vector<float>& tm
     }
 #endif
     for (; k < K; ++k)
-      for (int64_t j = 0; j < kPanel; ++j) dst[k * kPanel + j] = tmp[static_cast<size_t>(j * K + k)];
+      for (int64_t j = 0; j < kPanel; ++j)
+        dst[k * kPanel + j] = tmp[static_cast<size_t>(j * K + k)];
   }
 }
 
@@ -191,7 +199,8 @@ void matmul_tiled(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y)
   float* yp = y.ptr<float>();
   // Half-size tiles when full ones are too few to balance over the threads (a 576-row
   // projection is 9 tiles, 5 against 4 on two threads; 18 half tiles split evenly).
-  const int64_t tile_rows = (N + kTileRows - 1) / kTileRows >= 8 * static_cast<int64_t>(pool.size()) ? kTileRows : kPanel;
+  const int64_t tile_rows =
+      (N + kTileRows - 1) / kTileRows >= 8 * static_cast<int64_t>(pool.size()) ? kTileRows : kPanel;
   const int64_t tiles = (N + tile_rows - 1) / tile_rows;
   // Split T as well when there are too few tiles to keep every thread busy, and always into
   // chunks of at most kMaxRowsPerItem rows, so that a chunk of x stays in cache while every
@@ -208,7 +217,8 @@ void matmul_tiled(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y)
     const size_t need = static_cast<size_t>(kTileRows * K + 16);
     if (packed_storage.size() < need) packed_storage.resize(need);
     // 64-byte aligned view for aligned panel loads.
-    float* packed = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(packed_storage.data()) + 63) & ~uintptr_t{63});
+    float* packed = reinterpret_cast<float*>(
+        (reinterpret_cast<uintptr_t>(packed_storage.data()) + 63) & ~uintptr_t{63});
     int64_t packed_tile = -1;
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t tc = item / tiles, tile = item % tiles;
@@ -230,7 +240,8 @@ void matmul_tiled(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y)
             const int mr = static_cast<int>(std::min<int64_t>(kMR, t1 - t));
             float* yo = yp + t * N + o0 + p * kPanel;
 #if defined(__AVX512F__)
-            kKernels[static_cast<size_t>(mr - 1)](kc, xp + t * K + k0, K, panel, yo, N, cols, k0 > 0);
+            kKernels[static_cast<size_t>(mr - 1)](kc, xp + t * K + k0, K, panel, yo, N, cols,
+                                                  k0 > 0);
 #elif defined(__AVX2__) && defined(__FMA__)
             micro_kernel_rows(mr, kc, xp + t * K + k0, K, panel, yo, N, cols, k0 > 0);
 #else
@@ -255,7 +266,8 @@ void matmul(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y) {
   check(x.device() == Device::CPU && w.device() == Device::CPU && y.device() == Device::CPU,
         "matmul: tensors must be on the CPU");
   const int64_t T = x.rows(), K = x.cols(), N = w.rows();
-  check(w.cols() == K, "matmul: x " + x.shape_string() + " and w " + w.shape_string() + " disagree on K");
+  check(w.cols() == K,
+        "matmul: x " + x.shape_string() + " and w " + w.shape_string() + " disagree on K");
   check(y.rows() == T && y.cols() == N, "matmul: y must be [" + std::to_string(T) + ", " +
                                             std::to_string(N) + "], got " + y.shape_string());
   if (T == 0 || N == 0) return;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/kv_rows.h"
 #include "backend/cpu/simd.h"
 #include "core/error.h"
 
@@ -34,14 +35,15 @@ inline float dot(const float* a, const float* b, int64_t D) {
 // s[h * ld + j] = scale * q[h] . K[j] for h < NH and 32-key chunks covering j < n, from the
 // transposed keys kt ([D][ldk]).
 template <int NH>
-void scores_from_kt(const float* q, int64_t D, const float* kt, int64_t ldk, int64_t n,
-                    float scale, float* s, int64_t ld) {
+void scores_from_kt(const float* q, int64_t D, const float* kt, int64_t ldk, int64_t n, float scale,
+                    float* s, int64_t ld) {
   const __m512 vs = _mm512_set1_ps(scale);
   for (int64_t j0 = 0; j0 < n; j0 += 32) {
     __m512 a0[NH], a1[NH];
     for (int h = 0; h < NH; ++h) a0[h] = a1[h] = _mm512_setzero_ps();
     for (int64_t d = 0; d < D; ++d) {
-      const __m512 k0 = _mm512_loadu_ps(kt + d * ldk + j0), k1 = _mm512_loadu_ps(kt + d * ldk + j0 + 16);
+      const __m512 k0 = _mm512_loadu_ps(kt + d * ldk + j0),
+                   k1 = _mm512_loadu_ps(kt + d * ldk + j0 + 16);
       for (int h = 0; h < NH; ++h) {
         const __m512 qv = _mm512_set1_ps(q[h * D + d]);
         a0[h] = _mm512_fmadd_ps(qv, k0, a0[h]);
@@ -90,10 +92,18 @@ void column_sums_avx512(const float* Q, int64_t Hq, int64_t G, int64_t T, int64_
       const float* q = Q + (t * Hq + g * G + h0) * D;
       const int64_t nh = std::min<int64_t>(4, G - h0);
       switch (nh) {
-        case 4: scores_from_kt<4>(q, D, kt, ldk, n, scale, s.data(), ldk); break;
-        case 3: scores_from_kt<3>(q, D, kt, ldk, n, scale, s.data(), ldk); break;
-        case 2: scores_from_kt<2>(q, D, kt, ldk, n, scale, s.data(), ldk); break;
-        default: scores_from_kt<1>(q, D, kt, ldk, n, scale, s.data(), ldk); break;
+        case 4:
+          scores_from_kt<4>(q, D, kt, ldk, n, scale, s.data(), ldk);
+          break;
+        case 3:
+          scores_from_kt<3>(q, D, kt, ldk, n, scale, s.data(), ldk);
+          break;
+        case 2:
+          scores_from_kt<2>(q, D, kt, ldk, n, scale, s.data(), ldk);
+          break;
+        default:
+          scores_from_kt<1>(q, D, kt, ldk, n, scale, s.data(), ldk);
+          break;
       }
       for (int64_t h = 0; h < nh; ++h) add_softmax(s.data() + h * ldk, n, acc);
     }
@@ -115,7 +125,8 @@ void attention_column_sums(ThreadPool& pool, const Tensor& q, const KvSegments& 
         "attention_column_sums: query heads not a multiple of kv heads");
   check(out.ndim() == 2 && out.dim(0) == kv.n_segments,
         "attention_column_sums: out must be [n_segments, L]");
-  check(!kv.has_prefix(), "attention_column_sums: segments with a borrowed prefix are not supported");
+  check(!kv.has_prefix(),
+        "attention_column_sums: segments with a borrowed prefix are not supported");
   const int64_t S = kv.n_segments, L = out.dim(1), G = Hq / S;
   for (int64_t g = 0; g < S; ++g)
     check(kv.len[g] >= T && kv.len[g] <= L, "attention_column_sums: segment length out of range");
@@ -137,8 +148,9 @@ void attention_column_sums(ThreadPool& pool, const Tensor& q, const KvSegments& 
   std::vector<float> kt;
   if (vector_path) {
     kt.assign(static_cast<size_t>(S * D * ldk), 0.f);
+    std::vector<float> conv;
     for (int64_t g = 0; g < S; ++g) {
-      const float* K = kv.k + kv.offset[g] * D;
+      const float* K = f32_segment(kv, g, false, conv);
       float* dst = kt.data() + g * D * ldk;
       int64_t j = 0;
       for (; j + 16 <= kv.len[g]; j += 16)
@@ -149,7 +161,7 @@ void attention_column_sums(ThreadPool& pool, const Tensor& q, const KvSegments& 
   }
 #endif
   pool.parallel_for(n_items, [&](int64_t begin, int64_t end) {
-    std::vector<float> s;
+    std::vector<float> s, conv;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t g = item / n_blocks, b = item % n_blocks;
       // Later queries see more keys: split the query range so blocks have similar work.
@@ -175,13 +187,14 @@ void attention_column_sums(ThreadPool& pool, const Tensor& q, const KvSegments& 
       };
       const int64_t t0 = boundary(b), t1 = boundary(b + 1);
       float* acc = partial.data() + item * L;
-      const float* K = kv.k + kv.offset[g] * D;
 #if defined(__AVX512F__)
       if (vector_path) {
-        column_sums_avx512(Q, Hq, G, T, g, D, kt.data() + g * D * ldk, ldk, len, scale, t0, t1, acc);
+        column_sums_avx512(Q, Hq, G, T, g, D, kt.data() + g * D * ldk, ldk, len, scale, t0, t1,
+                           acc);
         continue;
       }
 #endif
+      const float* K = f32_segment(kv, g, false, conv);
       s.resize(static_cast<size_t>(G * len));
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = len - T + t + 1;

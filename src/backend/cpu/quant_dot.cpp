@@ -37,11 +37,15 @@ inline uint16_t load_u16(const uint8_t* p) {
   return v;
 }
 
-[[maybe_unused]] inline float load_f16(const uint8_t* p) { return f16_to_f32(load_u16(p)); }
+[[maybe_unused]] inline float load_f16(const uint8_t* p) {
+  return f16_to_f32(load_u16(p));
+}
 
 #if defined(__AVX512F__)
 
-inline float half(const uint8_t* p) { return _cvtsh_ss(load_u16(p)); }
+inline float half(const uint8_t* p) {
+  return _cvtsh_ss(load_u16(p));
+}
 
 inline __m512i load_u8x16(const uint8_t* p) {
   return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -101,9 +105,11 @@ void dequant_q4_k(const uint8_t* src, float* y, int64_t nb) {
     for (int j = 0; j < 4; ++j, q += 32, y += 64) {
       int sc, m;
       scale_min_k4(2 * j, scales, &sc, &m);
-      const __m512 d1 = _mm512_set1_ps(d * static_cast<float>(sc)), m1 = _mm512_set1_ps(dmin * static_cast<float>(m));
+      const __m512 d1 = _mm512_set1_ps(d * static_cast<float>(sc)),
+                   m1 = _mm512_set1_ps(dmin * static_cast<float>(m));
       scale_min_k4(2 * j + 1, scales, &sc, &m);
-      const __m512 d2 = _mm512_set1_ps(d * static_cast<float>(sc)), m2 = _mm512_set1_ps(dmin * static_cast<float>(m));
+      const __m512 d2 = _mm512_set1_ps(d * static_cast<float>(sc)),
+                   m2 = _mm512_set1_ps(dmin * static_cast<float>(m));
       for (int l = 0; l < 32; l += 16) {
         const __m512i v = load_u8x16(q + l);
         const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, m15));
@@ -126,8 +132,10 @@ void dequant_q6_k(const uint8_t* src, float* y, int64_t nb) {
       for (int l = 0; l < 32; l += 16) {
         const int is = l / 16;
         const __m512i a = load_u8x16(ql + l), c = load_u8x16(ql + 32 + l), hb = load_u8x16(qh + l);
-        const __m512i q1 = _mm512_sub_epi32(
-            _mm512_or_si512(_mm512_and_si512(a, m15), _mm512_slli_epi32(_mm512_and_si512(hb, m3), 4)), k32);
+        const __m512i q1 =
+            _mm512_sub_epi32(_mm512_or_si512(_mm512_and_si512(a, m15),
+                                             _mm512_slli_epi32(_mm512_and_si512(hb, m3), 4)),
+                             k32);
         const __m512i q2 = _mm512_sub_epi32(
             _mm512_or_si512(_mm512_and_si512(c, m15),
                             _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, 2), m3), 4)),
@@ -136,15 +144,21 @@ void dequant_q6_k(const uint8_t* src, float* y, int64_t nb) {
             _mm512_or_si512(_mm512_srli_epi32(a, 4),
                             _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, 4), m3), 4)),
             k32);
-        const __m512i q4 = _mm512_sub_epi32(
-            _mm512_or_si512(_mm512_srli_epi32(c, 4), _mm512_slli_epi32(_mm512_srli_epi32(hb, 6), 4)), k32);
-        _mm512_storeu_ps(y + l, _mm512_mul_ps(_mm512_set1_ps(d * static_cast<float>(sc[is])), _mm512_cvtepi32_ps(q1)));
+        const __m512i q4 =
+            _mm512_sub_epi32(_mm512_or_si512(_mm512_srli_epi32(c, 4),
+                                             _mm512_slli_epi32(_mm512_srli_epi32(hb, 6), 4)),
+                             k32);
+        _mm512_storeu_ps(y + l, _mm512_mul_ps(_mm512_set1_ps(d * static_cast<float>(sc[is])),
+                                              _mm512_cvtepi32_ps(q1)));
         _mm512_storeu_ps(y + l + 32,
-                         _mm512_mul_ps(_mm512_set1_ps(d * static_cast<float>(sc[is + 2])), _mm512_cvtepi32_ps(q2)));
+                         _mm512_mul_ps(_mm512_set1_ps(d * static_cast<float>(sc[is + 2])),
+                                       _mm512_cvtepi32_ps(q2)));
         _mm512_storeu_ps(y + l + 64,
-                         _mm512_mul_ps(_mm512_set1_ps(d * static_cast<float>(sc[is + 4])), _mm512_cvtepi32_ps(q3)));
+                         _mm512_mul_ps(_mm512_set1_ps(d * static_cast<float>(sc[is + 4])),
+                                       _mm512_cvtepi32_ps(q3)));
         _mm512_storeu_ps(y + l + 96,
-                         _mm512_mul_ps(_mm512_set1_ps(d * static_cast<float>(sc[is + 6])), _mm512_cvtepi32_ps(q4)));
+                         _mm512_mul_ps(_mm512_set1_ps(d * static_cast<float>(sc[is + 6])),
+                                       _mm512_cvtepi32_ps(q4)));
       }
     }
   }
@@ -153,14 +167,16 @@ void dequant_q6_k(const uint8_t* src, float* y, int64_t nb) {
 void dequant_f16(const uint8_t* src, float* y, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
-    _mm512_storeu_ps(y + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i))));
+    _mm512_storeu_ps(
+        y + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i))));
   for (; i < n; ++i) y[i] = load_f16(src + 2 * i);
 }
 
 void dequant_bf16(const uint8_t* src, float* y, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i)));
+    const __m512i v =
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i)));
     _mm512_storeu_ps(y + i, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
   }
   for (; i < n; ++i) y[i] = bf16_to_f32(load_u16(src + 2 * i));
@@ -186,7 +202,8 @@ void gemv_q4_1(const uint8_t* w, size_t rb, int64_t nb, const float* x, const fl
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = w + r * rb + 20 * b;
       _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes), _MM_HINT_T0);
-      const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u32(blk))));  // d, m, 0, 0
+      const __m128 dm =
+          _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u32(blk))));  // d, m, 0, 0
       const __m512i v = load_u8x16(blk + 4);
       const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, m15));
       const __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
@@ -259,7 +276,8 @@ void gemv_f16(const uint8_t* w, size_t rb, int64_t K, const float* x, float* y) 
     const __m512 xv = _mm512_loadu_ps(x + i);
     for (int r = 0; r < R; ++r)
       acc[r] = _mm512_fmadd_ps(
-          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * rb + 2 * i))), xv, acc[r]);
+          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * rb + 2 * i))),
+          xv, acc[r]);
   }
   for (int r = 0; r < R; ++r) {
     float s = hsum(acc[r]);
@@ -276,8 +294,8 @@ void gemv_bf16(const uint8_t* w, size_t rb, int64_t K, const float* x, float* y)
   for (; i + 16 <= K; i += 16) {
     const __m512 xv = _mm512_loadu_ps(x + i);
     for (int r = 0; r < R; ++r) {
-      const __m512i v =
-          _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * rb + 2 * i)));
+      const __m512i v = _mm512_cvtepu16_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * rb + 2 * i)));
       acc[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), xv, acc[r]);
     }
   }
@@ -296,7 +314,8 @@ void gemv_f32(const uint8_t* w, size_t rb, int64_t K, const float* x, float* y) 
   for (; i + 16 <= K; i += 16) {
     const __m512 xv = _mm512_loadu_ps(x + i);
     for (int r = 0; r < R; ++r)
-      acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(reinterpret_cast<const float*>(w + r * rb) + i), xv, acc[r]);
+      acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(reinterpret_cast<const float*>(w + r * rb) + i), xv,
+                               acc[r]);
   }
   for (int r = 0; r < R; ++r) {
     const auto* wr = reinterpret_cast<const float*>(w + r * rb);
@@ -309,7 +328,8 @@ void gemv_f32(const uint8_t* w, size_t rb, int64_t K, const float* x, float* y) 
 #endif  // __AVX512F__
 
 // Any type: dequantise one row into a thread-local buffer, then a plain f32 dot.
-void gemv_generic(DType t, const uint8_t* w, size_t rb, int64_t n_rows, int64_t K, const float* x, float* y) {
+void gemv_generic(DType t, const uint8_t* w, size_t rb, int64_t n_rows, int64_t K, const float* x,
+                  float* y) {
   thread_local std::vector<float> row;
   if (row.size() < static_cast<size_t>(K)) row.resize(static_cast<size_t>(K));
   for (int64_t r = 0; r < n_rows; ++r) {
@@ -326,16 +346,50 @@ void dequantize_row(DType t, const void* src_v, float* dst, int64_t n) {
   const int64_t be = static_cast<int64_t>(block_elements(t));
   if (n % be == 0) {
     switch (t) {
-      case DType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return;
-      case DType::F16: dequant_f16(src, dst, n); return;
-      case DType::BF16: dequant_bf16(src, dst, n); return;
-      case DType::Q4_0: dequant_q4_0(src, dst, n / 32); return;
-      case DType::Q4_1: dequant_q4_1(src, dst, n / 32); return;
-      case DType::Q8_0: dequant_q8_0(src, dst, n / 32); return;
-      case DType::Q4_K: dequant_q4_k(src, dst, n / 256); return;
-      case DType::Q6_K: dequant_q6_k(src, dst, n / 256); return;
-      default: break;
+      case DType::F32:
+        std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+        return;
+      case DType::F16:
+        dequant_f16(src, dst, n);
+        return;
+      case DType::BF16:
+        dequant_bf16(src, dst, n);
+        return;
+      case DType::Q4_0:
+        dequant_q4_0(src, dst, n / 32);
+        return;
+      case DType::Q4_1:
+        dequant_q4_1(src, dst, n / 32);
+        return;
+      case DType::Q8_0:
+        dequant_q8_0(src, dst, n / 32);
+        return;
+      case DType::Q4_K:
+        dequant_q4_k(src, dst, n / 256);
+        return;
+      case DType::Q6_K:
+        dequant_q6_k(src, dst, n / 256);
+        return;
+      default:
+        break;
     }
+  }
+#elif defined(__AVX2__) && defined(__F16C__)
+  // Half-precision KV cache rows on AVX2 machines: 8 at a time, exact like the scalar path.
+  const auto* src = static_cast<const uint8_t*>(src_v);
+  if (t == DType::F16 || t == DType::BF16) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+      const __m256 f = t == DType::F16
+                           ? _mm256_cvtph_ps(h)
+                           : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+      _mm256_storeu_ps(dst + i, f);
+    }
+    for (; i < n; ++i)
+      dst[i] =
+          t == DType::F16 ? f16_to_f32(load_u16(src + 2 * i)) : bf16_to_f32(load_u16(src + 2 * i));
+    return;
   }
 #endif
   ref::dequantize_row(t, src_v, dst, n);
@@ -353,10 +407,12 @@ void block_sums32(const float* x, int64_t K, float* xsum) {
   }
 }
 
-bool gemv_needs_block_sums(DType t) { return t == DType::Q4_0 || t == DType::Q4_1; }
+bool gemv_needs_block_sums(DType t) {
+  return t == DType::Q4_0 || t == DType::Q4_1;
+}
 
-void gemv(DType t, const uint8_t* w, size_t rb, int64_t n_rows, int64_t K, const float* x, const float* xsum,
-          float* y) {
+void gemv(DType t, const uint8_t* w, size_t rb, int64_t n_rows, int64_t K, const float* x,
+          const float* xsum, float* y) {
 #if defined(__AVX512F__)
 #ifndef KVP_GEMV_R
 #define KVP_GEMV_R 4
@@ -365,22 +421,28 @@ void gemv(DType t, const uint8_t* w, size_t rb, int64_t n_rows, int64_t K, const
   int64_t r = 0;
   const int64_t nb = K / 32;
   switch (t) {
-#define KVP_GEMV_ROWS(call4, call1)                                         \
-  for (; r + R <= n_rows; r += R) call4;                                    \
-  for (; r < n_rows; ++r) call1;                                            \
+#define KVP_GEMV_ROWS(call4, call1)      \
+  for (; r + R <= n_rows; r += R) call4; \
+  for (; r < n_rows; ++r) call1;         \
   return;
     case DType::Q4_1:
-      KVP_GEMV_ROWS(gemv_q4_1<R>(w + r * rb, rb, nb, x, xsum, y + r), gemv_q4_1<1>(w + r * rb, rb, nb, x, xsum, y + r))
+      KVP_GEMV_ROWS(gemv_q4_1<R>(w + r * rb, rb, nb, x, xsum, y + r),
+                    gemv_q4_1<1>(w + r * rb, rb, nb, x, xsum, y + r))
     case DType::Q4_0:
-      KVP_GEMV_ROWS(gemv_q4_0<R>(w + r * rb, rb, nb, x, xsum, y + r), gemv_q4_0<1>(w + r * rb, rb, nb, x, xsum, y + r))
+      KVP_GEMV_ROWS(gemv_q4_0<R>(w + r * rb, rb, nb, x, xsum, y + r),
+                    gemv_q4_0<1>(w + r * rb, rb, nb, x, xsum, y + r))
     case DType::Q8_0:
-      KVP_GEMV_ROWS(gemv_q8_0<R>(w + r * rb, rb, nb, x, xsum, y + r), gemv_q8_0<1>(w + r * rb, rb, nb, x, xsum, y + r))
+      KVP_GEMV_ROWS(gemv_q8_0<R>(w + r * rb, rb, nb, x, xsum, y + r),
+                    gemv_q8_0<1>(w + r * rb, rb, nb, x, xsum, y + r))
     case DType::F16:
-      KVP_GEMV_ROWS(gemv_f16<R>(w + r * rb, rb, K, x, y + r), gemv_f16<1>(w + r * rb, rb, K, x, y + r))
+      KVP_GEMV_ROWS(gemv_f16<R>(w + r * rb, rb, K, x, y + r),
+                    gemv_f16<1>(w + r * rb, rb, K, x, y + r))
     case DType::BF16:
-      KVP_GEMV_ROWS(gemv_bf16<R>(w + r * rb, rb, K, x, y + r), gemv_bf16<1>(w + r * rb, rb, K, x, y + r))
+      KVP_GEMV_ROWS(gemv_bf16<R>(w + r * rb, rb, K, x, y + r),
+                    gemv_bf16<1>(w + r * rb, rb, K, x, y + r))
     case DType::F32:
-      KVP_GEMV_ROWS(gemv_f32<R>(w + r * rb, rb, K, x, y + r), gemv_f32<1>(w + r * rb, rb, K, x, y + r))
+      KVP_GEMV_ROWS(gemv_f32<R>(w + r * rb, rb, K, x, y + r),
+                    gemv_f32<1>(w + r * rb, rb, K, x, y + r))
 #undef KVP_GEMV_ROWS
     default:
       break;

@@ -31,7 +31,9 @@ uint16_t load_u16(const uint8_t* p) {
   return v;
 }
 
-float load_f16(const uint8_t* p) { return f16_to_f32(load_u16(p)); }
+float load_f16(const uint8_t* p) {
+  return f16_to_f32(load_u16(p));
+}
 
 // ggml's get_scale_min_k4: 8 (scale, min) pairs of 6 bits packed into 12 bytes.
 void scale_min_k4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
@@ -54,8 +56,8 @@ void check_f32(const Tensor& t, const char* what) {
 void dequantize_row(DType t, const void* src_v, float* y, int64_t n) {
   const auto* src = static_cast<const uint8_t*>(src_v);
   const int64_t be = static_cast<int64_t>(block_elements(t));
-  check(n % be == 0, "dequantize_row: " + std::to_string(n) + " elements is not a multiple of the " +
-                         dtype_name(t) + " block size");
+  check(n % be == 0, "dequantize_row: " + std::to_string(n) +
+                         " elements is not a multiple of the " + dtype_name(t) + " block size");
   const int64_t nb = n / be;
   switch (t) {
     case DType::F32:
@@ -143,7 +145,8 @@ void matmul(const Tensor& x, const Tensor& w, Tensor& y) {
   check_f32(x, "matmul x");
   check_f32(y, "matmul y");
   const int64_t T = x.rows(), K = x.cols(), N = w.rows();
-  check(w.cols() == K, "matmul: x has " + std::to_string(K) + " columns, w " + std::to_string(w.cols()));
+  check(w.cols() == K,
+        "matmul: x has " + std::to_string(K) + " columns, w " + std::to_string(w.cols()));
   check(y.rows() == T && y.cols() == N, "matmul: y must be [" + std::to_string(T) + ", " +
                                             std::to_string(N) + "], got " + y.shape_string());
   std::vector<float> row(static_cast<size_t>(K));
@@ -238,10 +241,11 @@ void add_bias(Tensor& y, const Tensor& bias) {
 void embed(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out) {
   check_f32(out, "embed out");
   const int64_t V = table.rows(), D = table.cols();
-  check(out.numel() == n * D, "embed: out must hold " + std::to_string(n) + " rows of " + std::to_string(D));
+  check(out.numel() == n * D,
+        "embed: out must hold " + std::to_string(n) + " rows of " + std::to_string(D));
   for (int64_t t = 0; t < n; ++t) {
-    check(ids[t] >= 0 && ids[t] < V, "embed: token id " + std::to_string(ids[t]) + " out of range [0, " +
-                                         std::to_string(V) + ")");
+    check(ids[t] >= 0 && ids[t] < V, "embed: token id " + std::to_string(ids[t]) +
+                                         " out of range [0, " + std::to_string(V) + ")");
     dequantize_row(table.dtype(), table.row_ptr(ids[t]), out.ptr<float>() + t * D, D);
   }
 }
@@ -252,10 +256,12 @@ void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) 
   check(q.ndim() == 3, "attention: q must be [T, Hq, D]");
   const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2);
   check(D == kv.head_dim, "attention: q head_dim differs from the cache's");
-  check(kv.n_segments > 0 && Hq % kv.n_segments == 0, "attention: query heads not a multiple of kv heads");
+  check(kv.n_segments > 0 && Hq % kv.n_segments == 0,
+        "attention: query heads not a multiple of kv heads");
   check(out.numel() == q.numel(), "attention: out must have q's shape");
   const int64_t group = Hq / kv.n_segments;
   std::vector<double> s, acc(static_cast<size_t>(D));
+  std::vector<float> kr(static_cast<size_t>(D)), vr(static_cast<size_t>(D));
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t h = 0; h < Hq; ++h) {
       const int64_t g = h / group;
@@ -267,8 +273,9 @@ void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) 
       double mx = -INFINITY;
       for (int64_t j = 0; j < n; ++j) {
         double d = 0;
-        const float* kr = kv.k_row(g, j);
-        for (int64_t i = 0; i < D; ++i) d += static_cast<double>(qv[i]) * kr[i];
+        dequantize_row(kv.dtype(), kv.k_row(g, j), kr.data(), D);
+        for (int64_t i = 0; i < D; ++i)
+          d += static_cast<double>(qv[i]) * kr[static_cast<size_t>(i)];
         s[static_cast<size_t>(j)] = d * scale;
         mx = std::max(mx, s[static_cast<size_t>(j)]);
       }
@@ -277,8 +284,9 @@ void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) 
       for (int64_t j = 0; j < n; ++j) {
         const double p = std::exp(s[static_cast<size_t>(j)] - mx);
         sum += p;
-        const float* vr = kv.v_row(g, j);
-        for (int64_t i = 0; i < D; ++i) acc[static_cast<size_t>(i)] += p * vr[i];
+        dequantize_row(kv.dtype(), kv.v_row(g, j), vr.data(), D);
+        for (int64_t i = 0; i < D; ++i)
+          acc[static_cast<size_t>(i)] += p * vr[static_cast<size_t>(i)];
       }
       float* o = out.ptr<float>() + (t * Hq + h) * D;
       for (int64_t i = 0; i < D; ++i) o[i] = static_cast<float>(acc[static_cast<size_t>(i)] / sum);
@@ -296,14 +304,17 @@ void attention_column_sums(const Tensor& q, const KvSegments& kv, float scale, T
         "attention_column_sums: query heads not a multiple of kv heads");
   check(out.ndim() == 2 && out.dim(0) == kv.n_segments,
         "attention_column_sums: out must be [n_segments, L]");
-  check(!kv.has_prefix(), "attention_column_sums: segments with a borrowed prefix are not supported");
+  check(!kv.has_prefix(),
+        "attention_column_sums: segments with a borrowed prefix are not supported");
   const int64_t L = out.dim(1), group = Hq / kv.n_segments;
   std::vector<double> acc(static_cast<size_t>(kv.n_segments * L), 0.0), s;
   for (int64_t h = 0; h < Hq; ++h) {
     const int64_t g = h / group;
     const int64_t len = kv.len[g];
     check(len >= T && len <= L, "attention_column_sums: segment length out of range");
-    const float* K = kv.k + kv.offset[g] * D;
+    std::vector<float> K(static_cast<size_t>(len * D));
+    for (int64_t j = 0; j < len; ++j)
+      dequantize_row(kv.dtype(), kv.k_row(g, j), K.data() + j * D, D);
     for (int64_t t = 0; t < T; ++t) {
       const int64_t n = len - T + t + 1;
       const float* qv = q.ptr<float>() + (t * Hq + h) * D;
@@ -311,7 +322,8 @@ void attention_column_sums(const Tensor& q, const KvSegments& kv, float scale, T
       double mx = -INFINITY;
       for (int64_t j = 0; j < n; ++j) {
         double d = 0;
-        for (int64_t i = 0; i < D; ++i) d += static_cast<double>(qv[i]) * K[j * D + i];
+        for (int64_t i = 0; i < D; ++i)
+          d += static_cast<double>(qv[i]) * K[static_cast<size_t>(j * D + i)];
         s[static_cast<size_t>(j)] = d * scale;
         mx = std::max(mx, s[static_cast<size_t>(j)]);
       }

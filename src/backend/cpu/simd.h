@@ -43,7 +43,9 @@ inline float hmax(__m512 v) {
 }
 // The first n lanes (none for n <= 0, all for n >= 16): masks for a row's partial tail.
 inline __mmask16 first_lanes(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << n) - 1);
+  return n >= 16  ? __mmask16(0xFFFF)
+         : n <= 0 ? __mmask16(0)
+                  : static_cast<__mmask16>((1u << n) - 1);
 }
 #endif
 #if defined(__AVX2__)
@@ -92,12 +94,14 @@ inline void transpose16_store(__m512 (&r)[16], float* dst, int64_t ldd) {
     t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
   }
   for (int i = 0; i < 4; ++i) {
-    r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
-    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
-    r[4 * i + 2] =
-        _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
-    r[4 * i + 3] =
-        _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
+    r[4 * i + 0] = _mm512_castpd_ps(
+        _mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
+    r[4 * i + 1] = _mm512_castpd_ps(
+        _mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
+    r[4 * i + 2] = _mm512_castpd_ps(
+        _mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
+    r[4 * i + 3] = _mm512_castpd_ps(
+        _mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
   }
   for (int j = 0; j < 4; ++j) {
     t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
@@ -142,7 +146,8 @@ inline float dot_f32(const float* a, const float* b, int64_t n) {
     acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), acc2);
     acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), acc3);
   }
-  for (; i + 16 <= n; i += 16) acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+  for (; i + 16 <= n; i += 16)
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
   if (i < n) {
     const __mmask16 m = first_lanes(n - i);
     acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc1);
@@ -173,6 +178,8 @@ inline void axpy_f32(float a, const float* x, float* y, int64_t n) {
 }
 
 // sum_i x[i]^2
-inline float sumsq_f32(const float* x, int64_t n) { return dot_f32(x, x, n); }
+inline float sumsq_f32(const float* x, int64_t n) {
+  return dot_f32(x, x, n);
+}
 
 }  // namespace kvp::cpu

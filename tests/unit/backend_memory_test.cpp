@@ -1,0 +1,137 @@
+// The memory half of the backend interface, on every backend this build has
+// (backend_names()): allocation, host transfers, copies and the row moves the KV cache is
+// made of. A new backend is tested here by registering its name in the factory.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "backend/factory.h"
+#include "core/error.h"
+#include "core/half.h"
+
+namespace kvp {
+namespace {
+
+class BackendMemory : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { be_ = make_backend(GetParam(), 2); }
+  std::vector<float> download_f32(const Tensor& t) {
+    std::vector<float> out(static_cast<size_t>(t.numel()));
+    be_->download(t, 0, out.data(), t.nbytes());
+    return out;
+  }
+  std::unique_ptr<Backend> be_;
+};
+
+TEST_P(BackendMemory, AllocIsZeroedAndOwnedByTheBackend) {
+  const Tensor t = be_->alloc(DType::F32, {3, 5});
+  EXPECT_EQ(t.backend(), be_.get());
+  EXPECT_EQ(t.device(), be_->device());
+  EXPECT_EQ(t.nbytes(), 60u);
+  for (float x : download_f32(t)) EXPECT_EQ(x, 0.f);
+  const Tensor empty = be_->alloc(DType::F32, {0, 4});
+  EXPECT_EQ(empty.nbytes(), 0u);
+}
+
+TEST_P(BackendMemory, UploadDownloadAndCopyRoundTripAtOffsets) {
+  Tensor a = be_->alloc(DType::F32, {4, 4}), b = be_->alloc(DType::F32, {4, 4});
+  std::vector<float> host(16);
+  std::iota(host.begin(), host.end(), 1.f);
+  be_->upload(host.data(), a, 0, a.nbytes());
+  be_->copy(a, 4 * sizeof(float), b, 8 * sizeof(float), 8 * sizeof(float));  // row 1..2 -> 2..3
+  be_->synchronize();
+  const std::vector<float> got = download_f32(b);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(got[static_cast<size_t>(i)], 0.f);
+  for (int i = 8; i < 16; ++i) EXPECT_EQ(got[static_cast<size_t>(i)], static_cast<float>(i - 3));
+  float one = 0;
+  be_->download(a, 15 * sizeof(float), &one, sizeof(float));
+  EXPECT_EQ(one, 16.f);
+}
+
+TEST_P(BackendMemory, OutOfRangeTransfersAreErrors) {
+  Tensor a = be_->alloc(DType::F32, {2, 2});
+  float buf[8] = {};
+  EXPECT_THROW(be_->upload(buf, a, 4, a.nbytes()), Error);
+  EXPECT_THROW(be_->download(a, 0, buf, a.nbytes() + 1), Error);
+  EXPECT_THROW(be_->copy(a, 8, a, 0, 9), Error);
+  EXPECT_THROW(be_->download(a, SIZE_MAX, buf, 2), Error);  // offset + bytes overflows
+}
+
+TEST_P(BackendMemory, CopyRowsMovesListedRows) {
+  Tensor src = be_->alloc(DType::F32, {5, 3}), dst = be_->alloc(DType::F32, {4, 3});
+  std::vector<float> host(15);
+  std::iota(host.begin(), host.end(), 0.f);
+  be_->upload(host.data(), src, 0, src.nbytes());
+  const std::vector<int64_t> from = {4, 0, 2}, to = {0, 3, 1};
+  be_->copy_rows(src, from.data(), dst, to.data(), 3);
+  const std::vector<float> got = download_f32(dst);
+  const std::vector<float> want = {12, 13, 14, 6, 7, 8, 0, 0, 0, 0, 1, 2};
+  EXPECT_EQ(got, want);
+  be_->copy_rows(src, from.data(), dst, to.data(), 0);  // nothing to move is fine
+}
+
+TEST_P(BackendMemory, CopyRowsRefusesBadIndicesAndShapes) {
+  Tensor src = be_->alloc(DType::F32, {5, 3}), dst = be_->alloc(DType::F32, {4, 3});
+  Tensor wide = be_->alloc(DType::F32, {4, 4});
+  const std::vector<int64_t> bad_src = {5}, bad_dst = {4}, neg = {-1}, ok = {0};
+  EXPECT_THROW(be_->copy_rows(src, bad_src.data(), dst, ok.data(), 1), Error);
+  EXPECT_THROW(be_->copy_rows(src, ok.data(), dst, bad_dst.data(), 1), Error);
+  EXPECT_THROW(be_->copy_rows(src, neg.data(), dst, ok.data(), 1), Error);
+  EXPECT_THROW(be_->copy_rows(src, ok.data(), wide, ok.data(), 1), Error);
+  Tensor q8 = be_->alloc(DType::Q8_0, {1, 32});
+  Tensor f32 = be_->alloc(DType::F32, {1, 32});
+  EXPECT_THROW(be_->copy_rows(q8, ok.data(), f32, ok.data(), 1), Error);
+}
+
+// F32 -> F16/BF16 -> F32 against the scalar conversions of core/half.h: rounding to nearest
+// even, infinities, NaN, values past F16's range and F16 subnormals.
+TEST_P(BackendMemory, CopyRowsConvertsHalfTypesLikeTheScalarReference) {
+  const std::vector<float> values = {0.f,     -0.f,           1.f,   -2.5f, 1e-3f,    3.14159265f,
+                                     65504.f, 70000.f,        1e-6f, 6e-8f, INFINITY, -INFINITY,
+                                     NAN,     1.00048828125f, 0.1f,  -1e30f};
+  const auto n = static_cast<int64_t>(values.size());
+  Tensor src = be_->alloc(DType::F32, {1, n});
+  be_->upload(values.data(), src, 0, src.nbytes());
+  const int64_t zero = 0;
+  for (DType half : {DType::F16, DType::BF16}) {
+    Tensor mid = be_->alloc(half, {1, n}), back = be_->alloc(DType::F32, {1, n});
+    be_->copy_rows(src, &zero, mid, &zero, 1);
+    be_->copy_rows(mid, &zero, back, &zero, 1);
+    const std::vector<float> got = download_f32(back);
+    for (size_t i = 0; i < values.size(); ++i) {
+      const float want = half == DType::F16 ? f16_to_f32(f32_to_f16(values[i]))
+                                            : bf16_to_f32(f32_to_bf16(values[i]));
+      if (std::isnan(want)) {
+        EXPECT_TRUE(std::isnan(got[i])) << "value " << values[i];
+      } else {
+        EXPECT_EQ(got[i], want) << "value " << values[i] << " through " << dtype_name(half);
+      }
+    }
+  }
+  // Spot checks of the reference itself.
+  EXPECT_EQ(f16_to_f32(f32_to_f16(70000.f)), INFINITY);
+  EXPECT_EQ(bf16_to_f32(f32_to_bf16(1.00390625f)), 1.f);        // halfway: to even
+  EXPECT_EQ(bf16_to_f32(f32_to_bf16(1.01171875f)), 1.015625f);  // halfway: to even (up)
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryBackend, BackendMemory, ::testing::ValuesIn(backend_names()),
+                         [](const auto& info) { return info.param; });
+
+TEST(BackendFactory, UnknownDevicesAreClearErrors) {
+  try {
+    make_backend("tpu", 1);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown device 'tpu'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("cpu"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(make_backend("cpu", -1), Error);
+}
+
+}  // namespace
+}  // namespace kvp
