@@ -14,7 +14,7 @@
 // 64 tokens. Cache allocation is outside the timed region (llama.cpp keeps its cache and
 // resets it; we allocate a fresh one per repetition before starting the clock).
 //
-//   model_bench [--model PATH] [--threads 1,2] [--reps 3] [--json]
+//   model_bench [--model PATH] [--threads 1,2] [--reps 3] [--kv-dtype f32|f16|bf16] [--json]
 //
 // --json: the table goes to stderr and one JSON object to stdout:
 //   {"threads": {"1": {"prefill_512": .., "prefill_2048": .., "decode": .., "decode_gbs": ..}, ..},
@@ -37,6 +37,7 @@
 
 #include "backend/backend.h"
 #include "backend/factory.h"
+#include "cli/commands.h"
 #include "model/model.h"
 #include "pipeline/pipeline.h"
 
@@ -111,10 +112,11 @@ struct Result {
 };
 
 Result bench_threads(const std::string& path, int threads, int reps,
-                     const std::vector<int32_t>& prompt_ids) {
+                     const std::vector<int32_t>& prompt_ids, kvp::DType kv_dtype) {
   auto backend = kvp::make_backend("cpu", threads);
   kvp::LoadedModel m = kvp::load(path, *backend, /*use_chat_template=*/false);
   kvp::Model& model = *m.model;
+  model.set_kv_dtype(kv_dtype);
   const int64_t capacity = kMaxPrefill + 64;  // as the script's n_ctx
   Result res;
   const double cpu0 = process_cpu_s(), wall0 = now_s();
@@ -161,11 +163,13 @@ Result bench_threads(const std::string& path, int threads, int reps,
 }
 
 [[noreturn]] void usage(int code) {
-  std::fprintf(code ? stderr : stdout,
-               "usage: model_bench [--model PATH] [--threads 1,2] [--reps 3] [--json]\n"
-               "  Prefill (512, 2048 tokens) and decode (%d greedy steps) tokens/s on the CPU\n"
-               "  backend, median of reps; method mirrors tools/reference/bench_llamacpp.py.\n",
-               kDecodeSteps);
+  std::fprintf(
+      code ? stderr : stdout,
+      "usage: model_bench [--model PATH] [--threads 1,2] [--reps 3] [--kv-dtype f32|f16|bf16] "
+      "[--json]\n"
+      "  Prefill (512, 2048 tokens) and decode (%d greedy steps) tokens/s on the CPU\n"
+      "  backend, median of reps; method mirrors tools/reference/bench_llamacpp.py.\n",
+      kDecodeSteps);
   std::exit(code);
 }
 
@@ -187,6 +191,7 @@ int main(int argc, char** argv) {
   std::string threads_arg = "1,2";
   int reps = 3;
   bool json = false;
+  std::string kv_dtype = "f32";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -201,6 +206,8 @@ int main(int argc, char** argv) {
       reps = std::atoi(value().c_str());
     else if (a == "--json")
       json = true;
+    else if (a == "--kv-dtype")
+      kv_dtype = value();
     else if (a == "-h" || a == "--help")
       usage(0);
     else
@@ -244,7 +251,8 @@ int main(int argc, char** argv) {
     double load[3] = {0, 0, 0};
     getloadavg(load, 3);
     std::map<int, Result> results;
-    for (int t : threads) results[t] = bench_threads(model_path, t, reps, prompt_ids);
+    const kvp::DType dtype = kvp::parse_kv_dtype(kv_dtype);
+    for (int t : threads) results[t] = bench_threads(model_path, t, reps, prompt_ids, dtype);
 
     FILE* out = json ? stderr : stdout;
     const std::string name = std::filesystem::path(model_path).filename().string();

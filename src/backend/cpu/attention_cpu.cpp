@@ -302,38 +302,50 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
 
 #endif  // __AVX512F__
 
-// Plain version of attend_block for any D (and machines without AVX-512).
+// Plain version of attend_block for any D (and machines without AVX-512). Key blocks are
+// the outer loop, so a half-type cache converts each block once per item, not per query.
 void attend_block_scalar(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegments& kv,
                          float scale, const Item& it, Partial& out) {
   const int64_t D = kv.head_dim, len = kv.len[it.g];
   const int64_t M = G * (it.t1 - it.t0);
-  thread_local std::vector<float> kconv, vconv;  // a half-type row as F32
-  kconv.resize(static_cast<size_t>(D));
-  vconv.resize(static_cast<size_t>(D));
+  thread_local std::vector<float> kconv, vconv;  // a half-type block as F32
+  kconv.resize(static_cast<size_t>(kBK * D));
+  vconv.resize(static_cast<size_t>(kBK * D));
+  const float* krow[kBK];
+  const float* vrow[kBK];
   out.m.assign(static_cast<size_t>(M), -INFINITY);
   out.l.assign(static_cast<size_t>(M), 0.f);
   out.o.assign(static_cast<size_t>(M * D), 0.f);
-  for (int64_t t = it.t0; t < it.t1; ++t)
-    for (int64_t hl = 0; hl < G; ++hl) {
-      const int64_t i = (t - it.t0) * G + hl;
-      const float* qv = q + (t * Hq + it.g * G + hl) * D;
-      const int64_t end = std::min(it.k1, len - T + t + 1);
-      float& m = out.m[static_cast<size_t>(i)];
-      float& l = out.l[static_cast<size_t>(i)];
-      float* o = out.o.data() + i * D;
-      for (int64_t j = it.k0; j < end; ++j) {
-        const float sc = dot_f32(qv, f32_row(kv, kv.k_row(it.g, j), kconv.data()), D) * scale;
-        if (sc > m) {
-          const float a = m == -INFINITY ? 0.f : std::exp(m - sc);
-          l *= a;
-          for (int64_t d = 0; d < D; ++d) o[d] *= a;
-          m = sc;
+  const int64_t kend = std::min(it.k1, len - T + it.t1);  // no row sees keys past this
+  for (int64_t j0 = it.k0; j0 < kend; j0 += kBK) {
+    const int64_t nk = std::min(kBK, kend - j0);
+    for (int64_t j = 0; j < nk; ++j) {
+      krow[j] = f32_row(kv, kv.k_row(it.g, j0 + j), kconv.data() + j * D);
+      vrow[j] = f32_row(kv, kv.v_row(it.g, j0 + j), vconv.data() + j * D);
+    }
+    for (int64_t t = it.t0; t < it.t1; ++t) {
+      const int64_t end = std::min(nk, len - T + t + 1 - j0);  // visible keys of this block
+      for (int64_t hl = 0; hl < G; ++hl) {
+        const int64_t i = (t - it.t0) * G + hl;
+        const float* qv = q + (t * Hq + it.g * G + hl) * D;
+        float& m = out.m[static_cast<size_t>(i)];
+        float& l = out.l[static_cast<size_t>(i)];
+        float* o = out.o.data() + i * D;
+        for (int64_t j = 0; j < end; ++j) {
+          const float sc = dot_f32(qv, krow[j], D) * scale;
+          if (sc > m) {
+            const float a = m == -INFINITY ? 0.f : std::exp(m - sc);
+            l *= a;
+            for (int64_t d = 0; d < D; ++d) o[d] *= a;
+            m = sc;
+          }
+          const float p = std::exp(sc - m);
+          l += p;
+          axpy_f32(p, vrow[j], o, D);
         }
-        const float p = std::exp(sc - m);
-        l += p;
-        axpy_f32(p, f32_row(kv, kv.v_row(it.g, j), vconv.data()), o, D);
       }
     }
+  }
 }
 
 }  // namespace
