@@ -150,8 +150,8 @@ int main(int argc, char** argv) {
     kvp::ScopedBudgetRounding rounding(kvp::BudgetRounding::Kvpress);
     nlohmann::json rows = nlohmann::json::array();
     if (!json)
-      std::printf("%-30s %12s %12s %10s %10s %10s %10s %10s\n", "press (ratio ", "f16 vs f32",
-                  "bf16 vs f32", "f16 ans", "bf16 ans", "f32 vs kp", "f16 vs kp", "bf16 vs kp");
+      std::printf("%-30s %12s %12s %10s %10s %10s %10s %10s\n", "cell", "f16 vs f32", "bf16 vs f32",
+                  "f16 ans", "bf16 ans", "f32 vs kp", "f16 vs kp", "bf16 vs kp");
     for (const Spec& s : specs) {
       const std::string cell = std::string(s.cell) + "_" + ratio;
       Run runs[3];
