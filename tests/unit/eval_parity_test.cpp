@@ -29,7 +29,7 @@ TEST(EvalParity, GridAnswersAndScoresEqualKvpressPipeline) {
   namespace fs = std::filesystem;
   const std::string golden_dir = test::source_path("tests/golden/eval_parity");
   if (!fs::exists(golden_dir + "/kvpress_answers.json"))
-    GTEST_SKIP() << "tests/golden/eval_parity/kvpress_answers.json missing: run "
+    GTEST_FAIL() << "tests/golden/eval_parity/kvpress_answers.json missing (committed golden): run "
                     "tools/reference/eval_parity/make_eval_parity.py";
   const nlohmann::json golden = read_json(golden_dir + "/kvpress_answers.json");
   const fs::path out = fs::temp_directory_path() / "kvp_eval_parity_test";

@@ -22,6 +22,7 @@
 #include "core/tensor.h"
 #include "support/gguf_builder.h"
 #include "support/temp_dir.h"
+#include "support/test_paths.h"
 
 namespace kvp {
 namespace {
@@ -863,8 +864,8 @@ TEST_F(GgufTest, OverlappingTensorData) {
 // ---- the default model --------------------------------------------------------------------
 
 TEST(GgufDefaultModel, SmolLM2Q4_1) {
+  KVP_REQUIRE_DEFAULT_MODEL();
   const std::string path = KVP_SOURCE_DIR "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-  if (!fs::exists(path)) GTEST_SKIP() << "default model not fetched (run scripts/fetch-model.sh)";
   const auto start = std::chrono::steady_clock::now();
   GgufFile g = GgufFile::open(path);
   const double ms =

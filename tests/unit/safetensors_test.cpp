@@ -583,7 +583,7 @@ fs::path model_dir(const char* name) {
 TEST(TinyModels, LlamaShardedF32) {
   const fs::path dir = tiny::model_dir("tiny-llama");
   if (!fs::exists(dir / "model.safetensors.index.json"))
-    GTEST_SKIP() << "tests/models/tiny-llama not generated";
+    GTEST_FAIL() << "tests/models/tiny-llama is missing (committed fixture)";
   const auto d = tiny::dims_of(dir);
   SafetensorsModel m = SafetensorsModel::open_dir(dir.string());
   EXPECT_EQ(static_cast<int64_t>(m.names().size()), 9 * d.layers + 3);  // untied: lm_head too
@@ -602,7 +602,7 @@ TEST(TinyModels, LlamaShardedF32) {
 TEST(TinyModels, Qwen2F16) {
   const fs::path dir = tiny::model_dir("tiny-qwen2");
   if (!fs::exists(dir / "model.safetensors"))
-    GTEST_SKIP() << "tests/models/tiny-qwen2 not generated";
+    GTEST_FAIL() << "tests/models/tiny-qwen2 is missing (committed fixture)";
   const auto d = tiny::dims_of(dir);
   SafetensorsModel m = SafetensorsModel::open_dir(dir.string());
   EXPECT_EQ(static_cast<int64_t>(m.names().size()), 12 * d.layers + 2);  // tied, qkv biases
@@ -618,7 +618,7 @@ TEST(TinyModels, Qwen2F16) {
 TEST(TinyModels, Qwen3BF16) {
   const fs::path dir = tiny::model_dir("tiny-qwen3");
   if (!fs::exists(dir / "model.safetensors"))
-    GTEST_SKIP() << "tests/models/tiny-qwen3 not generated";
+    GTEST_FAIL() << "tests/models/tiny-qwen3 is missing (committed fixture)";
   const auto d = tiny::dims_of(dir);
   SafetensorsModel m = SafetensorsModel::open_dir(dir.string());
   EXPECT_EQ(static_cast<int64_t>(m.names().size()), 11 * d.layers + 2);  // tied, q/k norms

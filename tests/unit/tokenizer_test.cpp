@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "io/gguf.h"
+#include "support/test_paths.h"
 #include "tokenizer/chat_template.h"
 
 namespace kvp {
@@ -666,6 +667,8 @@ class SmolLM2 : public ::testing::Test {
     gguf_ = nullptr;
   }
   void SetUp() override {
+    if (tok_ == nullptr && test::model_required())
+      GTEST_FAIL() << "default model missing under KVP_REQUIRE_MODEL=1: " << kModelPath;
     if (tok_ == nullptr)
       GTEST_SKIP() << "default model not fetched (" << kModelPath
                    << "); run the model fetch script to enable these tests";
