@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <numeric>
 #include <string>
 
 #include "core/error.h"
@@ -11,6 +12,17 @@
 namespace kvp {
 
 std::atomic<uint64_t> KVCache::allocations_{0};
+
+namespace {
+
+// Rows begin, begin + 1, ..., begin + n - 1: a contiguous run as copy_rows's index list.
+std::vector<int64_t> row_range(int64_t begin, int64_t n) {
+  std::vector<int64_t> rows(static_cast<size_t>(n));
+  std::iota(rows.begin(), rows.end(), begin);
+  return rows;
+}
+
+}  // namespace
 
 KVCache::KVCache(Backend& backend, int n_layers, int n_kv_heads, int head_dim, int64_t capacity,
                  DType dtype)
@@ -111,9 +123,10 @@ void KVCache::append(int layer_index, const Tensor& k, const Tensor& v, const in
     reallocate(layer, layer, cap, nullptr);
   }
   // Row t * S + s of k (as [T * S, D]) goes to row own + t of segment s.
-  std::vector<int64_t> from, to;
-  from.reserve(static_cast<size_t>(T * n_segments_));
-  to.reserve(static_cast<size_t>(T * n_segments_));
+  std::vector<int64_t>& from = append_from_;
+  std::vector<int64_t>& to = append_to_;
+  from.clear();
+  to.clear();
   for (int s = 0; s < n_segments_; ++s) {
     const int64_t own = layer.own_len(static_cast<size_t>(s));
     for (int64_t t = 0; t < T; ++t) {
@@ -168,12 +181,7 @@ Tensor KVCache::rows_f32(int layer, int segment, Part part, int64_t first, int64
   if (n == 0) return backend_->alloc(DType::F32, {0, head_dim_});
   if (dtype_ == DType::F32) return store.row_slice(begin, begin + n, {n, head_dim_});
   Tensor out = backend_->alloc(DType::F32, {n, head_dim_});
-  std::vector<int64_t> from(static_cast<size_t>(n)), to(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    from[static_cast<size_t>(i)] = begin + i;
-    to[static_cast<size_t>(i)] = i;
-  }
-  backend_->copy_rows(store, from.data(), out, to.data(), n);
+  backend_->copy_rows(store, row_range(begin, n).data(), out, row_range(0, n).data(), n);
   return out;
 }
 
@@ -186,11 +194,7 @@ void KVCache::write_rows(int layer, int segment, Part part, int64_t first, const
   Tensor& store = part == Part::K ? l.k : l.v;
   const int64_t begin = l.offset[static_cast<size_t>(segment)] + first;
   if (n == 0 || rows.same_data(store.row_slice(begin, begin + n, {n, head_dim_}))) return;
-  std::vector<int64_t> from(static_cast<size_t>(n)), to(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    from[static_cast<size_t>(i)] = i;
-    to[static_cast<size_t>(i)] = begin + i;
-  }
+  const std::vector<int64_t> from = row_range(0, n), to = row_range(begin, n);
   backend_->copy_rows(rows, from.data(), store, to.data(), n);
 }
 

@@ -72,15 +72,6 @@ Tensor Tensor::view(DType dtype, const std::array<int64_t, 4>& shape, int ndim, 
   return t;
 }
 
-Tensor Tensor::on_backend(Backend& backend, Device device, DType dtype,
-                          const std::array<int64_t, 4>& shape, int ndim, void* data,
-                          std::shared_ptr<const void> owner) {
-  Tensor t = view(dtype, shape, ndim, data, std::move(owner));
-  t.device_ = device;
-  t.backend_ = &backend;
-  return t;
-}
-
 Tensor Tensor::row_slice(int64_t begin, int64_t end, std::initializer_list<int64_t> shape) const {
   check(begin >= 0 && begin <= end && end <= rows(), "rows [" + std::to_string(begin) + ", " +
                                                          std::to_string(end) + ") of a tensor of " +

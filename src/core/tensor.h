@@ -34,10 +34,6 @@ class Tensor {
   // Wraps memory kept alive by `owner` (for example a mapped file).
   static Tensor view(DType dtype, const std::array<int64_t, 4>& shape, int ndim, const void* data,
                      std::shared_ptr<const void> owner);
-  // Memory a backend allocated, freed with `owner`: what Backend::alloc returns.
-  static Tensor on_backend(Backend& backend, Device device, DType dtype,
-                           const std::array<int64_t, 4>& shape, int ndim, void* data,
-                           std::shared_ptr<const void> owner);
 
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }
@@ -77,6 +73,14 @@ class Tensor {
     return static_cast<const uint8_t*>(data_) + static_cast<size_t>(r) * row_bytes();
   }
 
+  // The same storage, recorded as `backend`'s memory on `device`: Backend::alloc returns
+  // empty() (host memory) or a view() of device memory with its owner, adopted.
+  Tensor adopted_by(Backend& backend, Device device) const {
+    Tensor t = *this;
+    t.backend_ = &backend;
+    t.device_ = device;
+    return t;
+  }
   // Same storage, new shape with the same number of elements.
   Tensor reshaped(std::initializer_list<int64_t> shape) const;
   // Same storage: rows [begin, end) of the flattened leading dims, reshaped to `shape`

@@ -26,12 +26,13 @@ Scores output_value_norms(LayerView& view) {
   if (n == 0) return s;
   Tensor slice = Tensor::empty(DType::F32, {hidden, D});
   Tensor out = Tensor::empty(DType::F32, {n, hidden});
+  Tensor values;  // kv head h's rows, read once for its G query heads
   for (int64_t q = 0; q < Hq; ++q) {
     const int h = static_cast<int>(q / G);
+    if (q % G == 0) values = cache.rows_f32(view.layer, h, KVCache::Part::V, 0, n);
     for (int64_t o = 0; o < hidden; ++o)
       std::copy(wo.ptr<float>() + o * Hq * D + q * D, wo.ptr<float>() + o * Hq * D + (q + 1) * D,
                 slice.ptr<float>() + o * D);
-    const Tensor values = cache.rows_f32(view.layer, h, KVCache::Part::V, 0, n);
     be.matmul(values, slice, out);
     for (int64_t j = 0; j < n; ++j) {
       float l1 = 0;

@@ -11,10 +11,7 @@
 namespace kvp::cpu {
 
 Tensor alloc_host(Backend& backend, DType dtype, const std::array<int64_t, 4>& shape, int ndim) {
-  const Tensor host = Tensor::empty(dtype, shape, ndim);  // aligned, zeroed, counted once
-  return Tensor::on_backend(backend, Device::CPU, dtype, shape, ndim,
-                            const_cast<void*>(host.data()),
-                            std::shared_ptr<const void>(host.data(), [host](const void*) {}));
+  return Tensor::empty(dtype, shape, ndim).adopted_by(backend, Device::CPU);  // aligned, zeroed
 }
 
 void check_range(const Backend& backend, const Tensor& t, size_t offset, size_t bytes,
