@@ -21,13 +21,15 @@ class MyAdaPress : public HeadwisePress {
     constexpr float kMax = std::numeric_limits<float>::max();
     constexpr int32_t kSinks = 4;
     const KvSegments kv = view.cache->view(view.layer);
-    Scores s{kv.n_segments, kv.len[0],
-             std::vector<float>(static_cast<size_t>(kv.n_segments * kv.len[0]), kMax)};
-    for (int h = 2; h < s.n_heads; ++h) {
+    const int64_t n = kv.len[0];
+    // Scores from the rows' positions alone (host bookkeeping), made here and uploaded.
+    std::vector<float> v(static_cast<size_t>(kv.n_segments * n), kMax);
+    for (int h = 2; h < kv.n_segments; ++h) {
       const int32_t* pos = view.cache->positions(view.layer, h);  // token position of each row
-      for (int64_t j = 0; j < s.n_rows; ++j)
-        s.at(h, j) = pos[j] < kSinks ? kMax : static_cast<float>(pos[j]);
+      for (int64_t j = 0; j < n; ++j)
+        v[static_cast<size_t>(h * n + j)] = pos[j] < kSinks ? kMax : static_cast<float>(pos[j]);
     }
+    Scores s = upload_scores(*view.backend, kv.n_segments, n, v);
     return s;
   }
 };

@@ -3,7 +3,7 @@
 // small L2 norm tend to draw more attention (the knorm observation). For row j of a head,
 //   score_j = recency * position_j / (T - 1) - ||k_j|| / mean_i ||k_i||
 // Higher = keep. recency = 0 gives knorm's ranking; a large recency gives a recent window.
-#include <cmath>
+#include <algorithm>
 
 #include "presses/registry.h"
 
@@ -16,27 +16,26 @@ class RecentNormPress : public ScorerPress {
   std::string name() const override { return "recent_norm"; }
   nlohmann::json params() const override { return {{"recency", recency_}}; }
 
+  // Backend ops on the keys (a norm per row, their mean, a division); the recency term comes
+  // from the rows' positions, host bookkeeping, and is uploaded.
   Scores score(LayerView& view) override {
     const KVCache& cache = *view.cache;
+    Backend& be = *view.backend;
     const int64_t n = cache.length(view.layer, 0);
-    const int D = cache.head_dim();
-    Scores s{cache.n_segments(), n,
-             std::vector<float>(static_cast<size_t>(cache.n_segments() * n))};
+    Scores s = alloc_scores(be, cache.n_segments(), n);
     const double last = std::max<double>(1, static_cast<double>(view.n_tokens - 1));
+    Tensor mean = be.alloc(DType::F32, {1});
+    std::vector<float> recent(static_cast<size_t>(n));
     for (int h = 0; h < s.n_heads; ++h) {
-      const int32_t* pos = view.cache->positions(view.layer, h);  // rows may be in any order
-      const Tensor keys = cache.rows_f32(view.layer, h, KVCache::Part::K, 0, n);
-      std::vector<double> norm(static_cast<size_t>(s.n_rows));
-      double mean = 0;
-      for (int64_t j = 0; j < s.n_rows; ++j) {
-        const float* k = keys.ptr<float>() + j * D;
-        double sq = 0;
-        for (int d = 0; d < D; ++d) sq += static_cast<double>(k[d]) * k[d];
-        mean += (norm[static_cast<size_t>(j)] = std::sqrt(sq)) / static_cast<double>(s.n_rows);
-      }
-      for (int64_t j = 0; j < s.n_rows; ++j)
-        s.at(h, j) = static_cast<float>(recency_ * pos[j] / last -
-                                        norm[static_cast<size_t>(j)] / std::max(mean, 1e-12));
+      Tensor row = s.head(h);  // ||k_j|| / mean_i ||k_i||
+      be.row_norms(cache.rows(view.layer, h, KVCache::Part::K, 0, n), Norm::L2, row);
+      be.reduce(row, 1, Reduce::Mean, mean);
+      be.div(row, mean);
+      be.affine(row, -1.f, 0.f);
+      const int32_t* pos = cache.positions(view.layer, h);  // rows may be in any order
+      for (int64_t j = 0; j < n; ++j)
+        recent[static_cast<size_t>(j)] = static_cast<float>(recency_ * pos[j] / last);
+      be.add(row, upload_f32(be, recent).reshaped({1, n}));
     }
     return s;
   }

@@ -70,6 +70,9 @@ struct KvSegments {
   }
 };
 
+enum class Norm { L1, L2 };
+enum class Reduce { Sum, Mean, Max };
+
 // One attention call of a batch: queries q [T, Hq, D] over their own cache segments.
 struct AttentionJob {
   const Tensor* q = nullptr;
@@ -142,6 +145,46 @@ class Backend {
   virtual void attention_batch(const std::vector<AttentionJob>& jobs, float scale) {
     for (const AttentionJob& j : jobs) attention(*j.q, j.kv, scale, *j.out);
   }
+
+  // ---- Press ops: what presses score and select with (kvpress's torch programs). Scores
+  // are F32 tensors; "rows" inputs may be cache rows (F32, F16 or BF16, read as F32). Sums
+  // accumulate in double on the CPU (a device may use f32; the op tests state the bound).
+  // Every op has a reference in backend/cpu/reference.h.
+
+  // out[r] = ||x[r, :]||. x: [R, C] rows; out: R F32 values (any shape).
+  virtual void row_norms(const Tensor& x, Norm norm, Tensor& out) = 0;
+  // out[r] = (x[r] . a) / (max(||x[r]||, eps) * max(||a||, eps)) (torch's cosine_similarity).
+  // x: [R, C] rows; a: C F32 values; out: R F32 values.
+  virtual void cosine_similarity(const Tensor& x, const Tensor& a, float eps, Tensor& out) = 0;
+  // out[r, :] = x[r, :] / max(||x[r, :]||, eps) (F.normalize). x: [R, C] rows; out F32.
+  virtual void normalize_rows(const Tensor& x, float eps, Tensor& out) = 0;
+  // x viewed as [R, C] F32. axis 0: out[c] = op over r of x[r, c] (C values); axis 1:
+  // out[r] = op over c (R values). Max ignores NaN only if every entry is NaN (then NaN).
+  virtual void reduce(const Tensor& x, int axis, Reduce op, Tensor& out) = 0;
+  // x = x * scale + shift, elementwise, F32.
+  virtual void affine(Tensor& x, float scale, float shift) = 0;
+  // y *= x and y /= x elementwise, F32. x has y's size, or is one row of y (every row of y
+  // takes it), or one value.
+  virtual void mul(Tensor& y, const Tensor& x) = 0;
+  virtual void div(Tensor& y, const Tensor& x) = 0;
+  // Softmax of each row of x ([R, C] F32) in place, in f32, after subtracting its maximum.
+  virtual void softmax_rows(Tensor& x) = 0;
+  // out = x^T. x: [R, C] F32; out: [C, R] F32.
+  virtual void transpose(const Tensor& x, Tensor& out) = 0;
+  // For j < cols: out[r, j] = scale * (sum of x[r, i] for |i - j| <= kernel / 2, 0 <= i < cols)
+  // / kernel (avg_pool1d, stride 1, zero padding counted), summed in double. x, out: [R, C]
+  // F32 with C >= cols; out's columns from cols on are left alone. kernel: odd, >= 1.
+  virtual void avg_pool(const Tensor& x, int64_t cols, int64_t kernel, double scale,
+                        Tensor& out) = 0;
+  // Sets columns [begin, end) of every row of x ([R, C] F32) to plus + the maximum of every
+  // other entry of x (the rows a press always keeps, ranked above all others).
+  virtual void set_cols_to_max(Tensor& x, int64_t begin, int64_t end, float plus) = 0;
+  // x[r, idx[r, i]] = value for every i. x: [R, C] F32; idx: [R, k] I32, each index < C.
+  virtual void scatter_value(Tensor& x, const Tensor& idx, float value) = 0;
+  // idx[r, :] = the k largest entries' indices of row r of x ([R, C] F32), in descending
+  // order; ties go to the lower index, -0 ties with +0 and NaN ranks last. idx: [R, k] I32,
+  // k <= C.
+  virtual void top_k(const Tensor& x, int64_t k, Tensor& idx) = 0;
 
   // For presses: the causal attention probabilities of q [Tq, Hq, D] over the segments,
   // summed over the queries and over the Hq / n_segments query heads of each segment.

@@ -174,14 +174,19 @@ const KVCache::Layer& KVCache::segment_rows(int layer, int segment, int64_t firs
   return l;
 }
 
-Tensor KVCache::rows_f32(int layer, int segment, Part part, int64_t first, int64_t n) const {
+Tensor KVCache::rows(int layer, int segment, Part part, int64_t first, int64_t n) const {
   const Layer& l = segment_rows(layer, segment, first, n);
   const Tensor& store = part == Part::K ? l.k : l.v;
   const int64_t begin = l.offset[static_cast<size_t>(segment)] + first;
-  if (n == 0) return backend_->alloc(DType::F32, {0, head_dim_});
-  if (dtype_ == DType::F32) return store.row_slice(begin, begin + n, {n, head_dim_});
+  if (n == 0) return backend_->alloc(dtype_, {0, head_dim_});
+  return store.row_slice(begin, begin + n, {n, head_dim_});
+}
+
+Tensor KVCache::rows_f32(int layer, int segment, Part part, int64_t first, int64_t n) const {
+  const Tensor stored = rows(layer, segment, part, first, n);
+  if (dtype_ == DType::F32) return stored;
   Tensor out = backend_->alloc(DType::F32, {n, head_dim_});
-  backend_->copy_rows(store, row_range(begin, n).data(), out, row_range(0, n).data(), n);
+  if (n > 0) backend_->copy_rows(stored, row_range(0, n).data(), out, row_range(0, n).data(), n);
   return out;
 }
 

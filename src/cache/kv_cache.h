@@ -43,9 +43,12 @@ class KVCache {
   void append(int layer, const Tensor& k, const Tensor& v, const int32_t* positions);
   KvSegments view(int layer) const;
   enum class Part { K, V };
+  // Rows [first, first + n) of one segment's K or V as stored ([n, head_dim] of dtype()): a
+  // view in the backend's memory, for the press ops, which read any cache dtype.
+  Tensor rows(int layer, int segment, Part part, int64_t first, int64_t n) const;
   // Rows [first, first + n) of one segment's K or V as an F32 tensor [n, head_dim] of the
   // backend: a view of the cache's rows when it stores F32, else a converted copy
-  // (copy_rows), one segment's rows, made here in the open. Presses that read rows use it.
+  // (copy_rows), one segment's rows, made here in the open: for matmul, which takes F32.
   Tensor rows_f32(int layer, int segment, Part part, int64_t first, int64_t n) const;
   // Overwrites rows [first, first + rows.dim(0)) of a segment's K or V with F32 rows
   // [n, head_dim] (converted to the cache's type; a no-op when `rows` is rows_f32's view).

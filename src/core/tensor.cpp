@@ -92,6 +92,13 @@ int64_t Tensor::numel() const {
   return n;
 }
 
+int64_t Tensor::rows() const {
+  if (ndim_ == 0) return 0;
+  int64_t r = 1;
+  for (int i = 0; i + 1 < ndim_; ++i) r *= shape_[static_cast<size_t>(i)];
+  return r;
+}
+
 size_t Tensor::row_bytes() const {
   return kvp::row_bytes(dtype_, cols());
 }

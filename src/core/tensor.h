@@ -44,7 +44,8 @@ class Tensor {
   const std::array<int64_t, 4>& shape() const { return shape_; }
   int64_t numel() const;
   // Elements of the last dim form rows; quantised types are counted in bytes per row.
-  int64_t rows() const { return ndim_ == 0 ? 0 : numel() / shape_[static_cast<size_t>(ndim_ - 1)]; }
+  // The product of every dim but the last (also when the last is 0).
+  int64_t rows() const;
   int64_t cols() const { return ndim_ == 0 ? 0 : shape_[static_cast<size_t>(ndim_ - 1)]; }
   size_t row_bytes() const;
   size_t nbytes() const;

@@ -10,6 +10,25 @@ namespace kvp {
 
 namespace {
 
+// The scores summed over kv heads, then averaged over each chunk of `chunk` rows (the last
+// chunk may be shorter): [1, n_chunks].
+Tensor chunk_means(Backend& be, const Scores& s, int64_t chunk) {
+  const int64_t n = s.n_rows;
+  Tensor summed = be.alloc(DType::F32, {n, 1});
+  be.reduce(s.values, 0, Reduce::Sum, summed);
+  const int64_t n_full = n / chunk, rem = n % chunk;
+  Tensor means = be.alloc(DType::F32, {n_full + (rem > 0 ? 1 : 0), 1});
+  if (n_full > 0) {
+    Tensor head = means.row_slice(0, n_full, {n_full});
+    be.reduce(summed.row_slice(0, n_full * chunk, {n_full, chunk}), 1, Reduce::Mean, head);
+  }
+  if (rem > 0) {
+    Tensor tail = means.row_slice(n_full, n_full + 1, {1});
+    be.reduce(summed.row_slice(n_full * chunk, n, {1, rem}), 1, Reduce::Mean, tail);
+  }
+  return means.reshaped({1, means.numel()});
+}
+
 class ChunkKvPress : public Press {
  public:
   ChunkKvPress(double ratio, int64_t chunk_length, std::unique_ptr<ScorerPress> inner)
@@ -30,19 +49,10 @@ class ChunkKvPress : public Press {
       return inner_->plan(view);  // kvpress delegates to the inner press
     const Scores s = inner_->score(view);
     check(s.n_heads == H && s.n_rows == n, "chunkkv: the inner score has the wrong shape");
-    std::vector<float> summed(static_cast<size_t>(n), 0.f);
-    for (int64_t j = 0; j < n; ++j)
-      for (int h = 0; h < H; ++h) summed[static_cast<size_t>(j)] += s.at(h, j);
-    const int64_t n_full = n / chunk_, rem = n % chunk_, n_chunks = n_full + (rem > 0 ? 1 : 0);
-    std::vector<float> chunk_scores(static_cast<size_t>(n_chunks));
-    for (int64_t c = 0; c < n_chunks; ++c) {
-      const int64_t begin = c * chunk_, end = std::min(n, begin + chunk_);
-      float sum = 0;
-      for (int64_t j = begin; j < end; ++j) sum += summed[static_cast<size_t>(j)];
-      chunk_scores[static_cast<size_t>(c)] = sum / static_cast<float>(end - begin);
-    }
+    const Tensor chunk_scores = chunk_means(*view.backend, s, chunk_);
+    const int64_t n_chunks = chunk_scores.numel();
     const int64_t n_kept_chunks = n_kept_for(n_chunks, ratio_);
-    std::vector<int32_t> chosen = top_k(chunk_scores.data(), n_chunks, n_kept_chunks);
+    std::vector<int32_t> chosen = top_k_row(chunk_scores, n_kept_chunks);
     std::sort(chosen.begin(), chosen.end());
     std::vector<int32_t> rows;
     for (int32_t c : chosen)

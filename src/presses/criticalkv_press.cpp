@@ -3,7 +3,6 @@
 // score rescaled by how much each value moves the output: (s + epsilon) * mean over the
 // group's query heads q of ||v_j W_o^(q)||_1.
 #include <cfloat>
-#include <cmath>
 
 #include "core/error.h"
 #include "presses/press_util.h"
@@ -40,14 +39,13 @@ class CriticalKvPress : public ScorerPress {
     int64_t budget =
         static_cast<int64_t>((1.0 - ratio_) * static_cast<double>(n) * first_stage_ratio_);
     if (first_stage_ratio_ > 0 && ratio_ < 1) budget = std::max<int64_t>(budget, 1);
-    const std::vector<float> vnorm = output_value_norms(view).values;
-    for (int h = 0; h < H; ++h) {
-      const std::vector<int32_t> first = top_k(s.values.data() + h * n, n, budget);
-      for (int64_t j = 0; j < n; ++j)
-        s.at(h, j) =
-            (s.at(h, j) + static_cast<float>(epsilon_)) * vnorm[static_cast<size_t>(h * n + j)];
-      for (int32_t j : first) s.at(h, j) = FLT_MAX;
-    }
+    Backend& be = *view.backend;
+    const Scores vnorm = output_value_norms(view);
+    Tensor first = be.alloc(DType::I32, {H, budget});
+    if (budget > 0) be.top_k(s.values, budget, first);
+    be.affine(s.values, 1.f, static_cast<float>(epsilon_));
+    be.mul(s.values, vnorm.values);
+    be.scatter_value(s.values, first, FLT_MAX);
     return s;
   }
 

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numeric>
 
 #include "core/error.h"
 #include "presses/registry.h"
@@ -24,12 +23,6 @@ std::unique_ptr<ScorerPress> as_scorer(std::unique_ptr<Press> inner, const std::
                                "' is not a scorer press (one score per row and head)");
   inner.release();
   return std::unique_ptr<ScorerPress>(scorer);
-}
-
-// Rows of one head in descending score order (ties: lower position first).
-void sort_by_score(std::vector<int32_t>& rows, const float* s) {
-  std::sort(rows.begin(), rows.end(),
-            [&](int32_t a, int32_t b) { return s[a] > s[b] || (s[a] == s[b] && a < b); });
 }
 
 }  // namespace
@@ -61,42 +54,26 @@ int64_t HeadwisePress::layer_budget(int64_t n_rows, int n_heads) const {
 }
 
 KeepPlan headwise_allocate(Scores& scores, int64_t n_safe, int64_t budget) {
+  Backend& be = scores.backend();
   const int H = scores.n_heads;
   const int64_t n = scores.n_rows;
-  check(scores.values.size() == static_cast<size_t>(H * n),
-        "head-wise press: scores have the wrong shape");
-  for (float x : scores.values) check(!std::isnan(x), "head-wise press: a score is NaN");
+  check(scores.values.numel() == H * n, "head-wise press: scores have the wrong shape");
   n_safe = std::clamp<int64_t>(n_safe, 0, n);
   budget = std::clamp<int64_t>(budget, H * n_safe, H * n);
-
-  // Protect each head's top n_safe.
-  std::vector<uint8_t> prot(static_cast<size_t>(H * n), 0);
-  for (int h = 0; h < H; ++h) {
-    for (int32_t j : top_k(scores.values.data() + h * n, n, n_safe)) {
-      prot[static_cast<size_t>(h * n + j)] = 1;
-      scores.at(h, j) = kFloatMax;
-    }
-  }
-  // Top `budget` of the layer: protected first, then score, then position, then head.
-  std::vector<int64_t> idx(static_cast<size_t>(H * n));
-  for (int64_t j = 0, i = 0; j < n; ++j)
-    for (int h = 0; h < H; ++h) idx[static_cast<size_t>(i++)] = h * n + j;  // position-major
-  const float* s = scores.values.data();
-  auto better = [&](int64_t a, int64_t b) {
-    if (prot[static_cast<size_t>(a)] != prot[static_cast<size_t>(b)])
-      return prot[static_cast<size_t>(a)] > prot[static_cast<size_t>(b)];
-    if (s[a] != s[b]) return s[a] > s[b];
-    const int64_t ja = a % n, jb = b % n;
-    return ja != jb ? ja < jb : a < b;
-  };
-  std::nth_element(idx.begin(), idx.begin() + budget, idx.end(), better);
-
+  Tensor safe = be.alloc(DType::I32, {H, n_safe});
+  if (n_safe > 0) be.top_k(scores.values, n_safe, safe);
+  // The layer's ranking, position-major ([n, H]) so that equal scores go to lower positions,
+  // then lower heads (ties shared across heads, not all given to head 0). Protected rows
+  // rank first: +inf there, above any finite score (float max included).
+  be.scatter_value(scores.values, safe, INFINITY);
+  Tensor by_position = be.alloc(DType::F32, {n, H});
+  be.transpose(scores.values, by_position);
+  be.scatter_value(scores.values, safe, kFloatMax);  // what select() sees, as kvpress
+  Tensor best = be.alloc(DType::I32, {1, budget});
+  be.top_k(by_position.reshaped({1, n * H}), budget, best);
+  // Read back: the plan. Each head's rows come out in descending score order.
   KeepPlan keep(static_cast<size_t>(H));
-  for (int64_t i = 0; i < budget; ++i) {
-    const int64_t flat = idx[static_cast<size_t>(i)];
-    keep[static_cast<size_t>(flat / n)].push_back(static_cast<int32_t>(flat % n));
-  }
-  for (int h = 0; h < H; ++h) sort_by_score(keep[static_cast<size_t>(h)], s + h * n);
+  for (int32_t flat : download_i32(best)) keep[static_cast<size_t>(flat % H)].push_back(flat / H);
   return keep;
 }
 
@@ -114,10 +91,9 @@ KeepPlan HeadwisePress::plan_from_scores(LayerView& view, const Scores& scores) 
               ": a head-wise press needs every kv head at one length (it runs on the context "
               "prefill)");
   if (ratio_ == 0) return keep_everything(view);
-  check(scores.n_heads == H && scores.n_rows == n &&
-            scores.values.size() == static_cast<size_t>(H * n),
+  check(scores.n_heads == H && scores.n_rows == n && scores.values.numel() == H * n,
         name() + ": score has the wrong shape");
-  Scores s = scores;  // the allocation marks each head's protected rows in its own copy
+  Scores s = copy_scores(scores);  // the allocation marks the protected rows in its own copy
   const int64_t n_kept = n_kept_for(n, ratio_);
   KeepPlan keep = headwise_allocate(s, n_safe_for(n_kept, alpha_), layer_budget(n, H));
   return select(view, s, std::move(keep));
@@ -161,23 +137,28 @@ nlohmann::json CriticalAdaKVPress::params() const {
 }
 
 KeepPlan CriticalAdaKVPress::select(LayerView& view, const Scores& scores, KeepPlan allocation) {
+  Backend& be = *view.backend;
   const Scores vnorm = output_value_norms(view);
-  const int64_t n = scores.n_rows;
-  check(vnorm.n_heads == scores.n_heads && vnorm.n_rows == n,
+  check(vnorm.n_heads == scores.n_heads && vnorm.n_rows == scores.n_rows,
         "critical_adakv: value norms have the wrong shape");
-  const float eps = static_cast<float>(epsilon_);
-  std::vector<float> s2(static_cast<size_t>(n));
+  Scores s2 = copy_scores(scores);
+  // Stage 1: each head's top int(B_h * first_stage_ratio) by the protected scores. B_h is
+  // the head's budget from the allocation (host counts).
   for (int h = 0; h < scores.n_heads; ++h) {
-    const float* s = scores.values.data() + h * n;
-    const int64_t budget = static_cast<int64_t>(allocation[static_cast<size_t>(h)].size());
-    // Stage 1: the head's top int(B_h * first_stage_ratio) by the protected scores.
-    std::copy(s, s + n, s2.begin());
+    const auto budget = static_cast<int64_t>(allocation[static_cast<size_t>(h)].size());
     const auto b1 = static_cast<int64_t>(static_cast<double>(budget) * first_stage_ratio_);
-    for (int32_t j : top_k(s, n, b1)) s2[static_cast<size_t>(j)] = kFloatMax;
-    // Stage 2: (s' + eps) * vnorm in f32 (max * vnorm may overflow to inf, as in kvpress).
-    for (int64_t j = 0; j < n; ++j)
-      s2[static_cast<size_t>(j)] = (s2[static_cast<size_t>(j)] + eps) * vnorm.at(h, j);
-    allocation[static_cast<size_t>(h)] = top_k(s2.data(), n, budget);
+    if (b1 == 0) continue;
+    Tensor first = be.alloc(DType::I32, {1, b1});
+    be.top_k(scores.head(h), b1, first);
+    Tensor row = s2.head(h);
+    be.scatter_value(row, first, kFloatMax);
+  }
+  // Stage 2: (s' + eps) * vnorm in f32 (max * vnorm may overflow to inf, as in kvpress).
+  be.affine(s2.values, 1.f, static_cast<float>(epsilon_));
+  be.mul(s2.values, vnorm.values);
+  for (int h = 0; h < scores.n_heads; ++h) {
+    auto& rows = allocation[static_cast<size_t>(h)];
+    rows = top_k_row(s2.head(h), static_cast<int64_t>(rows.size()));
   }
   return allocation;
 }

@@ -63,7 +63,8 @@ class HeadwisePress : public Press {
 // n_safe (set to float max in `scores`), then keep the top `budget` (h, j) pairs. Among
 // equal scores protected rows win, then lower positions, then lower heads (so ties are
 // shared across heads instead of all going to head 0; torch.topk leaves the order
-// unspecified). Each head's rows come out in descending score order (ties: lower j).
+// unspecified); NaN ranks last. Each head's rows come out in descending score order (ties:
+// lower j). Backend ops throughout; the kept indices are read back.
 KeepPlan headwise_allocate(Scores& scores, int64_t n_safe, int64_t budget);
 
 // AdaKV over any ScorerPress: the inner press supplies the scores.

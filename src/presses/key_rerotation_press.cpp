@@ -38,11 +38,8 @@ class KeyRerotationPress : public Press {
     }
     const Scores s = inner_->score(view);
     check(s.n_heads == H && s.n_rows == n, "key_rerotation: the inner score has the wrong shape");
-    const int64_t k = n_kept_for(n, ratio_);
-    for (int h = 0; h < H; ++h) {
-      keep[static_cast<size_t>(h)] = top_k(s.values.data() + h * n, n, k);
-      std::sort(keep[static_cast<size_t>(h)].begin(), keep[static_cast<size_t>(h)].end());
-    }
+    keep = top_k_plan(s.values, n_kept_for(n, ratio_));
+    for (auto& rows : keep) std::sort(rows.begin(), rows.end());
     return keep;
   }
 

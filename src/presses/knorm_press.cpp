@@ -1,6 +1,4 @@
 // knorm: keys with a small L2 norm draw more attention, so keep the smallest norms.
-#include <cmath>
-
 #include "presses/registry.h"
 
 namespace kvp {
@@ -17,20 +15,16 @@ class KnormPress : public ScorerPress {
     return identity_from_params(*this);
   }
 
+  // -||k_j|| per head: one row_norms op per kv head over its stored rows.
   Scores score(LayerView& view) override {
     const KVCache& cache = *view.cache;
-    const int D = cache.head_dim();
-    Scores s{cache.n_segments(), cache.length(view.layer, 0), {}};
-    s.values.resize(static_cast<size_t>(s.n_heads * s.n_rows));
+    Backend& be = *view.backend;
+    Scores s = alloc_scores(be, cache.n_segments(), cache.length(view.layer, 0));
     for (int h = 0; h < s.n_heads; ++h) {
-      const Tensor keys = cache.rows_f32(view.layer, h, KVCache::Part::K, 0, s.n_rows);
-      for (int64_t j = 0; j < s.n_rows; ++j) {
-        const float* k = keys.ptr<float>() + j * D;
-        double sum = 0;
-        for (int d = 0; d < D; ++d) sum += static_cast<double>(k[d]) * k[d];
-        s.at(h, j) = -static_cast<float>(std::sqrt(sum));
-      }
+      Tensor norms = s.head(h);
+      be.row_norms(cache.rows(view.layer, h, KVCache::Part::K, 0, s.n_rows), Norm::L2, norms);
     }
+    be.affine(s.values, -1.f, 0.f);
     return s;
   }
 };

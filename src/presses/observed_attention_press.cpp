@@ -19,23 +19,21 @@ class ObservedAttentionPress : public ScorerPress {
   nlohmann::json params() const override { return nlohmann::json::object(); }
 
   Scores score(LayerView& view) override {
-    const int64_t n = snapkv_rows(view, "observed_attention");
+    const int64_t n = uniform_length(view, "observed_attention");
     const int64_t Tq = view.n_tokens;
     check(Tq >= 1 && Tq <= n,
           "observed_attention: the cache must hold every query's row (use it as the first stage)");
     const int H = view.cache->n_segments();
     // Every query of the prefill: query t sees rows [0, n - Tq + t].
-    const std::vector<float> sums = window_attention_sums(view, Tq);
+    Scores s{H, n, window_attention_sums(view, Tq)};
+    // Divided by the queries that see row j (n - j when the queries are the whole cache, as
+    // in kvpress) and the group's G heads: a host row of
+    // counts.
     const int64_t G = view.queries->dim(1) / H;
-    Scores s{H, n, std::vector<float>(static_cast<size_t>(H * n))};
-    for (int h = 0; h < H; ++h) {
-      for (int64_t j = 0; j < n; ++j) {
-        // Queries that see row j: n - j when the queries are the whole cache (kvpress).
-        const int64_t seen = std::min(Tq, n - j);
-        s.at(h, j) = static_cast<float>(static_cast<double>(sums[static_cast<size_t>(h * n + j)]) /
-                                        static_cast<double>(seen * G));
-      }
-    }
+    std::vector<float> seen(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j)
+      seen[static_cast<size_t>(j)] = static_cast<float>(std::min(Tq, n - j) * G);
+    view.backend->div(s.values, upload_f32(*view.backend, seen));
     return s;
   }
 };

@@ -48,37 +48,6 @@ int64_t n_kept_for(int64_t n_rows, double ratio) {
   return std::max<int64_t>(1, kept);
 }
 
-namespace {
-
-// A score as an unsigned key whose ascending order is the score's descending order. -0 ranks
-// with +0 (they compare equal), and NaN ranks after every number, -inf included.
-uint32_t descending_key(float x) {
-  if (std::isnan(x)) return 0xFFFFFFFFu;
-  if (x == 0.f) x = 0.f;
-  uint32_t u = 0;
-  std::memcpy(&u, &x, sizeof u);
-  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // ascending in x
-  return ~u;
-}
-
-}  // namespace
-
-std::vector<int32_t> top_k(const float* scores, int64_t n, int64_t k) {
-  k = std::clamp<int64_t>(k, 0, n);
-  // (score key, index) packed in one integer: one integer sort instead of a sort of indices
-  // through a comparator that reads both scores. The low half breaks ties to the lower index.
-  std::vector<uint64_t> keys(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i)
-    keys[static_cast<size_t>(i)] =
-        (static_cast<uint64_t>(descending_key(scores[i])) << 32) | static_cast<uint32_t>(i);
-  if (k < n) std::nth_element(keys.begin(), keys.begin() + k, keys.end());
-  std::sort(keys.begin(), keys.begin() + k);
-  std::vector<int32_t> idx(static_cast<size_t>(k));
-  for (int64_t i = 0; i < k; ++i)
-    idx[static_cast<size_t>(i)] = static_cast<int32_t>(keys[static_cast<size_t>(i)] & 0xFFFFFFFFu);
-  return idx;
-}
-
 void Press::compress(LayerView& view, int64_t reserve) {
   KeepPlan keep = plan(view);
   view.cache->compact(view.layer, keep, reserve);
@@ -129,12 +98,9 @@ KeepPlan ScorerPress::plan_from_scores(LayerView& view, const Scores& s) {
   if (ratio_ == 0) return keep_everything(view);
   const int H = view.cache->n_segments();
   const int64_t n = view.cache->length(view.layer, 0);
-  KeepPlan keep(static_cast<size_t>(H));
-  check(s.n_heads == H && s.n_rows == n && s.values.size() == static_cast<size_t>(H * n),
+  check(s.n_heads == H && s.n_rows == n && s.values.numel() == H * n,
         name() + ": score has the wrong shape");
-  const int64_t k = n_kept_for(n, ratio_);
-  for (int h = 0; h < H; ++h) keep[h] = top_k(s.values.data() + h * n, n, k);
-  return keep;
+  return top_k_plan(s.values, n_kept_for(n, ratio_));
 }
 
 void PressHook::after_attention(LayerView& view) {

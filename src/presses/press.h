@@ -11,17 +11,9 @@
 #include <vector>
 
 #include "model/model.h"
+#include "presses/scores.h"
 
 namespace kvp {
-
-// Per (batch 0) kv head: scores[h * n_rows + j] for the layer's cached rows j < n_rows.
-struct Scores {
-  int n_heads = 0;
-  int64_t n_rows = 0;
-  std::vector<float> values;
-  float& at(int h, int64_t j) { return values[static_cast<size_t>(h * n_rows + j)]; }
-  float at(int h, int64_t j) const { return values[static_cast<size_t>(h * n_rows + j)]; }
-};
 
 // KeepPlan (kv_cache.h): kept rows per kv head, in the order they will sit in the cache.
 
@@ -116,10 +108,6 @@ std::string identity_from_params(const Press& press);
 
 // Rows kept out of n_rows at `ratio` under the current BudgetRounding; at least 1.
 int64_t n_kept_for(int64_t n_rows, double ratio);
-// Indices of the k largest scores of one head, in descending order; ties go to the lower
-// index (a stable rule; torch.topk leaves tie order unspecified), -0 ties with +0 and NaN
-// ranks last.
-std::vector<int32_t> top_k(const float* scores, int64_t n, int64_t k);
 // Every cached row of every head, in place: what a ratio of 0 keeps (kvpress scores nothing).
 KeepPlan keep_everything(const LayerView& view);
 // Validates a compression ratio in [0, 1).

@@ -49,22 +49,17 @@ class PyramidKvPress : public ScorerPress {
   }
 
   Scores score(LayerView& view) override {
-    const int64_t n = snapkv_rows(view, "pyramidkv");
+    const int64_t n = uniform_length(view, "pyramidkv");
     return snapkv_scores(view, snapkv_window(n, view.n_tokens, window_, ratio_), kernel_);
   }
 
   KeepPlan plan(LayerView& view) override {
     if (ratio_ == 0) return ScorerPress::plan(view);  // untouched, nothing scored
-    const int H = view.cache->n_segments();
-    const int64_t n = snapkv_rows(view, "pyramidkv");
+    const int64_t n = uniform_length(view, "pyramidkv");
     const int64_t w = snapkv_window(n, view.n_tokens, window_, ratio_);
     const int64_t budget =
         std::min(n, pyramid_budget(n, ratio_, w, beta_, view.layer, view.config->n_layers));
-    const Scores s = score(view);
-    KeepPlan keep(static_cast<size_t>(H));
-    for (int h = 0; h < H; ++h)
-      keep[static_cast<size_t>(h)] = top_k(s.values.data() + h * n, n, budget);
-    return keep;
+    return top_k_plan(score(view).values, budget);
   }
 
  private:

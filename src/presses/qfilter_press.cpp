@@ -48,7 +48,7 @@ class QFilterPress : public ScorerPress {
   }
 
   Scores score(LayerView& view) override {
-    const int64_t n = snapkv_rows(view, "qfilter");
+    const int64_t n = uniform_length(view, "qfilter");
     const KVCache& cache = *view.cache;
     const int64_t L = view.config->n_layers, H = cache.n_segments(), D = cache.head_dim();
     check(static_cast<int64_t>(filters_.size()) == L * H * D,
@@ -56,23 +56,34 @@ class QFilterPress : public ScorerPress {
               " float32 values; this model needs n_layers x n_kv_heads x head_dim = " +
               std::to_string(L) + " x " + std::to_string(H) + " x " + std::to_string(D) + " = " +
               std::to_string(L * H * D));
-    Scores s{static_cast<int>(H), n, std::vector<float>(static_cast<size_t>(H * n))};
+    Backend& be = *view.backend;
+    const Tensor& filters = filters_on(be, D);
+    Scores s = alloc_scores(be, static_cast<int>(H), n);
     for (int64_t h = 0; h < H; ++h) {
-      const float* f = filters_.data() + (view.layer * H + h) * D;
+      // -(f . k_j): the keys times the head's filter, one [n, 1] matmul.
       const Tensor keys = cache.rows_f32(view.layer, static_cast<int>(h), KVCache::Part::K, 0, n);
-      const float* K = keys.ptr<float>();
-      for (int64_t j = 0; j < n; ++j) {
-        double dot = 0;
-        for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(f[d]) * K[j * D + d];
-        s.at(static_cast<int>(h), j) = static_cast<float>(-dot);
-      }
+      const int64_t f = view.layer * H + h;
+      Tensor out = s.head(static_cast<int>(h)).reshaped({n, 1});
+      be.matmul(keys, filters.row_slice(f, f + 1, {1, D}), out);
     }
+    be.affine(s.values, -1.f, 0.f);
     return s;
   }
 
  private:
+  // The filters in `backend`'s memory ([n_layers * n_kv_heads, head_dim]), uploaded once.
+  const Tensor& filters_on(Backend& backend, int64_t head_dim) {
+    if (filters_dev_.backend() != &backend) {
+      const auto n = static_cast<int64_t>(filters_.size());
+      filters_dev_ = backend.alloc(DType::F32, {n / head_dim, head_dim});
+      backend.upload(filters_.data(), filters_dev_, 0, filters_dev_.nbytes());
+    }
+    return filters_dev_;
+  }
+
   std::string path_;
   std::vector<float> filters_;
+  Tensor filters_dev_;
 };
 
 const PressRegistration registration(

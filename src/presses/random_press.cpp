@@ -16,11 +16,12 @@ class RandomPress : public ScorerPress {
 
   Scores score(LayerView& view) override {
     const KvSegments kv = view.cache->view(view.layer);
-    Scores s{kv.n_segments, kv.len[0], {}};
+    // Scores from a seed alone, drawn on the host.
     std::mt19937_64 rng(static_cast<uint64_t>(seed_));
     std::uniform_real_distribution<float> uniform(0.f, 1.f);
-    s.values.resize(static_cast<size_t>(s.n_heads * s.n_rows));
-    for (float& v : s.values) v = uniform(rng);
+    std::vector<float> v(static_cast<size_t>(kv.n_segments * kv.len[0]));
+    for (float& x : v) x = uniform(rng);
+    Scores s = upload_scores(*view.backend, kv.n_segments, kv.len[0], v);
     return s;
   }
 

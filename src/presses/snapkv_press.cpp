@@ -24,16 +24,7 @@ int64_t snapkv_window(int64_t n_rows, int64_t n_queries, int64_t window_size, do
   return std::max<int64_t>(1, std::min(w, n_queries));
 }
 
-int64_t snapkv_rows(const LayerView& view, const char* press) {
-  const int H = view.cache->n_segments();
-  const int64_t n = view.cache->length(view.layer, 0);
-  for (int h = 1; h < H; ++h)
-    check(view.cache->length(view.layer, h) == n,
-          std::string(press) + ": every kv head of a layer must hold the same rows");
-  return n;
-}
-
-std::vector<float> window_attention_sums(LayerView& view, int64_t window) {
+Tensor window_attention_sums(LayerView& view, int64_t window) {
   const KvSegments kv = view.cache->view(view.layer);
   const int64_t n = kv.len[0];
   const Tensor& q = *view.queries;
@@ -44,36 +35,20 @@ std::vector<float> window_attention_sums(LayerView& view, int64_t window) {
   const Tensor wq = q.row_slice((Tq - window) * Hq, Tq * Hq, {window, Hq, D});
   Tensor sums = view.backend->alloc(DType::F32, {kv.n_segments, n});
   view.backend->attention_column_sums(wq, kv, 1.0f / std::sqrt(static_cast<float>(D)), sums);
-  return std::vector<float>(sums.ptr<float>(), sums.ptr<float>() + sums.numel());
+  return sums;
 }
 
 Scores snapkv_scores(LayerView& view, int64_t window, int64_t kernel_size) {
   const int H = view.cache->n_segments();
   const int64_t n = view.cache->length(view.layer, 0);
-  Scores s{H, n, std::vector<float>(static_cast<size_t>(H * n), 1.f)};
+  Backend& be = *view.backend;
   const int64_t m = n - window;  // rows that compete; the window is kept
-  if (m <= 0) return s;
-  const std::vector<float> sums = window_attention_sums(view, window);
+  if (m <= 0) return full_scores(be, H, n, 1.f);
+  Scores s{H, n, window_attention_sums(view, window)};
   const int64_t G = view.queries->dim(1) / H;
-  const double inv = 1.0 / static_cast<double>(window * G);
-  const int64_t pad = kernel_size / 2;
-  std::vector<double> a(static_cast<size_t>(m));
-  float best = -INFINITY;
-  for (int h = 0; h < H; ++h) {
-    for (int64_t j = 0; j < m; ++j)
-      a[static_cast<size_t>(j)] = sums[static_cast<size_t>(h * n + j)] * inv;
-    // avg_pool1d(kernel, stride 1, padding kernel / 2), count_include_pad: always / kernel.
-    for (int64_t j = 0; j < m; ++j) {
-      double acc = 0;
-      for (int64_t i = std::max<int64_t>(0, j - pad); i <= std::min(m - 1, j + pad); ++i)
-        acc += a[static_cast<size_t>(i)];
-      const float v = static_cast<float>(acc / static_cast<double>(kernel_size));
-      s.at(h, j) = v;
-      best = std::max(best, v);
-    }
-  }
-  for (int h = 0; h < H; ++h)
-    for (int64_t j = m; j < n; ++j) s.at(h, j) = best + 1.f;
+  // Mean over the window's queries and the group's heads, pooled along the sequence.
+  be.avg_pool(s.values, m, kernel_size, 1.0 / static_cast<double>(window * G), s.values);
+  be.set_cols_to_max(s.values, m, n, 1.f);
   return s;
 }
 
@@ -99,7 +74,7 @@ class SnapKvPress : public ScorerPress {
   }
 
   Scores score(LayerView& view) override {
-    const int64_t n = snapkv_rows(view, "snapkv");
+    const int64_t n = uniform_length(view, "snapkv");
     return snapkv_scores(view, snapkv_window(n, view.n_tokens, window_, ratio_), kernel_);
   }
 

@@ -2,9 +2,9 @@
 // SnapKV's scoring, shared by snapkv, pyramidkv and tova (docs/kvpress-semantics.md 3.4,
 // 3.6, 3.9).
 #include <cstdint>
-#include <vector>
 
 #include "presses/press.h"
+#include "presses/press_util.h"
 
 namespace kvp {
 
@@ -20,13 +20,11 @@ constexpr int64_t kMaxSnapKvKernel = 4095;
 // tokens) still compress and keep their most recent tokens. Also capped at n_queries.
 int64_t snapkv_window(int64_t n_rows, int64_t n_queries, int64_t window_size, double ratio);
 
-// The layer's common row count; throws Error naming `press` when kv heads differ.
-int64_t snapkv_rows(const LayerView& view, const char* press);
-
 // Attention probabilities of the view's last `window` queries (post-RoPE, view.queries) over
 // each kv head's rows, causal inside the window, softmax over all visible rows in f32,
-// summed over the window's queries and the G query heads of each kv head: [H * n_rows].
-std::vector<float> window_attention_sums(LayerView& view, int64_t window);
+// summed over the window's queries and the G query heads of each kv head: [H, n_rows] F32
+// on the view's backend (Backend::attention_column_sums).
+Tensor window_attention_sums(LayerView& view, int64_t window);
 
 // SnapKV scores with the given window: mean attention of the window's queries, average-pooled
 // (kernel_size, zero padding counted), averaged over the G query heads; the window's own rows

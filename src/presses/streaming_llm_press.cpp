@@ -1,4 +1,6 @@
 // streaming_llm: keep the first n_sink rows (attention sinks) and the most recent ones.
+#include <algorithm>
+
 #include "core/error.h"
 #include "presses/registry.h"
 
@@ -27,10 +29,12 @@ class StreamingLlmPress : public ScorerPress {
     check(n > n_sink_,
           "streaming_llm: the context (" + std::to_string(n) + " rows) must be longer than n_sink");
     const int64_t n_pruned = n - n_kept_for(n, ratio_);
-    Scores s{kv.n_segments, n, std::vector<float>(static_cast<size_t>(kv.n_segments * n), 1.f)};
-    for (int h = 0; h < s.n_heads; ++h) {
-      for (int64_t j = n_sink_; j < std::min(n, n_sink_ + n_pruned); ++j) s.at(h, j) = 0.f;
-    }
+    // Scores from positions alone, made on the host: 0 for the pruned rows after the sinks.
+    std::vector<float> v(static_cast<size_t>(kv.n_segments * n), 1.f);
+    for (int h = 0; h < kv.n_segments; ++h)
+      for (int64_t j = n_sink_; j < std::min(n, n_sink_ + n_pruned); ++j)
+        v[static_cast<size_t>(h * n + j)] = 0.f;
+    Scores s = upload_scores(*view.backend, kv.n_segments, n, v);
     return s;
   }
 

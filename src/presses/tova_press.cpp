@@ -1,9 +1,6 @@
 // tova: the last token's attention over the earlier tokens, averaged over all query heads;
 // every kv head gets the same scores, and the last token is always kept
 // (docs/kvpress-semantics.md 3.6).
-#include <algorithm>
-#include <cmath>
-
 #include "presses/registry.h"
 #include "presses/snapkv_press.h"
 
@@ -22,22 +19,19 @@ class TovaPress : public ScorerPress {
   }
 
   Scores score(LayerView& view) override {
-    const int64_t n = snapkv_rows(view, "tova");
+    const int64_t n = uniform_length(view, "tova");
     const int H = view.cache->n_segments();
-    Scores s{H, n, std::vector<float>(static_cast<size_t>(H * n), 1.f)};
-    if (n <= 1) return s;
-    // The last query (window of 1) against every row; its own row is dropped afterwards.
-    const std::vector<float> sums = window_attention_sums(view, 1);
-    const double inv = 1.0 / static_cast<double>(view.queries->dim(1));
-    float best = -INFINITY;
-    for (int64_t j = 0; j < n - 1; ++j) {
-      double acc = 0;
-      for (int h = 0; h < H; ++h) acc += sums[static_cast<size_t>(h * n + j)];
-      const float v = static_cast<float>(acc * inv);
-      for (int h = 0; h < H; ++h) s.at(h, j) = v;
-      best = std::max(best, v);
-    }
-    for (int h = 0; h < H; ++h) s.at(h, n - 1) = best + 1.f;
+    Backend& be = *view.backend;
+    if (n <= 1) return full_scores(be, H, n, 1.f);
+    // The last query (window of 1) against every row, averaged over all query heads; its own
+    // row is then ranked above the rest.
+    const Tensor sums = window_attention_sums(view, 1);
+    Tensor mean = be.alloc(DType::F32, {1, n});
+    be.reduce(sums, 0, Reduce::Sum, mean);
+    be.affine(mean, 1.f / static_cast<float>(view.queries->dim(1)), 0.f);
+    be.set_cols_to_max(mean, n - 1, n, 1.f);
+    Scores s = alloc_scores(be, H, n);  // every kv head gets the same scores
+    for (int h = 0; h < H; ++h) be.copy(mean, 0, s.values, h * mean.nbytes(), mean.nbytes());
     return s;
   }
 };

@@ -42,6 +42,7 @@ struct SyntheticLayer {
     view.n_tokens = T;
     view.positions = pos.data();  // not read by the presses below
     view.cache = &cache;
+    view.backend = &test::cpu_backend();
   }
   std::vector<int64_t> lengths() { return cache.lengths()[0]; }
 };
@@ -176,14 +177,17 @@ TEST(HeadwisePress, AllocationTiesAndProtection) {
   // Protected rows win over equal (float max) scores of other heads; remaining ties are
   // shared across heads by position, not all given to head 0.
   constexpr float kMax = std::numeric_limits<float>::max();
-  Scores s{3, 6, std::vector<float>(18, kMax)};
-  for (int j = 0; j < 6; ++j) s.at(2, j) = static_cast<float>(j);  // head 2: increasing
+  std::vector<float> v(18, kMax);
+  for (int j = 0; j < 6; ++j) v[static_cast<size_t>(12 + j)] = static_cast<float>(j);  // head 2
+  Scores s = upload_scores(test::cpu_backend(), 3, 6, v);
   const KeepPlan keep = headwise_allocate(s, /*n_safe=*/1, /*budget=*/9);
   // Protected: row 0 of heads 0 and 1 (ties -> lower position), row 5 of head 2. The other
   // 6 slots go to heads 0, 1 at positions 1, 2, 3.
   EXPECT_EQ(keep[0], (std::vector<int32_t>{0, 1, 2, 3}));
   EXPECT_EQ(keep[1], (std::vector<int32_t>{0, 1, 2, 3}));
   EXPECT_EQ(keep[2], (std::vector<int32_t>{5}));
+  // The protected rows now hold float max, as kvpress's select() sees them.
+  EXPECT_EQ(download_f32(s.values)[12 + 5], kMax);
 }
 
 TEST(HeadwisePress, RatioZeroIsANoOp) {

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "backend/backend.h"
+#include "backend/cpu/reference.h"
 #include "core/thread_pool.h"
 
 namespace kvp::cpu {
@@ -28,6 +29,15 @@ void add_bias(ThreadPool& pool, Tensor& y, const Tensor& bias);
 void embed(ThreadPool& pool, const Tensor& table, const int32_t* ids, int64_t n, Tensor& out);
 void attention_column_sums(ThreadPool& pool, const Tensor& q, const KvSegments& kv, float scale,
                            Tensor& out);  // press_ops_cpu.cpp
+// The press ops whose cost grows with the cache (score_ops_cpu.cpp); the others are the
+// reference's loops.
+void row_norms(ThreadPool& pool, const Tensor& x, Norm norm, Tensor& out);
+void cosine_similarity(ThreadPool& pool, const Tensor& x, const Tensor& a, float eps, Tensor& out);
+void normalize_rows(ThreadPool& pool, const Tensor& x, float eps, Tensor& out);
+void softmax_rows(ThreadPool& pool, Tensor& x);
+void avg_pool(ThreadPool& pool, const Tensor& x, int64_t cols, int64_t kernel, double scale,
+              Tensor& out);
+void top_k(ThreadPool& pool, const Tensor& x, int64_t k, Tensor& idx);
 // Host memory for `backend` (memory_cpu.cpp): 64-byte aligned, zeroed.
 Tensor alloc_host(Backend& backend, DType dtype, const std::array<int64_t, 4>& shape, int ndim);
 // Checks that [offset, offset + bytes) lies inside t and that t is this backend's or host
@@ -85,6 +95,34 @@ class CpuBackend final : public Backend {
                              Tensor& out) override {
     cpu::attention_column_sums(pool_, q, kv, scale, out);
   }
+
+  void row_norms(const Tensor& x, Norm norm, Tensor& out) override {
+    cpu::row_norms(pool_, x, norm, out);
+  }
+  void cosine_similarity(const Tensor& x, const Tensor& a, float eps, Tensor& out) override {
+    cpu::cosine_similarity(pool_, x, a, eps, out);
+  }
+  void normalize_rows(const Tensor& x, float eps, Tensor& out) override {
+    cpu::normalize_rows(pool_, x, eps, out);
+  }
+  void reduce(const Tensor& x, int axis, Reduce op, Tensor& out) override {
+    ref::reduce(x, axis, op, out);
+  }
+  void affine(Tensor& x, float scale, float shift) override { ref::affine(x, scale, shift); }
+  void mul(Tensor& y, const Tensor& x) override { ref::mul(y, x); }
+  void div(Tensor& y, const Tensor& x) override { ref::div(y, x); }
+  void softmax_rows(Tensor& x) override { cpu::softmax_rows(pool_, x); }
+  void transpose(const Tensor& x, Tensor& out) override { ref::transpose(x, out); }
+  void avg_pool(const Tensor& x, int64_t cols, int64_t kernel, double scale, Tensor& out) override {
+    cpu::avg_pool(pool_, x, cols, kernel, scale, out);
+  }
+  void set_cols_to_max(Tensor& x, int64_t begin, int64_t end, float plus) override {
+    ref::set_cols_to_max(x, begin, end, plus);
+  }
+  void scatter_value(Tensor& x, const Tensor& idx, float value) override {
+    ref::scatter_value(x, idx, value);
+  }
+  void top_k(const Tensor& x, int64_t k, Tensor& idx) override { cpu::top_k(pool_, x, k, idx); }
 
  private:
   ThreadPool pool_;

@@ -25,4 +25,19 @@ void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out);
 // Backend::attention_column_sums (double accumulation).
 void attention_column_sums(const Tensor& q, const KvSegments& kv, float scale, Tensor& out);
 
+// The press ops (reference_press.cpp), as Backend documents them.
+void row_norms(const Tensor& x, Norm norm, Tensor& out);
+void cosine_similarity(const Tensor& x, const Tensor& a, float eps, Tensor& out);
+void normalize_rows(const Tensor& x, float eps, Tensor& out);
+void reduce(const Tensor& x, int axis, Reduce op, Tensor& out);
+void affine(Tensor& x, float scale, float shift);
+void mul(Tensor& y, const Tensor& x);
+void div(Tensor& y, const Tensor& x);
+void softmax_rows(Tensor& x);
+void transpose(const Tensor& x, Tensor& out);
+void avg_pool(const Tensor& x, int64_t cols, int64_t kernel, double scale, Tensor& out);
+void set_cols_to_max(Tensor& x, int64_t begin, int64_t end, float plus);
+void scatter_value(Tensor& x, const Tensor& idx, float value);
+void top_k(const Tensor& x, int64_t k, Tensor& idx);
+
 }  // namespace kvp::ref

@@ -1,0 +1,75 @@
+#pragma once
+// One op suite for every backend (in the spirit of llama.cpp's test-backend-ops): a test
+// parameterised by BackendCase runs on each backend the build has (backend_names()), the CPU
+// with 1 and 2 threads. Inputs are made on the host and uploaded; outputs are downloaded and
+// compared with the scalar references in kvp::ref, which run on host tensors. A new backend
+// that registers in the factory is tested with no new test code.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <ostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/factory.h"
+
+namespace kvp::test {
+
+struct BackendCase {
+  std::string device;
+  int threads = 1;
+};
+
+inline void PrintTo(const BackendCase& c, std::ostream* os) {
+  *os << c.device << " with " << c.threads << " threads";
+}
+
+inline std::vector<BackendCase> all_backend_cases() {
+  std::vector<BackendCase> cases;
+  for (const std::string& name : backend_names()) {
+    if (name == "cpu") {
+      cases.push_back({name, 1});
+      cases.push_back({name, 2});
+    } else {
+      cases.push_back({name, 1});
+    }
+  }
+  return cases;
+}
+
+inline std::string backend_case_name(const ::testing::TestParamInfo<BackendCase>& info) {
+  return info.param.device + std::to_string(info.param.threads) + "threads";
+}
+
+class BackendOps : public ::testing::TestWithParam<BackendCase> {
+ protected:
+  void SetUp() override { be_ = make_backend(GetParam().device, GetParam().threads); }
+
+  // A copy of a host tensor in the backend's memory.
+  Tensor dev(const Tensor& host) {
+    Tensor t = be_->alloc(host.dtype(), host.shape(), host.ndim());
+    if (host.nbytes() > 0) be_->upload(host.data(), t, 0, host.nbytes());
+    return t;
+  }
+  // A zeroed tensor in the backend's memory.
+  Tensor dev_zeros(DType dtype, std::initializer_list<int64_t> shape) {
+    return be_->alloc(dtype, shape);
+  }
+  // A host copy of a backend tensor.
+  Tensor host(const Tensor& t) {
+    Tensor h = Tensor::empty(t.dtype(), t.shape(), t.ndim());
+    if (t.nbytes() > 0) be_->download(t, 0, h.data(), t.nbytes());
+    return h;
+  }
+
+  std::unique_ptr<Backend> be_;
+  std::mt19937 rng_{1234};
+};
+
+}  // namespace kvp::test
+
+#define KVP_INSTANTIATE_BACKEND_OPS(suite)                                                         \
+  INSTANTIATE_TEST_SUITE_P(Backends, suite, ::testing::ValuesIn(::kvp::test::all_backend_cases()), \
+                           ::kvp::test::backend_case_name)
