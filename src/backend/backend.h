@@ -9,7 +9,6 @@
 // download() and synchronize() are the points where the host waits. backend/factory.h
 // makes one by name (--device).
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <vector>
 
@@ -86,7 +85,6 @@ class Backend {
   virtual Device device() const = 0;
   // "cpu", "cuda": what --device names.
   virtual const char* name() const = 0;
-  virtual int threads() const = 0;
 
   // Memory. A zeroed tensor in this backend's memory (Tensor::backend() is this backend),
   // freed when its last handle goes.
@@ -132,13 +130,6 @@ class Backend {
   // rows per segment are the new tokens: query t sees rows [0, len - T + t]. q: [T, Hq, D];
   // out: [T, Hq, D]. Query head h reads kv segment h / (Hq / n_segments) (GQA, no repeat).
   virtual void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) = 0;
-
-  // fn(begin, end) over disjoint ranges covering [0, n), on the backend's host threads when
-  // it has several (the CPU backend's pool): host-side work between ops, such as the eval
-  // grid's per-cell plans. Ops that fn calls then run on the calling thread alone.
-  virtual void host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
-    if (n > 0) fn(0, n);
-  }
 
   // attention() for each job, possibly in one launch (a batched decode step has one small
   // job per cache). The default runs them one by one.

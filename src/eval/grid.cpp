@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -33,10 +32,9 @@ class GridHook : public LayerHook {
     // Cells whose presses share a score identity plan from one score() per layer on the
     // full cache (its cost is charged to the first such cell) and borrow their kept rows
     // from it in place; the others get the layer's rows in their own cache and compress it
-    // themselves. Scores come first, in cell order (score() runs ops on every thread); the
-    // plans then run side by side, each cell writing only its own cache.
-    std::map<std::string, Scores> scores;
-    std::vector<const Scores*> shared(cells_.size(), nullptr);
+    // themselves.
+    std::map<std::string, Group> groups;
+    std::vector<Group*> shared(cells_.size(), nullptr);
     for (size_t i = 0; i < cells_.size(); ++i) {
       Cell& c = cells_[i];
       const auto t0 = std::chrono::steady_clock::now();
@@ -44,22 +42,20 @@ class GridHook : public LayerHook {
       const std::string identity =
           c.press->compression_ratio() == 0 ? std::string() : c.press->score_identity(view);
       if (identity.empty()) continue;
-      auto it = scores.find(identity);
-      if (it == scores.end()) it = scores.emplace(identity, c.press->score(view)).first;
+      auto it = groups.find(identity);
+      if (it == groups.end()) it = groups.emplace(identity, Group{c.press->score(view)}).first;
       shared[i] = &it->second;
+      const int64_t k = c.press->ranked_prefix(view);
+      it->second.longest = std::max(it->second.longest, k);
       c.compress_s += seconds_since(t0);
     }
-    view.backend->host_parallel_for(
-        static_cast<int64_t>(cells_.size()), [&](int64_t i0, int64_t i1) {
-          for (int64_t i = i0; i < i1; ++i) {
-            if (!shared[static_cast<size_t>(i)]) continue;
-            Cell& c = cells_[static_cast<size_t>(i)];
-            const auto t0 = std::chrono::steady_clock::now();
-            const KeepPlan keep = c.press->plan_from_scores(view, *shared[static_cast<size_t>(i)]);
-            c.cache->borrow_kept(view.layer, *view.cache, keep, reserve_);
-            c.compress_s += seconds_since(t0);
-          }
-        });
+    for (size_t i = 0; i < cells_.size(); ++i) {
+      if (!shared[i]) continue;
+      Cell& c = cells_[i];
+      const auto t0 = std::chrono::steady_clock::now();
+      c.cache->borrow_kept(view.layer, *view.cache, plan(*shared[i], c, view), reserve_);
+      c.compress_s += seconds_since(t0);
+    }
     bool gathered = false;
     for (size_t i = 0; i < cells_.size(); ++i) {
       if (shared[i]) continue;
@@ -76,6 +72,24 @@ class GridHook : public LayerHook {
   }
 
  private:
+  // One score identity's scores and, when its cells rank by them (Press::ranked_prefix), the
+  // top `longest` rows of each head: one top-k for all of them, each cell taking a prefix.
+  struct Group {
+    Scores scores;
+    int64_t longest = -1;
+    KeepPlan ranked = {};
+  };
+
+  KeepPlan plan(Group& g, Cell& c, LayerView& view) {
+    const int64_t k = c.press->ranked_prefix(view);
+    if (k < 0) return c.press->plan_from_scores(view, g.scores);
+    if (g.ranked.empty()) g.ranked = top_k_plan(g.scores.values, g.longest);
+    KeepPlan keep(g.ranked.size());
+    for (size_t h = 0; h < keep.size(); ++h)
+      keep[h].assign(g.ranked[h].begin(), g.ranked[h].begin() + k);
+    return keep;
+  }
+
   // Every row of the shared (full) cache's layer: the plan that copies it whole.
   void all_rows(const LayerView& view) {
     const int64_t T = view.n_tokens;

@@ -61,6 +61,16 @@ Scores Press::score(LayerView&) {
   throw Error(name() + ": this press does not expose its scores");
 }
 
+int64_t Press::ranked_prefix(const LayerView&) const {
+  return -1;
+}
+
+int64_t ScorerPress::ranked_prefix(const LayerView& view) const {
+  if (ratio_ == 0) return -1;
+  return std::min(view.cache->length(view.layer, 0),
+                  n_kept_for(view.cache->length(view.layer, 0), ratio_));
+}
+
 KeepPlan Press::plan_from_scores(LayerView&, const Scores&) {
   throw Error(name() + ": this press does not plan from given scores");
 }

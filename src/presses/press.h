@@ -51,10 +51,14 @@ class Press {
   // Higher = keep, one per cached row of each kv head ([H_kv, rows]); presses with a
   // score_identity implement it (ScorerPress and HeadwisePress declare it pure).
   virtual Scores score(LayerView& view);
-  // plan(view) == plan_from_scores(view, score(view)). The grid runs the plans of its
-  // cells (distinct press objects) side by side on one layer: a plan reads the view and the
-  // scores and must not change them or anything presses share.
+  // plan(view) == plan_from_scores(view, score(view)). A plan reads the view and the scores
+  // and must not change them or anything presses share (the grid's cells plan from one
+  // Scores).
   virtual KeepPlan plan_from_scores(LayerView& view, const Scores& scores);
+  // n when plan_from_scores is "the top n rows of each head, in descending score order" (so
+  // the eval grid ranks once for all the cells that share scores, each taking a prefix);
+  // -1 (the default) for any other plan.
+  virtual int64_t ranked_prefix(const LayerView& view) const;
 };
 
 class ScorerPress : public Press {
@@ -67,6 +71,8 @@ class ScorerPress : public Press {
   // Top n_kept rows per head by score, in descending score order (kvpress's top-k order).
   KeepPlan plan(LayerView& view) override;
   KeepPlan plan_from_scores(LayerView& view, const Scores& scores) override;
+  // n_kept of the layer, or -1 at ratio 0 (every row, in place).
+  int64_t ranked_prefix(const LayerView& view) const override;
 
  protected:
   double ratio_;

@@ -1,5 +1,5 @@
 // pyramidkv: SnapKV's scores with a per-layer budget that shrinks linearly with depth
-// (docs/kvpress-semantics.md 3.9). plan() is overridden to use the layer's budget; wrappers
+// (docs/kvpress-semantics.md 3.9). plan_from_scores() keeps the layer's budget; wrappers
 // that call score() and pick their own count (as kvpress's do) get plain SnapKV scores.
 //
 // kvpress.cpp extension, as for snapkv: when the context is not longer than window_size
@@ -53,13 +53,17 @@ class PyramidKvPress : public ScorerPress {
     return snapkv_scores(view, snapkv_window(n, view.n_tokens, window_, ratio_), kernel_);
   }
 
-  KeepPlan plan(LayerView& view) override {
-    if (ratio_ == 0) return ScorerPress::plan(view);  // untouched, nothing scored
+  // The layer's own budget instead of n_kept (ScorerPress::plan scores, then calls this).
+  KeepPlan plan_from_scores(LayerView& view, const Scores& scores) override {
+    if (ratio_ == 0) return keep_everything(view);  // untouched, nothing scored
+    return top_k_plan(scores.values, ranked_prefix(view));
+  }
+
+  int64_t ranked_prefix(const LayerView& view) const override {
+    if (ratio_ == 0) return -1;
     const int64_t n = uniform_length(view, "pyramidkv");
     const int64_t w = snapkv_window(n, view.n_tokens, window_, ratio_);
-    const int64_t budget =
-        std::min(n, pyramid_budget(n, ratio_, w, beta_, view.layer, view.config->n_layers));
-    return top_k_plan(score(view).values, budget);
+    return std::min(n, pyramid_budget(n, ratio_, w, beta_, view.layer, view.config->n_layers));
   }
 
  private:

@@ -50,7 +50,7 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(int n_threads) : pool_(n_threads) {}
   Device device() const override { return Device::CPU; }
   const char* name() const override { return "cpu"; }
-  int threads() const override { return pool_.size(); }
+  int threads() const { return pool_.size(); }
   ThreadPool& pool() { return pool_; }
 
   Tensor alloc(DType dtype, const std::array<int64_t, 4>& shape, int ndim) override {
@@ -84,9 +84,6 @@ class CpuBackend final : public Backend {
   }
   void attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) override {
     cpu::attention(pool_, q, kv, scale, out);
-  }
-  void host_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) override {
-    pool_.parallel_for(n, fn);
   }
   void attention_batch(const std::vector<AttentionJob>& jobs, float scale) override {
     cpu::attention_many(pool_, jobs, scale);
