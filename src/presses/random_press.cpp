@@ -1,5 +1,5 @@
-// random: uniform random scores, the floor every press should beat. With a seed, every
-// layer draws the same scores (kvpress re-seeds per call).
+// random: uniform random scores, the floor every press should beat. Every layer draws the
+// same scores (kvpress re-seeds per call), from torch's CPU generator's stream.
 #include <random>
 
 #include "presses/registry.h"
@@ -17,10 +17,12 @@ class RandomPress : public ScorerPress {
   Scores score(LayerView& view) override {
     const KvSegments kv = view.cache->view(view.layer);
     Scores s{kv.n_segments, kv.len[0], {}};
-    std::mt19937_64 rng(static_cast<uint64_t>(seed_));
-    std::uniform_real_distribution<float> uniform(0.f, 1.f);
+    // torch.rand(1, H, T, generator=torch.Generator().manual_seed(seed)), as kvpress draws
+    // them: MT19937 seeded with the seed's low 32 bits, each float the low 24 bits of one
+    // draw times 2^-24, heads in order. So the kept sets are kvpress's, row for row.
+    std::mt19937 rng(static_cast<uint32_t>(seed_));
     s.values.resize(static_cast<size_t>(s.n_heads * s.n_rows));
-    for (float& v : s.values) v = uniform(rng);
+    for (float& v : s.values) v = static_cast<float>(rng() & 0xffffffu) * 0x1p-24f;
     return s;
   }
 
