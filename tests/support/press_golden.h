@@ -303,7 +303,8 @@ class AdaKvNearTies : public NearTies {
         std::vector<char> prot(static_cast<size_t>(T), 0);
         for (int64_t i = 0; i < n_safe; ++i)
           prot[static_cast<size_t>(order[static_cast<size_t>(i)])] = 1;
-        ly.lo_protected.push_back(s[order[static_cast<size_t>(n_safe - 1)]]);
+        ly.lo_protected.push_back(n_safe > 0 ? s[order[static_cast<size_t>(n_safe - 1)]]
+                                             : std::numeric_limits<double>::infinity());
         ly.hi_unprotected.push_back(n_safe < T ? s[order[static_cast<size_t>(n_safe)]]
                                                : -std::numeric_limits<double>::infinity());
         for (int64_t t = 0; t < T; ++t) {
@@ -490,6 +491,7 @@ class CriticalKvNearTies : public NearTies {
                            const std::vector<int64_t>&) const override {
     const int64_t T = kept_.n_tokens;
     std::vector<TieGap> out;
+    if (b1_ < 1 || b1_ >= T) return std::vector<TieGap>(d.size());  // no stage-1 boundary
     std::vector<char> head_has_stage1_tie(static_cast<size_t>(inner_.n_heads), 0);
     std::vector<TieGap> s1(d.size()), s2(d.size());
     std::vector<char> at_s2_boundary(d.size(), 0);
