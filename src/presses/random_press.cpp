@@ -1,5 +1,5 @@
-// random: uniform random scores, the floor every press should beat. With a seed, every
-// layer draws the same scores (kvpress re-seeds per call).
+// random: uniform random scores, the floor every press should beat. Every layer draws the
+// same scores (kvpress re-seeds per call), from torch's CPU generator's stream.
 #include <random>
 
 #include "presses/registry.h"
@@ -16,11 +16,13 @@ class RandomPress : public ScorerPress {
 
   Scores score(LayerView& view) override {
     const KvSegments kv = view.cache->view(view.layer);
-    // Scores from a seed alone, drawn on the host.
-    std::mt19937_64 rng(static_cast<uint64_t>(seed_));
-    std::uniform_real_distribution<float> uniform(0.f, 1.f);
+    // torch.rand(1, H, T, generator=torch.Generator().manual_seed(seed)), as kvpress draws
+    // them: MT19937 seeded with the seed's low 32 bits, each float the low 24 bits of one
+    // draw times 2^-24, heads in order. So the kept sets are kvpress's, row for row. Drawn on
+    // the host from the seed alone, then uploaded.
+    std::mt19937 rng(static_cast<uint32_t>(seed_));
     std::vector<float> v(static_cast<size_t>(kv.n_segments * kv.len[0]));
-    for (float& x : v) x = uniform(rng);
+    for (float& x : v) x = static_cast<float>(rng() & 0xffffffu) * 0x1p-24f;
     Scores s = upload_scores(*view.backend, kv.n_segments, kv.len[0], v);
     return s;
   }
