@@ -146,8 +146,6 @@ int main(int argc, char** argv) {
     const nlohmann::json ctx =
         kvp::read_json_file(source_path("tests/golden/presses/context.json"));
     const auto T = static_cast<int64_t>(ctx.at("context_ids").size());
-    // kvpress's rounding, as the golden cells were made.
-    kvp::ScopedBudgetRounding rounding(kvp::BudgetRounding::Kvpress);
     nlohmann::json rows = nlohmann::json::array();
     if (!json)
       std::printf("%-30s %12s %12s %10s %10s %10s %10s %10s\n", "cell", "f16 vs f32", "bf16 vs f32",

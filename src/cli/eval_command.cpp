@@ -109,8 +109,8 @@ int cmd_eval(const std::vector<std::string>& argv) {
   check(args.has("press"), "--press is required (one or more press names, comma-separated)");
   check(args.has("ratio"), "--ratio is required (one or more ratios, comma-separated)");
 
-  set_budget_rounding(parse_budget_rounding(args.get("budget-rounding", "nearest")));
   EvalConfig config;
+  config.budget_rounding = parse_budget_rounding(args.get("budget-rounding", "nearest"));
   config.presses = split_list(args.get("press"), "--press");
   config.ratios = parse_ratios(args.get("ratio"));
   config.press_args = args.all("press-arg");

@@ -83,10 +83,11 @@ int cmd_generate(const std::vector<std::string>& argv) {
   const int threads = args.get_int("threads", default_threads(), 1, 256);
   const std::string model_path = args.has("model") ? args.get("model") : default_model_path();
 
-  set_budget_rounding(parse_budget_rounding(args.get("budget-rounding", "nearest")));
+  const BudgetRounding rounding = parse_budget_rounding(args.get("budget-rounding", "nearest"));
   std::unique_ptr<Press> press;
   if (args.has("press")) {
-    press = make_press(args.get("press"), args.get_double("ratio", 0.5), args.all("press-arg"));
+    press = make_press(args.get("press"), args.get_double("ratio", 0.5), args.all("press-arg"),
+                       rounding);
   } else {
     check(!args.has("ratio") && !args.has("press-arg"), "--ratio and --press-arg need --press");
   }
@@ -120,7 +121,7 @@ int cmd_generate(const std::vector<std::string>& argv) {
       j["press"] = {{"name", press->name()},
                     {"ratio", press->compression_ratio()},
                     {"params", press->params()},
-                    {"budget_rounding", budget_rounding_name(budget_rounding())}};
+                    {"budget_rounding", budget_rounding_name(press->budget_rounding())}};
     }
     j["compression"] = {{"achieved_ratio", r.achieved_ratio},
                         {"kv_dtype", lowercase_dtype(kv_dtype)},

@@ -78,7 +78,7 @@ std::string cell_key(const std::string& model_id, const CellSpec& c, const std::
   std::string args;
   for (const auto& a : c.args) args += a + ";";
   return stable_hash(model_id + "|" + c.press + "|" + format_ratio(c.ratio) + "|" + args + "|" +
-                     budget_rounding_name(budget_rounding()) + "|" + row_hash);
+                     budget_rounding_name(c.rounding) + "|" + row_hash);
 }
 
 int row_max_new_tokens(const EvalRow& r, const EvalConfig& config) {
@@ -107,7 +107,7 @@ std::string report_header(const EvalConfig& c, const std::map<std::string, std::
   if (c.context_length > 0) md += ", " + std::to_string(c.context_length) + "-token contexts";
   if (c.samples > 0) md += ", " + std::to_string(c.samples) + " samples per task";
   if (c.seed >= 0) md += ", seed " + std::to_string(c.seed);
-  md += "\n- budget rounding: " + std::string(budget_rounding_name(budget_rounding())) + "\n";
+  md += "\n- budget rounding: " + std::string(budget_rounding_name(c.budget_rounding)) + "\n";
   // RULER's names: "all" scores the share of the references found in the answer, "any" 1 when
   // any one is.
   const auto label = [](const std::string& m) {
@@ -170,14 +170,14 @@ std::vector<CellSpec> grid_cells(const EvalConfig& config) {
     }
     check(used, "--press-arg '" + item + "': no press in the grid has a parameter '" + key + "'");
   }
-  std::vector<CellSpec> cells = {{"baseline", 0, {}}};
+  std::vector<CellSpec> cells = {{"baseline", 0, {}, config.budget_rounding}};
   for (const auto& name : config.presses) {
     check(name != "baseline", "'baseline' is always in the grid; leave it out of --press");
     check(std::count(config.presses.begin(), config.presses.end(), name) == 1,
           "--press lists '" + name + "' twice");
     for (double r : config.ratios) {
       make_press(name, r, per_press[name]);  // validates name and parameters now
-      cells.push_back({name, r, per_press[name]});
+      cells.push_back({name, r, per_press[name], config.budget_rounding});
     }
   }
   return cells;
@@ -267,7 +267,7 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
       if (spec.press == "baseline") {
         in.cells.push_back(nullptr);
       } else {
-        owned.push_back(make_press(spec.press, spec.ratio, spec.args));
+        owned.push_back(make_press(spec.press, spec.ratio, spec.args, spec.rounding));
         in.cells.push_back(owned.back().get());
       }
     }
@@ -370,7 +370,7 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
   j["seed"] = config.seed >= 0 ? nlohmann::json(config.seed) : nlohmann::json();
   j["metrics"] = metrics;
   j["score"] = "mean row score per task, in percent; averages are over tasks";
-  j["budget_rounding"] = budget_rounding_name(budget_rounding());
+  j["budget_rounding"] = budget_rounding_name(config.budget_rounding);
   j["results"] = nlohmann::json::array();
   for (const auto& s : summary.scores) {
     j["results"].push_back(

@@ -31,6 +31,7 @@ struct EvalConfig {
   int context_length = 0;  // builtin: tokens per context (0: the rows' own)
   int samples = 0;         // rows per task asked for (0: all)
   int64_t seed = -1;       // builtin: the generator's seed (-1: none)
+  BudgetRounding budget_rounding = BudgetRounding::Nearest;  // every cell's presses
 };
 
 // ETA text for the progress line: "?" until the first batch of contexts has finished. With
@@ -53,6 +54,7 @@ struct CellSpec {
   std::string press;  // "baseline": no press
   double ratio = 0;
   std::vector<std::string> args;  // this press's key=value parameters
+  BudgetRounding rounding = BudgetRounding::Nearest;
 };
 
 // The grid's cells (baseline first), with each press's parameters resolved; throws Error for

@@ -70,7 +70,7 @@ class ChunkPress : public Press {
       sv.queries = &q;
       const Scores s = inner_->score(sv);
       check(s.n_heads == H && s.n_rows == len, "chunk: the inner score has the wrong shape");
-      const KeepPlan chunk_keep = top_k_plan(s.values, n_kept_for(len, ratio_));
+      const KeepPlan chunk_keep = top_k_plan(s.values, n_kept(len, ratio_));
       for (int h = 0; h < H; ++h) {
         for (int32_t j : chunk_keep[static_cast<size_t>(h)])
           keep[static_cast<size_t>(h)].push_back(static_cast<int32_t>(start + j));

@@ -51,7 +51,7 @@ class ChunkKvPress : public Press {
     check(s.n_heads == H && s.n_rows == n, "chunkkv: the inner score has the wrong shape");
     const Tensor chunk_scores = chunk_means(*view.backend, s, chunk_);
     const int64_t n_chunks = chunk_scores.numel();
-    const int64_t n_kept_chunks = n_kept_for(n_chunks, ratio_);
+    const int64_t n_kept_chunks = n_kept(n_chunks, ratio_);
     std::vector<int32_t> chosen = top_k_row(chunk_scores, n_kept_chunks);
     std::sort(chosen.begin(), chosen.end());
     std::vector<int32_t> rows;

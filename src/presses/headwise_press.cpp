@@ -50,7 +50,7 @@ void HeadwisePress::set_compression_ratio(double r) {
 }
 
 int64_t HeadwisePress::layer_budget(int64_t n_rows, int n_heads) const {
-  return static_cast<int64_t>(n_heads) * n_kept_for(n_rows, ratio_);
+  return static_cast<int64_t>(n_heads) * n_kept(n_rows, ratio_);
 }
 
 KeepPlan headwise_allocate(Scores& scores, int64_t n_safe, int64_t budget) {
@@ -94,8 +94,8 @@ KeepPlan HeadwisePress::plan_from_scores(LayerView& view, const Scores& scores) 
   check(scores.n_heads == H && scores.n_rows == n && scores.values.numel() == H * n,
         name() + ": score has the wrong shape");
   Scores s = copy_scores(scores);  // the allocation marks the protected rows in its own copy
-  const int64_t n_kept = n_kept_for(n, ratio_);
-  KeepPlan keep = headwise_allocate(s, n_safe_for(n_kept, alpha_), layer_budget(n, H));
+  const int64_t kept = n_kept(n, ratio_);
+  KeepPlan keep = headwise_allocate(s, n_safe_for(kept, alpha_), layer_budget(n, H));
   return select(view, s, std::move(keep));
 }
 

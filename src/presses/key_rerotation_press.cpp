@@ -38,7 +38,7 @@ class KeyRerotationPress : public Press {
     }
     const Scores s = inner_->score(view);
     check(s.n_heads == H && s.n_rows == n, "key_rerotation: the inner score has the wrong shape");
-    keep = top_k_plan(s.values, n_kept_for(n, ratio_));
+    keep = top_k_plan(s.values, n_kept(n, ratio_));
     for (auto& rows : keep) std::sort(rows.begin(), rows.end());
     return keep;
   }

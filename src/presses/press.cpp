@@ -1,7 +1,6 @@
 #include "presses/press.h"
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -16,17 +15,6 @@ void check_ratio(double ratio, const std::string& press) {
         press + ": compression ratio must be in [0, 1), got " + std::to_string(ratio));
 }
 
-namespace {
-std::atomic<BudgetRounding> g_budget_rounding{BudgetRounding::Nearest};
-}  // namespace
-
-BudgetRounding budget_rounding() {
-  return g_budget_rounding.load();
-}
-void set_budget_rounding(BudgetRounding rounding) {
-  g_budget_rounding.store(rounding);
-}
-
 BudgetRounding parse_budget_rounding(const std::string& name) {
   if (name == "nearest") return BudgetRounding::Nearest;
   if (name == "kvpress") return BudgetRounding::Kvpress;
@@ -37,10 +25,10 @@ const char* budget_rounding_name(BudgetRounding rounding) {
   return rounding == BudgetRounding::Nearest ? "nearest" : "kvpress";
 }
 
-int64_t n_kept_for(int64_t n_rows, double ratio) {
+int64_t n_kept_for(int64_t n_rows, double ratio, BudgetRounding rounding) {
   const double t = static_cast<double>(n_rows);
   int64_t kept = 0;
-  if (budget_rounding() == BudgetRounding::Kvpress) {
+  if (rounding == BudgetRounding::Kvpress) {
     kept = static_cast<int64_t>(t * (1.0 - ratio));
   } else {
     kept = n_rows - static_cast<int64_t>(std::floor(t * ratio + 0.5));
@@ -68,7 +56,7 @@ int64_t Press::ranked_prefix(const LayerView&) const {
 int64_t ScorerPress::ranked_prefix(const LayerView& view) const {
   if (ratio_ == 0) return -1;
   return std::min(view.cache->length(view.layer, 0),
-                  n_kept_for(view.cache->length(view.layer, 0), ratio_));
+                  n_kept(view.cache->length(view.layer, 0), ratio_));
 }
 
 KeepPlan Press::plan_from_scores(LayerView&, const Scores&) {
@@ -110,7 +98,7 @@ KeepPlan ScorerPress::plan_from_scores(LayerView& view, const Scores& s) {
   const int64_t n = view.cache->length(view.layer, 0);
   check(s.n_heads == H && s.n_rows == n && s.values.numel() == H * n,
         name() + ": score has the wrong shape");
-  return top_k_plan(s.values, n_kept_for(n, ratio_));
+  return top_k_plan(s.values, n_kept(n, ratio_));
 }
 
 void PressHook::after_attention(LayerView& view) {

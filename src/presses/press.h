@@ -17,6 +17,22 @@ namespace kvp {
 
 // KeepPlan (kv_cache.h): kept rows per kv head, in the order they will sit in the cache.
 
+// How a compression ratio becomes a count of kept rows out of T.
+//  - Nearest (the default): the dropped count is T * ratio rounded to the nearest integer,
+//    halves upward, so the achieved ratio is the closest one T allows (a 37-token prompt at
+//    0.25 drops 9 rows: 0.243).
+//  - Kvpress: n_kept = int(T * (1 - ratio)), kvpress's truncation, which drops up to one row
+//    more than asked (37 tokens at 0.25 drop 10: 0.270). For exact parity with kvpress.
+// The two agree whenever T * ratio is whole or its fraction is >= 0.5 (every ratio-0.5 run).
+// A parameter of each press (Press::set_budget_rounding); make_press gives it to the press
+// and to every inner press a wrapper builds, so all stages use one rule.
+enum class BudgetRounding { Nearest, Kvpress };
+// "nearest" or "kvpress"; anything else is an error naming the value.
+BudgetRounding parse_budget_rounding(const std::string& name);
+const char* budget_rounding_name(BudgetRounding rounding);
+// Rows kept out of n_rows at `ratio` under `rounding`; at least 1.
+int64_t n_kept_for(int64_t n_rows, double ratio, BudgetRounding rounding = BudgetRounding::Nearest);
+
 class Press {
  public:
   virtual ~Press() = default;
@@ -36,6 +52,10 @@ class Press {
   // later layers see). The eval grid serves every other press from one shared prefill; a
   // press that answers true gets a prefill of its own there.
   virtual bool needs_own_prefill() const { return false; }
+  // How this press turns its ratio into kept rows (make_press sets it on the press and on
+  // the inner presses of a wrapper).
+  void set_budget_rounding(BudgetRounding rounding) { rounding_ = rounding; }
+  BudgetRounding budget_rounding() const { return rounding_; }
 
   // Plans, then re-packs the layer, leaving `reserve` free rows per head. Presses that also
   // change the kept rows (KeyRerotation) or compress in stages (Composed) override it.
@@ -59,6 +79,15 @@ class Press {
   // the eval grid ranks once for all the cells that share scores, each taking a prefix);
   // -1 (the default) for any other plan.
   virtual int64_t ranked_prefix(const LayerView& view) const;
+
+ protected:
+  // Rows kept out of n_rows at `ratio` under this press's rounding.
+  int64_t n_kept(int64_t n_rows, double ratio) const {
+    return n_kept_for(n_rows, ratio, rounding_);
+  }
+
+ private:
+  BudgetRounding rounding_ = BudgetRounding::Nearest;
 };
 
 class ScorerPress : public Press {
@@ -78,42 +107,10 @@ class ScorerPress : public Press {
   double ratio_;
 };
 
-// How a compression ratio becomes a count of kept rows out of T.
-//  - Nearest (the default): the dropped count is T * ratio rounded to the nearest integer,
-//    halves upward, so the achieved ratio is the closest one T allows (a 37-token prompt at
-//    0.25 drops 9 rows: 0.243).
-//  - Kvpress: n_kept = int(T * (1 - ratio)), kvpress's truncation, which drops up to one row
-//    more than asked (37 tokens at 0.25 drop 10: 0.270). For exact parity with kvpress.
-// The two agree whenever T * ratio is whole or its fraction is >= 0.5 (every ratio-0.5 run).
-// A process-wide setting because every press (and wrapper, at every nesting depth) must use
-// the same rule; the command line sets it once per command (--budget-rounding).
-enum class BudgetRounding { Nearest, Kvpress };
-BudgetRounding budget_rounding();
-void set_budget_rounding(BudgetRounding rounding);
-// "nearest" or "kvpress"; anything else is an error naming the value.
-BudgetRounding parse_budget_rounding(const std::string& name);
-const char* budget_rounding_name(BudgetRounding rounding);
-
-// Sets the rounding for one scope (tests, the eval runner), restoring the previous one.
-class ScopedBudgetRounding {
- public:
-  explicit ScopedBudgetRounding(BudgetRounding r) : previous_(budget_rounding()) {
-    set_budget_rounding(r);
-  }
-  ~ScopedBudgetRounding() { set_budget_rounding(previous_); }
-  ScopedBudgetRounding(const ScopedBudgetRounding&) = delete;
-  ScopedBudgetRounding& operator=(const ScopedBudgetRounding&) = delete;
-
- private:
-  BudgetRounding previous_;
-};
-
 // name() and params(): the score identity of a press whose scores depend on its parameters
 // and the layer only (not on the ratio or on earlier calls).
 std::string identity_from_params(const Press& press);
 
-// Rows kept out of n_rows at `ratio` under the current BudgetRounding; at least 1.
-int64_t n_kept_for(int64_t n_rows, double ratio);
 // Every cached row of every head, in place: what a ratio of 0 keeps (kvpress scores nothing).
 KeepPlan keep_everything(const LayerView& view);
 // Validates a compression ratio in [0, 1).

@@ -50,7 +50,8 @@ class PyramidKvPress : public ScorerPress {
 
   Scores score(LayerView& view) override {
     const int64_t n = uniform_length(view, "pyramidkv");
-    return snapkv_scores(view, snapkv_window(n, view.n_tokens, window_, ratio_), kernel_);
+    return snapkv_scores(view, snapkv_window(n, view.n_tokens, window_, n_kept(n, ratio_)),
+                         kernel_);
   }
 
   // The layer's own budget instead of n_kept (ScorerPress::plan scores, then calls this).
@@ -62,7 +63,7 @@ class PyramidKvPress : public ScorerPress {
   int64_t ranked_prefix(const LayerView& view) const override {
     if (ratio_ == 0) return -1;
     const int64_t n = uniform_length(view, "pyramidkv");
-    const int64_t w = snapkv_window(n, view.n_tokens, window_, ratio_);
+    const int64_t w = snapkv_window(n, view.n_tokens, window_, n_kept(n, ratio_));
     return std::min(n, pyramid_budget(n, ratio_, w, beta_, view.layer, view.config->n_layers));
   }
 

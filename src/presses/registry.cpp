@@ -178,7 +178,9 @@ std::unique_ptr<Press> make_inner_press(const std::string& wrapper, const std::s
 std::unique_ptr<Press> make_press(const std::string& name, double ratio, PressArgs& args) {
   if (const PressInfo* info = find_press(name)) {
     DepthGuard depth;
-    return info->make(ratio, args);
+    std::unique_ptr<Press> press = info->make(ratio, args);
+    press->set_budget_rounding(args.rounding);
+    return press;
   }
   std::vector<std::pair<size_t, std::string>> near;
   for (const auto& info : catalog()) near.emplace_back(distance(name, info.name), info.name);
@@ -189,8 +191,10 @@ std::unique_ptr<Press> make_press(const std::string& name, double ratio, PressAr
 }
 
 std::unique_ptr<Press> make_press(const std::string& name, double ratio,
-                                  const std::vector<std::string>& key_values) {
+                                  const std::vector<std::string>& key_values,
+                                  BudgetRounding rounding) {
   PressArgs args = PressArgs::parse(key_values);
+  args.rounding = rounding;
   auto press = make_press(name, ratio, args);
   const auto unused = args.unused();
   if (!unused.empty()) {

@@ -17,6 +17,8 @@ class PressArgs {
  public:
   PressArgs() = default;
   explicit PressArgs(std::map<std::string, std::string> values) : values_(std::move(values)) {}
+  // The budget rounding every press made from these arguments gets (not a key=value).
+  BudgetRounding rounding = BudgetRounding::Nearest;
   // Parses "key=value" strings; throws Error on a malformed one or a repeated key.
   static PressArgs parse(const std::vector<std::string>& items);
 
@@ -68,7 +70,8 @@ struct PressRegistration {
 // parameters are errors that list the valid ones.
 std::unique_ptr<Press> make_press(const std::string& name, double ratio, PressArgs& args);
 std::unique_ptr<Press> make_press(const std::string& name, double ratio,
-                                  const std::vector<std::string>& key_values = {});
+                                  const std::vector<std::string>& key_values = {},
+                                  BudgetRounding rounding = BudgetRounding::Nearest);
 
 // True for a press that builds other presses (a parameter of type "press" or "presses").
 bool is_wrapper_press(const std::string& name);

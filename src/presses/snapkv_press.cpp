@@ -17,10 +17,9 @@
 
 namespace kvp {
 
-int64_t snapkv_window(int64_t n_rows, int64_t n_queries, int64_t window_size, double ratio) {
+int64_t snapkv_window(int64_t n_rows, int64_t n_queries, int64_t window_size, int64_t n_kept) {
   int64_t w = window_size;
-  if (n_rows <= window_size)
-    w = std::max<int64_t>(1, std::min<int64_t>(window_size, n_kept_for(n_rows, ratio) / 2));
+  if (n_rows <= window_size) w = std::max<int64_t>(1, std::min<int64_t>(window_size, n_kept / 2));
   return std::max<int64_t>(1, std::min(w, n_queries));
 }
 
@@ -70,12 +69,13 @@ class SnapKvPress : public ScorerPress {
   std::string score_identity(const LayerView& view) const override {
     const int64_t n = view.cache->length(view.layer, 0);
     return identity_from_params(*this) +
-           "window=" + std::to_string(snapkv_window(n, view.n_tokens, window_, ratio_));
+           "window=" + std::to_string(snapkv_window(n, view.n_tokens, window_, n_kept(n, ratio_)));
   }
 
   Scores score(LayerView& view) override {
     const int64_t n = uniform_length(view, "snapkv");
-    return snapkv_scores(view, snapkv_window(n, view.n_tokens, window_, ratio_), kernel_);
+    return snapkv_scores(view, snapkv_window(n, view.n_tokens, window_, n_kept(n, ratio_)),
+                         kernel_);
   }
 
  private:

@@ -16,9 +16,9 @@ constexpr int64_t kMaxSnapKvKernel = 4095;
 // The window SnapKV uses on a layer of n_rows cached rows: window_size when
 // n_rows > window_size (kvpress). kvpress.cpp extension: kvpress asserts when the context is
 // not longer than the window; we use max(1, min(window_size, n_kept / 2)) instead, with
-// n_kept = n_kept_for(n_rows, ratio), so short contexts (a chat prompt of a few dozen
+// n_kept the press's kept count for n_rows, so short contexts (a chat prompt of a few dozen
 // tokens) still compress and keep their most recent tokens. Also capped at n_queries.
-int64_t snapkv_window(int64_t n_rows, int64_t n_queries, int64_t window_size, double ratio);
+int64_t snapkv_window(int64_t n_rows, int64_t n_queries, int64_t window_size, int64_t n_kept);
 
 // Attention probabilities of the view's last `window` queries (post-RoPE, view.queries) over
 // each kv head's rows, causal inside the window, softmax over all visible rows in f32,

@@ -20,7 +20,7 @@ class StreamingLlmPress : public ScorerPress {
   // identity still lets the eval grid plan on the full cache and copy only the kept rows.
   std::string score_identity(const LayerView& view) const override {
     const int64_t n = view.cache->length(view.layer, 0);
-    return identity_from_params(*this) + "pruned=" + std::to_string(n - n_kept_for(n, ratio_));
+    return identity_from_params(*this) + "pruned=" + std::to_string(n - n_kept(n, ratio_));
   }
 
   Scores score(LayerView& view) override {
@@ -28,7 +28,7 @@ class StreamingLlmPress : public ScorerPress {
     const int64_t n = kv.len[0];
     check(n > n_sink_,
           "streaming_llm: the context (" + std::to_string(n) + " rows) must be longer than n_sink");
-    const int64_t n_pruned = n - n_kept_for(n, ratio_);
+    const int64_t n_pruned = n - n_kept(n, ratio_);
     // Scores from positions alone, made on the host: 0 for the pruned rows after the sinks.
     std::vector<float> v(static_cast<size_t>(kv.n_segments * n), 1.f);
     for (int h = 0; h < kv.n_segments; ++h)

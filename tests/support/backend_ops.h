@@ -14,6 +14,7 @@
 
 #include "backend/backend.h"
 #include "backend/factory.h"
+#include "core/half.h"
 
 namespace kvp::test {
 
@@ -41,6 +42,18 @@ inline std::vector<BackendCase> all_backend_cases() {
 
 inline std::string backend_case_name(const ::testing::TestParamInfo<BackendCase>& info) {
   return info.param.device + std::to_string(info.param.threads) + "threads";
+}
+
+// A host F32 tensor stored as F32, F16 or BF16 (the cache's row types), rounded to nearest.
+inline Tensor as_dtype(const Tensor& f32, DType t) {
+  if (t == DType::F32) return f32;
+  Tensor out = Tensor::empty(t, f32.shape(), f32.ndim());
+  auto* dst = static_cast<uint16_t*>(out.data());
+  for (int64_t i = 0; i < f32.numel(); ++i) {
+    const float v = f32.ptr<float>()[i];
+    dst[i] = t == DType::F16 ? f32_to_f16(v) : f32_to_bf16(v);
+  }
+  return out;
 }
 
 class BackendOps : public ::testing::TestWithParam<BackendCase> {

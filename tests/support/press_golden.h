@@ -39,23 +39,14 @@ namespace kvp::test {
 //
 // kvpress keeps int(T * (1 - r)) rows; our default rounds the dropped count to nearest. The
 // two differ when T * r has a fraction in (0, 0.5) (per_layer's ratios, the 0.75 cells), so
-// every golden cell runs under kvpress's rule. Tests create golden presses with
-// make_golden_press and hold a GoldenBudgetRounding while they prefill or count rows;
-// check_press_cell holds one itself. When the rounding becomes a press parameter, only these
-// two helpers change.
+// every golden cell runs under kvpress's rule: tests create golden presses with
+// make_golden_press (the rounding is a press parameter, given to every inner press too), and
+// check_press_cell refuses a press made with another rule.
 inline constexpr BudgetRounding kGoldenBudgetRounding = BudgetRounding::Kvpress;
-
-class GoldenBudgetRounding {
- public:
-  GoldenBudgetRounding() : scope_(kGoldenBudgetRounding) {}
-
- private:
-  ScopedBudgetRounding scope_;
-};
 
 inline std::unique_ptr<Press> make_golden_press(const std::string& name, double ratio,
                                                 const std::vector<std::string>& args = {}) {
-  return make_press(name, ratio, args);
+  return make_press(name, ratio, args, kGoldenBudgetRounding);
 }
 
 // kvpress's n_kept (ScorerPress.compute_n_kept), written out for the tests' own arithmetic.
@@ -661,7 +652,8 @@ struct PressGoldenResult {
 //  - the answers' token ids against kvpress's (unless check_answers is false).
 inline PressGoldenResult check_press_cell(const std::string& cell, Press& press,
                                           const NearTieRule& rule, bool check_answers = true) {
-  GoldenBudgetRounding rounding;
+  EXPECT_EQ(press.budget_rounding(), kGoldenBudgetRounding)
+      << cell << ": make golden presses with make_golden_press";
   PressGoldenModel& g = press_golden_model();
   const nlohmann::json golden = press_golden_cell(cell);
   const GoldenKept want(golden);

@@ -4,12 +4,11 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "presses/press.h"
+#include "presses/registry.h"
 
 namespace kvp {
 
 TEST(BudgetRounding, NearestGivesTheClosestAchievableRatio) {
-  ScopedBudgetRounding nearest(BudgetRounding::Nearest);
   EXPECT_EQ(n_kept_for(37, 0.25), 28);     // drops round(9.25) = 9 rows: 0.243
   EXPECT_EQ(n_kept_for(1071, 0.75), 268);  // drops round(803.25) = 803
   EXPECT_EQ(n_kept_for(1071, 0.5), 535);   // halves drop the extra row, as kvpress
@@ -23,11 +22,11 @@ TEST(BudgetRounding, NearestGivesTheClosestAchievableRatio) {
 }
 
 TEST(BudgetRounding, KvpressTruncatesTheKeptCount) {
-  ScopedBudgetRounding kvpress(BudgetRounding::Kvpress);
-  EXPECT_EQ(n_kept_for(37, 0.25), 27);  // int(27.75)
-  EXPECT_EQ(n_kept_for(1071, 0.75), 267);
-  EXPECT_EQ(n_kept_for(1071, 0.5), 535);
-  EXPECT_EQ(n_kept_for(10, 0.3), 7);  // 10 * 0.7 = 7.000000000000001 in doubles
+  constexpr BudgetRounding kKvpress = BudgetRounding::Kvpress;
+  EXPECT_EQ(n_kept_for(37, 0.25, kKvpress), 27);  // int(27.75)
+  EXPECT_EQ(n_kept_for(1071, 0.75, kKvpress), 267);
+  EXPECT_EQ(n_kept_for(1071, 0.5, kKvpress), 535);
+  EXPECT_EQ(n_kept_for(10, 0.3, kKvpress), 7);  // 10 * 0.7 = 7.000000000000001 in doubles
 }
 
 TEST(BudgetRounding, TheRulesAgreeWhenTheFractionIsAtLeastOneHalf) {
@@ -35,15 +34,8 @@ TEST(BudgetRounding, TheRulesAgreeWhenTheFractionIsAtLeastOneHalf) {
     for (double r : {0.25, 0.5, 0.75}) {
       const double dropped = static_cast<double>(T) * r;
       const double frac = dropped - std::floor(dropped);
-      int64_t nearest = 0, kvpress = 0;
-      {
-        ScopedBudgetRounding s(BudgetRounding::Nearest);
-        nearest = n_kept_for(T, r);
-      }
-      {
-        ScopedBudgetRounding s(BudgetRounding::Kvpress);
-        kvpress = n_kept_for(T, r);
-      }
+      const int64_t nearest = n_kept_for(T, r, BudgetRounding::Nearest);
+      const int64_t kvpress = n_kept_for(T, r, BudgetRounding::Kvpress);
       if (frac == 0 || frac >= 0.5) {
         EXPECT_EQ(nearest, kvpress) << T << " " << r;
       } else if (static_cast<int64_t>(static_cast<double>(T) * (1 - r)) >= 1) {
@@ -60,7 +52,19 @@ TEST(BudgetRounding, ParsesItsNamesAndRejectsOthers) {
   EXPECT_EQ(parse_budget_rounding("nearest"), BudgetRounding::Nearest);
   EXPECT_EQ(parse_budget_rounding("kvpress"), BudgetRounding::Kvpress);
   EXPECT_THROW(parse_budget_rounding("floor"), Error);
-  EXPECT_EQ(budget_rounding(), BudgetRounding::Nearest) << "the default";
+}
+
+// The rounding is each press's parameter, given by make_press; the default is nearest. (That
+// a wrapper's inner press gets it too is what the per_layer golden cells check: their head
+// lengths are kvpress's only under its rule.)
+TEST(BudgetRounding, IsAPressParameter) {
+  EXPECT_EQ(make_press("knorm", 0.25)->budget_rounding(), BudgetRounding::Nearest);
+  EXPECT_EQ(make_press("knorm", 0.25, {}, BudgetRounding::Kvpress)->budget_rounding(),
+            BudgetRounding::Kvpress);
+  // Two presses with different rules coexist in one process.
+  auto a = make_press("snapkv", 0.25, {}, BudgetRounding::Kvpress);
+  auto b = make_press("snapkv", 0.25, {}, BudgetRounding::Nearest);
+  EXPECT_NE(a->budget_rounding(), b->budget_rounding());
 }
 
 }  // namespace kvp

@@ -1,6 +1,7 @@
-// Every op of the CPU backend against the scalar references in kvp::ref, on random inputs of
-// odd sizes, every weight type, with 1 and 2 threads; the references' dequantisation against
-// golden files written by gguf-py; rope against known values.
+// Every model op of every backend (test::BackendOps: the CPU with 1 and 2 threads, and any
+// backend the build adds) against the scalar references in kvp::ref, on random inputs of odd
+// sizes and every weight type; the CPU's fast dequantisation and SIMD exp; the references'
+// dequantisation against golden files written by gguf-py; rope against known values.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -19,11 +20,12 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/tensor.h"
-#include "support/backend_threads.h"
+#include "support/backend_ops.h"
 
 namespace kvp {
 namespace {
 
+const DType kCacheTypes[] = {DType::F32, DType::F16, DType::BF16};
 const DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0,
                            DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K};
 
@@ -105,7 +107,7 @@ std::vector<float> dequantized(const Tensor& w) {
   return out;
 }
 
-using CpuOps = CpuBackendThreads;
+using Ops = test::BackendOps;
 
 // --- dequantisation ---------------------------------------------------------------------
 
@@ -268,7 +270,7 @@ TEST(CpuSimd, ExpAccuracy) {
 
 // Bound: |diff| <= 1e-5 * sqrt(K) * max|x| * max|w| + 1e-6. The reference sums in double,
 // the backend in f32 (blocked sums: error grows ~ sqrt(K) * 2^-24 per product magnitude).
-TEST_P(CpuOps, MatmulEveryType) {
+TEST_P(Ops, MatmulEveryType) {
   for (DType t : kAllTypes) {
     for (int64_t K : {256, 768}) {
       for (int64_t N : {1, 37, 130}) {
@@ -276,7 +278,9 @@ TEST_P(CpuOps, MatmulEveryType) {
           Tensor w = random_weight(rng_, t, N, K);
           Tensor x = random_f32(rng_, {T, K});
           Tensor y = Tensor::empty(DType::F32, {T, N}), yr = Tensor::empty(DType::F32, {T, N});
-          be_->matmul(x, w, y);
+          Tensor yd = dev(y);
+          be_->matmul(dev(x), dev(w), yd);
+          y = host(yd);
           ref::matmul(x, w, yr);
           const std::vector<float> wf = dequantized(w);
           const float bound = 1e-5f * std::sqrt(static_cast<float>(K)) *
@@ -292,13 +296,15 @@ TEST_P(CpuOps, MatmulEveryType) {
   }
 }
 
-TEST_P(CpuOps, MatmulLargeT) {
+TEST_P(Ops, MatmulLargeT) {
   for (DType t : {DType::Q4_1, DType::Q8_0, DType::F32}) {
     const int64_t K = 576, N = 100, T = 77;
     Tensor w = random_weight(rng_, t, N, K);
     Tensor x = random_f32(rng_, {T, K});
     Tensor y = Tensor::empty(DType::F32, {T, N}), yr = Tensor::empty(DType::F32, {T, N});
-    be_->matmul(x, w, y);
+    Tensor yd = dev(y);
+    be_->matmul(dev(x), dev(w), yd);
+    y = host(yd);
     ref::matmul(x, w, yr);
     const std::vector<float> wf = dequantized(w);
     const float bound = 1e-5f * std::sqrt(static_cast<float>(K)) *
@@ -311,7 +317,7 @@ TEST_P(CpuOps, MatmulLargeT) {
 }
 
 // Plain types take any K, including ones that are no multiple of the vector width.
-TEST_P(CpuOps, MatmulPlainTypesOddK) {
+TEST_P(Ops, MatmulPlainTypesOddK) {
   for (DType t : {DType::F32, DType::F16, DType::BF16}) {
     for (int64_t K : {1, 7, 100}) {
       for (int64_t T : {1, 2, 9}) {
@@ -319,7 +325,9 @@ TEST_P(CpuOps, MatmulPlainTypesOddK) {
         Tensor w = random_weight(rng_, t, N, K);
         Tensor x = random_f32(rng_, {T, K});
         Tensor y = Tensor::empty(DType::F32, {T, N}), yr = Tensor::empty(DType::F32, {T, N});
-        be_->matmul(x, w, y);
+        Tensor yd = dev(y);
+        be_->matmul(dev(x), dev(w), yd);
+        y = host(yd);
         ref::matmul(x, w, yr);
         for (int64_t i = 0; i < y.numel(); ++i)
           ASSERT_NEAR(y.ptr<float>()[i], yr.ptr<float>()[i],
@@ -330,37 +338,42 @@ TEST_P(CpuOps, MatmulPlainTypesOddK) {
   }
 }
 
-TEST_P(CpuOps, MatmulRejectsBadShapes) {
+TEST_P(Ops, MatmulRejectsBadShapes) {
   Tensor w = random_weight(rng_, DType::Q4_1, 8, 64);
   Tensor x = random_f32(rng_, {2, 32});
   Tensor y = Tensor::empty(DType::F32, {2, 8});
-  EXPECT_THROW(be_->matmul(x, w, y), Error);
+  Tensor xd = dev(x), wd = dev(w), yd = dev(y);
+  EXPECT_THROW(be_->matmul(xd, wd, yd), Error);
   Tensor x2 = random_f32(rng_, {2, 64});
   Tensor y2 = Tensor::empty(DType::F32, {2, 9});
-  EXPECT_THROW(be_->matmul(x2, w, y2), Error);
+  Tensor x2d = dev(x2), y2d = dev(y2);
+  EXPECT_THROW(be_->matmul(x2d, wd, y2d), Error);
 }
 
 // --- elementwise ------------------------------------------------------------------------
 
 // Bound: |diff| <= 1e-5 * |ref| + 1e-6 (the sum of squares differs in order only).
-TEST_P(CpuOps, RmsNorm) {
+TEST_P(Ops, RmsNorm) {
   for (int64_t T : {1, 3, 17, 300}) {
     for (int64_t D : {64, 576, 100}) {
       Tensor x = random_f32(rng_, {T, D}, -3.f, 3.f), w = random_f32(rng_, {D});
       Tensor y = Tensor::empty(DType::F32, {T, D}), yr = Tensor::empty(DType::F32, {T, D});
-      be_->rms_norm(x, w, 1e-5f, y);
+      Tensor xd = dev(x), wd = dev(w), yd = dev(y);
+      be_->rms_norm(xd, wd, 1e-5f, yd);
+      y = host(yd);
       ref::rms_norm(x, w, 1e-5f, yr);
       for (int64_t i = 0; i < y.numel(); ++i)
         ASSERT_NEAR(y.ptr<float>()[i], yr.ptr<float>()[i],
                     1e-5f * std::fabs(yr.ptr<float>()[i]) + 1e-6f);
-      be_->rms_norm(x, w, 1e-5f, x);  // in place
+      be_->rms_norm(xd, wd, 1e-5f, xd);  // in place
+      x = host(xd);
       for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(x.ptr<float>()[i], y.ptr<float>()[i]);
     }
   }
 }
 
 // Bound: exact. Same inv_freq, cos, sin and evaluation order as the reference.
-TEST_P(CpuOps, Rope) {
+TEST_P(Ops, Rope) {
   RopeParams p;
   p.head_dim = 64;
   p.theta = 100000.f;
@@ -372,7 +385,9 @@ TEST_P(CpuOps, Rope) {
       std::vector<int32_t> pos(static_cast<size_t>(T));
       for (int64_t t = 0; t < T; ++t)
         pos[static_cast<size_t>(t)] = static_cast<int32_t>(t * 37 + 5);
-      be_->rope(x, pos.data(), p);
+      Tensor xd = dev(x);
+      be_->rope(xd, pos.data(), p);
+      x = host(xd);
       ref::rope(xr, pos.data(), p);
       for (int64_t i = 0; i < x.numel(); ++i)
         ASSERT_NEAR(x.ptr<float>()[i], xr.ptr<float>()[i],
@@ -444,18 +459,21 @@ TEST(RefRope, Llama3Scaling) {
 }
 
 // Bound: |diff| <= 1e-6 * (|ref| + 1) (exp may differ by an ulp or two).
-TEST_P(CpuOps, SiluMulAddBias) {
+TEST_P(Ops, SiluMulAddBias) {
   for (int64_t n : {1, 17, 1536, 3 * 1536 + 5}) {
     Tensor g = random_f32(rng_, {n}, -8.f, 8.f), u = random_f32(rng_, {n});
     Tensor gr = Tensor::empty(DType::F32, {n});
     std::memcpy(gr.data(), g.data(), g.nbytes());
-    be_->silu_mul(g, u);
+    Tensor gd = dev(g), ud = dev(u);
+    be_->silu_mul(gd, ud);
+    g = host(gd);
     ref::silu_mul(gr, u);
     for (int64_t i = 0; i < n; ++i)
       ASSERT_NEAR(g.ptr<float>()[i], gr.ptr<float>()[i],
                   1e-6f * (std::fabs(gr.ptr<float>()[i]) + 1.f));
     // add: exact
-    be_->add(g, u);
+    be_->add(gd, ud);
+    g = host(gd);
     ref::add(gr, u);
     for (int64_t i = 0; i < n; ++i)
       ASSERT_NEAR(g.ptr<float>()[i], gr.ptr<float>()[i],
@@ -465,23 +483,27 @@ TEST_P(CpuOps, SiluMulAddBias) {
     Tensor y = random_f32(rng_, {T, 192}), b = random_f32(rng_, {192});
     Tensor yr = Tensor::empty(DType::F32, {T, 192});
     std::memcpy(yr.data(), y.data(), y.nbytes());
-    be_->add_bias(y, b);
+    Tensor yd = dev(y);
+    be_->add_bias(yd, dev(b));
+    y = host(yd);
     ref::add_bias(yr, b);
     for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.ptr<float>()[i], yr.ptr<float>()[i]);
   }
 }
 
 // Bound: exact (dequantisation is exact).
-TEST_P(CpuOps, EmbedEveryType) {
+TEST_P(Ops, EmbedEveryType) {
   for (DType t : kAllTypes) {
     Tensor table = random_weight(rng_, t, 50, 512);
     const std::vector<int32_t> ids = {0, 49, 7, 7, 23};
     Tensor out = Tensor::empty(DType::F32, {5, 512}), outr = Tensor::empty(DType::F32, {5, 512});
-    be_->embed(table, ids.data(), 5, out);
+    Tensor outd = dev(out), tabled = dev(table);
+    be_->embed(tabled, ids.data(), 5, outd);
+    out = host(outd);
     ref::embed(table, ids.data(), 5, outr);
     ASSERT_EQ(0, std::memcmp(out.data(), outr.data(), out.nbytes())) << dtype_name(t);
     const int32_t bad = 50;
-    EXPECT_THROW(be_->embed(table, &bad, 1, out), Error);
+    EXPECT_THROW(be_->embed(tabled, &bad, 1, outd), Error);
   }
 }
 
@@ -490,7 +512,7 @@ TEST_P(CpuOps, EmbedEveryType) {
 // GQA with 3 kv heads and 9 query heads, segments of different lengths, with spare capacity
 // between them; the last T rows of each segment are the new tokens.
 // Bound: |diff| <= 2e-5 * max|v| (the output is a convex combination of v rows).
-TEST_P(CpuOps, AttentionSegmentsGqa) {
+TEST_P(Ops, AttentionSegmentsGqa) {
   const int D = 64, Hkv = 3, Hq = 9;
   for (int64_t T : {1, 3, 17}) {
     for (int64_t base : {0, 40, 300}) {
@@ -501,18 +523,23 @@ TEST_P(CpuOps, AttentionSegmentsGqa) {
         offset[static_cast<size_t>(s)] = total;
         total += len[static_cast<size_t>(s)] + 7;  // capacity beyond len
       }
-      Tensor k = random_f32(rng_, {total, D}, -2.f, 2.f), v = random_f32(rng_, {total, D});
+      // The cache's row types in turn (attention computes in f32 from any of them).
+      const DType t = kCacheTypes[static_cast<size_t>(base + T) % 3];
+      Tensor v32 = random_f32(rng_, {total, D});
+      Tensor k = test::as_dtype(random_f32(rng_, {total, D}, -2.f, 2.f), t);
+      Tensor v = test::as_dtype(v32, t);
       Tensor q = random_f32(rng_, {T, Hq, D}, -2.f, 2.f);
       KvSegments kv{k, v, offset.data(), len.data(), Hkv, D};
-      Tensor out = Tensor::empty(DType::F32, {T, Hq, D}),
-             outr = Tensor::empty(DType::F32, {T, Hq, D});
+      KvSegments kvd{dev(k), dev(v), offset.data(), len.data(), Hkv, D};
+      Tensor out = dev_zeros(DType::F32, {T, Hq, D}), outr = Tensor::empty(DType::F32, {T, Hq, D});
       const float scale = 1.f / std::sqrt(static_cast<float>(D));
-      be_->attention(q, kv, scale, out);
+      be_->attention(dev(q), kvd, scale, out);
+      out = host(out);
       ref::attention(q, kv, scale, outr);
-      const float bound = 2e-5f * max_abs(v.ptr<float>(), v.numel());
+      const float bound = 2e-5f * max_abs(v32.ptr<float>(), v32.numel());
       for (int64_t i = 0; i < out.numel(); ++i)
         ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], bound)
-            << "T=" << T << " base=" << base << " at " << i;
+            << dtype_name(t) << " T=" << T << " base=" << base << " at " << i;
     }
   }
 }
@@ -520,7 +547,7 @@ TEST_P(CpuOps, AttentionSegmentsGqa) {
 // Other head shapes: plain multi-head (G = 1), wide groups (G = 8), a head_dim that is no
 // multiple of 16 (the scalar path), long decode segments (split along the keys), decode
 // with 1, 2 and 4 query rows per kv head (S as dot products of K rows, partial key blocks).
-TEST_P(CpuOps, AttentionShapes) {
+TEST_P(Ops, AttentionShapes) {
   struct Case {
     int D, Hkv, Hq;
     int64_t T, len;
@@ -538,10 +565,12 @@ TEST_P(CpuOps, AttentionShapes) {
     Tensor k = random_f32(rng_, {total, c.D}, -2.f, 2.f), v = random_f32(rng_, {total, c.D});
     Tensor q = random_f32(rng_, {c.T, c.Hq, c.D}, -2.f, 2.f);
     KvSegments kv{k, v, offset.data(), len.data(), c.Hkv, c.D};
-    Tensor out = Tensor::empty(DType::F32, {c.T, c.Hq, c.D}),
+    KvSegments kvd{dev(k), dev(v), offset.data(), len.data(), c.Hkv, c.D};
+    Tensor out = dev_zeros(DType::F32, {c.T, c.Hq, c.D}),
            outr = Tensor::empty(DType::F32, {c.T, c.Hq, c.D});
     const float scale = 1.f / std::sqrt(static_cast<float>(c.D));
-    be_->attention(q, kv, scale, out);
+    be_->attention(dev(q), kvd, scale, out);
+    out = host(out);
     ref::attention(q, kv, scale, outr);
     for (int64_t i = 0; i < out.numel(); ++i)
       ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], 2e-5f)
@@ -549,15 +578,17 @@ TEST_P(CpuOps, AttentionShapes) {
   }
 }
 
-TEST_P(CpuOps, AttentionLongPrefill) {
+TEST_P(Ops, AttentionLongPrefill) {
   const int D = 64, Hkv = 3, Hq = 9;
   const int64_t T = 700;
   std::vector<int64_t> len = {T, T, T + 20}, offset = {0, T, 2 * T};
   Tensor k = random_f32(rng_, {3 * T + 20, D}, -1.f, 1.f), v = random_f32(rng_, {3 * T + 20, D});
   Tensor q = random_f32(rng_, {T, Hq, D}, -1.f, 1.f);
   KvSegments kv{k, v, offset.data(), len.data(), Hkv, D};
-  Tensor out = Tensor::empty(DType::F32, {T, Hq, D}), outr = Tensor::empty(DType::F32, {T, Hq, D});
-  be_->attention(q, kv, 0.125f, out);
+  KvSegments kvd{dev(k), dev(v), offset.data(), len.data(), Hkv, D};
+  Tensor out = dev_zeros(DType::F32, {T, Hq, D}), outr = Tensor::empty(DType::F32, {T, Hq, D});
+  be_->attention(dev(q), kvd, 0.125f, out);
+  out = host(out);
   ref::attention(q, kv, 0.125f, outr);
   for (int64_t i = 0; i < out.numel(); ++i)
     ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], 2e-5f) << i;
@@ -566,10 +597,10 @@ TEST_P(CpuOps, AttentionLongPrefill) {
 // A batch of jobs (as a batched decode step or question prefill issues): each job's own
 // queries over its own cache, with mixed T, lengths and key splits, in one call.
 // Bound: as AttentionSegmentsGqa.
-TEST_P(CpuOps, AttentionBatchMatchesEachJob) {
+TEST_P(Ops, AttentionBatchMatchesEachJob) {
   const int D = 64, Hkv = 3, Hq = 9;
   struct Job {
-    Tensor k, v, q, out, outr;
+    Tensor k, v, q, out, outr, kd, vd, qd, outd;
     std::vector<int64_t> len, offset;
   };
   for (int n_jobs : {1, 2, 25}) {
@@ -593,10 +624,16 @@ TEST_P(CpuOps, AttentionBatchMatchesEachJob) {
     }
     for (Job& b : jobs) {
       KvSegments kv{b.k, b.v, b.offset.data(), b.len.data(), Hkv, D};
-      batch.push_back({&b.q, kv, &b.out});
+      b.kd = dev(b.k);
+      b.vd = dev(b.v);
+      b.qd = dev(b.q);
+      b.outd = dev(b.out);
+      batch.push_back(
+          {&b.qd, KvSegments{b.kd, b.vd, b.offset.data(), b.len.data(), Hkv, D}, &b.outd});
       ref::attention(b.q, kv, 0.125f, b.outr);
     }
     be_->attention_batch(batch, 0.125f);
+    for (Job& b : jobs) b.out = host(b.outd);
     for (size_t j = 0; j < jobs.size(); ++j) {
       const float bound = 2e-5f * max_abs(jobs[j].v.ptr<float>(), jobs[j].v.numel());
       for (int64_t i = 0; i < jobs[j].out.numel(); ++i)
@@ -606,10 +643,7 @@ TEST_P(CpuOps, AttentionBatchMatchesEachJob) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Threads, CpuOps, ::testing::Values(1, 2),
-                         [](const ::testing::TestParamInfo<int>& i) {
-                           return std::to_string(i.param) + "threads";
-                         });
+KVP_INSTANTIATE_BACKEND_OPS(Ops);
 
 }  // namespace
 }  // namespace kvp

@@ -96,7 +96,6 @@ TEST(PressShortContext, KvpressRoundingKeepsTheTruncatedCount) {
   for (const auto& layer : j.at("compression").at("head_lens"))
     for (const auto& len : layer)
       EXPECT_EQ(len.get<int64_t>(), static_cast<int64_t>(static_cast<double>(T) * 0.75));
-  set_budget_rounding(BudgetRounding::Nearest);  // the in-process CLI set it for this process
 }
 
 }  // namespace kvp
