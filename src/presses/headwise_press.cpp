@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "presses/press_util.h"
 #include "presses/registry.h"
 #include "presses/value_norms.h"
 
@@ -15,15 +16,6 @@ namespace kvp {
 namespace {
 
 constexpr float kFloatMax = std::numeric_limits<float>::max();
-
-std::unique_ptr<ScorerPress> as_scorer(std::unique_ptr<Press> inner, const std::string& wrapper) {
-  check(inner != nullptr, wrapper + ": no inner press");
-  auto* scorer = dynamic_cast<ScorerPress*>(inner.get());
-  check(scorer != nullptr, wrapper + ": the inner press '" + inner->name() +
-                               "' is not a scorer press (one score per row and head)");
-  inner.release();
-  return std::unique_ptr<ScorerPress>(scorer);
-}
 
 }  // namespace
 
@@ -103,7 +95,7 @@ KeepPlan HeadwisePress::plan_from_scores(LayerView& view, const Scores& scores) 
 
 AdaKVPress::AdaKVPress(std::unique_ptr<Press> inner, double alpha_safeguard, std::string name)
     : HeadwisePress(inner ? inner->compression_ratio() : 0.0, alpha_safeguard),
-      inner_(as_scorer(std::move(inner), name)),
+      inner_(as_scorer_press(std::move(inner), name)),
       name_(std::move(name)) {}
 
 nlohmann::json AdaKVPress::params() const {

@@ -59,11 +59,17 @@ std::unique_ptr<ScorerPress> make_inner_scorer(const std::string& wrapper, const
   check(!p->is_headwise(), wrapper + ": the inner press '" + inner +
                                "' is head-wise (kv heads keep different lengths); " + wrapper +
                                " needs one length per layer");
-  auto* scorer = dynamic_cast<ScorerPress*>(p.get());
+  return as_scorer_press(std::move(p), wrapper);
+}
+
+std::unique_ptr<ScorerPress> as_scorer_press(std::unique_ptr<Press> press,
+                                             const std::string& wrapper) {
+  check(press != nullptr, wrapper + ": no inner press");
+  auto* scorer = dynamic_cast<ScorerPress*>(press.get());
   check(scorer != nullptr,
-        wrapper + ": the inner press '" + inner +
+        wrapper + ": the inner press '" + press->name() +
             "' does not score rows (it must be a scorer press, like snapkv or knorm)");
-  p.release();
+  press.release();
   return std::unique_ptr<ScorerPress>(scorer);
 }
 

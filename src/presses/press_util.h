@@ -19,6 +19,9 @@ Tensor prerope_query_rows(const LayerView& view, int64_t begin, int64_t end);
 // A weight matrix [rows, cols] of any DType as F32, dequantised through the backend.
 Tensor dequantized(Backend& backend, const Tensor& weight);
 
+// The press as a ScorerPress (one score per row and head), or an Error naming the wrapper.
+std::unique_ptr<ScorerPress> as_scorer_press(std::unique_ptr<Press> press,
+                                             const std::string& wrapper);
 // Builds the inner press of a wrapper: it must exist, score rows (ScorerPress) and keep one
 // length per layer (not head-wise); otherwise throws Error naming the wrapper.
 std::unique_ptr<ScorerPress> make_inner_scorer(const std::string& wrapper, const std::string& inner,
