@@ -17,6 +17,7 @@
 
 namespace kvp {
 
+// A question of a context: its text, answer prefix and answer limit (pipeline.h).
 using GridQuestion = PromptQuestion;
 
 struct GridCellAnswers {
