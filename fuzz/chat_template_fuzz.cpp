@@ -22,25 +22,7 @@ namespace {
 
 // GPT-2's byte-level alphabet: printable bytes stand for themselves, the others for 256 + k.
 std::string byte_token(int b) {
-  static int extra[256] = {};
-  static bool ready = false;
-  if (!ready) {
-    int next = 256;
-    for (int c = 0; c < 256; ++c) {
-      const bool printable = (c >= 33 && c <= 126) || (c >= 161 && c <= 172) || c >= 174;
-      extra[c] = printable ? c : next++;
-    }
-    ready = true;
-  }
-  const unsigned cp = static_cast<unsigned>(extra[b]);
-  std::string s;
-  if (cp < 0x80) {
-    s.push_back(static_cast<char>(cp));
-  } else {
-    s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-  return s;
+  return kvp::byte_level_char(static_cast<uint8_t>(b));
 }
 
 kvp::Tokenizer make_tokenizer(const kvp::fuzz::TempDir& dir) {

@@ -32,8 +32,7 @@ class Args {
 
 std::string format_help(const std::string& usage, const std::string& summary,
                         const std::vector<OptionSpec>& specs);
-// Levenshtein distance, for "did you mean" suggestions.
-size_t edit_distance(const std::string& a, const std::string& b);
+// The candidate nearest to word by edit distance (core/text.h), or "" when none is near.
 std::string closest(const std::string& word, const std::vector<std::string>& candidates);
 
 }  // namespace kvp

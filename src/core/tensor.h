@@ -50,6 +50,11 @@ class Tensor {
   size_t row_bytes() const;
   size_t nbytes() const;
   bool defined() const { return data_ != nullptr; }
+  // Whoever keeps the storage alive (this tensor's own buffer, a mapped file), held weakly:
+  // expired once the storage is gone, and from the start for a view() without an owner. A
+  // cache of data derived from a tensor uses it to tell the tensor from new memory that
+  // reuses a freed address.
+  std::weak_ptr<const void> owner() const { return storage_; }
   // Whether both tensors start at the same memory with the same dtype and byte size (a view
   // of the same rows).
   bool same_data(const Tensor& o) const {

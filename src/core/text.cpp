@@ -1,6 +1,8 @@
 #include "core/text.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 namespace kvp {
 
@@ -80,6 +82,20 @@ std::string printable_tail(std::string_view text, size_t max_bytes) {
        k < 3 && start < text.size() && (static_cast<uint8_t>(text[start]) & 0xC0) == 0x80; ++k)
     ++start;
   return "..." + printable(text.substr(start), max_bytes);
+}
+
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      cur[j] =
+          std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
 }
 
 }  // namespace kvp

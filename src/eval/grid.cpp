@@ -107,22 +107,9 @@ class GridHook : public LayerHook {
   KeepPlan all_;
 };
 
-std::vector<int32_t> encode_context(const LoadedModel& m, const std::string& context) {
-  const PromptParts parts = split_prompt(m.chat, *m.tokenizer, context);
-  return m.tokenizer->encode(parts.context, true, m.chat.format() == ChatFormat::NONE);
-}
-
-}  // namespace
-
-int64_t context_token_count(const LoadedModel& loaded, const std::string& context) {
-  return static_cast<int64_t>(encode_context(loaded, context).size());
-}
-
-namespace {
-
 // One context after its prefill: every cell's cache ready to answer.
 struct PrefilledContext {
-  std::vector<std::vector<int32_t>> question_ids;
+  Prompt prompt;                              // the context's and questions' ids
   std::unique_ptr<KVCache> full;              // the baseline's cache, lent to the cells
   std::vector<std::unique_ptr<KVCache>> own;  // declared after `full`: destroyed first
   std::vector<KVCache*> caches;               // per cell
@@ -133,36 +120,18 @@ struct PrefilledContext {
 PrefilledContext prefill_context(LoadedModel& loaded, const GridContext& in,
                                  GridContextResult& result) {
   Model& model = *loaded.model;
-  const Tokenizer& tok = *loaded.tokenizer;
-  const ModelConfig& cfg = model.config();
   const std::vector<Press*>& cells = in.cells;
-  check(!in.context.empty(), "the context is empty");
-  check(!in.questions.empty(), "no question given");
-
-  // Token ids exactly as Pipeline::run builds them.
-  const PromptParts parts = split_prompt(loaded.chat, tok, in.context);
-  const std::vector<int32_t> context_ids =
-      tok.encode(parts.context, true, loaded.chat.format() == ChatFormat::NONE);
-  const int64_t T = static_cast<int64_t>(context_ids.size());
-  check(T > 0, "the context is empty after tokenisation");
+  // Token ids, reserve and first positions exactly as Pipeline::run has them.
   PrefilledContext p;
-  int64_t reserve = 0;
-  for (const auto& q : in.questions) {
-    check(q.max_new_tokens >= 0, "max_new_tokens must be >= 0");
-    p.question_ids.push_back(
-        tok.encode(q.question + parts.question_suffix + q.answer_prefix, true, false));
-    reserve = std::max<int64_t>(
-        reserve, static_cast<int64_t>(p.question_ids.back().size()) + q.max_new_tokens);
-  }
-  check(T + reserve <= cfg.max_positions,
-        "context (" + std::to_string(T) + " tokens) + question and answer (" +
-            std::to_string(reserve) + ") exceed the model's maximum of " +
-            std::to_string(cfg.max_positions) + " positions");
+  p.prompt = build_prompt(loaded, in.context, in.questions);
+  const Prompt& prompt = p.prompt;
+  const int64_t T = prompt.context_tokens();
+  const int64_t reserve = prompt.reserve;
 
   result.context_tokens = T;
   result.cells.resize(cells.size());
-  std::vector<int32_t> positions(static_cast<size_t>(T));
-  for (int64_t i = 0; i < T; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  const std::vector<int32_t> positions = prompt.context_positions();
+  const std::vector<int32_t>& context_ids = prompt.context_ids;
 
   // Caches: the shared one (baseline) and one per press cell.
   p.full = std::make_unique<KVCache>(model.make_cache(T + reserve));
@@ -203,8 +172,7 @@ PrefilledContext prefill_context(LoadedModel& loaded, const GridContext& in,
     for (const auto& layer : p.lengths[i]) {
       for (int64_t len : layer) out.kept_rows += len;
     }
-    // As Pipeline::run: positions continue from T, or from the kept length after re-rotation.
-    p.first_positions[i] = press && press->rerotates_keys() ? p.lengths[i][0][0] : T;
+    p.first_positions[i] = prompt.first_position(press, *p.caches[i]);
   }
   return p;
 }
@@ -233,7 +201,7 @@ void run_grid_stream(LoadedModel& loaded, const std::vector<GridContext>& contex
   std::map<size_t, Owner> owners;  // ticket -> the cell that asked
   const auto ask = [&](Live& l, size_t cell) {
     const GridQuestion& q = contexts[l.index].questions[l.question[cell]];
-    const size_t ticket = batcher.add({l.p.caches[cell], &l.p.question_ids[l.question[cell]],
+    const size_t ticket = batcher.add({l.p.caches[cell], &l.p.prompt.question_ids[l.question[cell]],
                                        l.p.first_positions[cell], q.max_new_tokens});
     owners[ticket] = {&l, cell};
   };

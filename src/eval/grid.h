@@ -17,11 +17,8 @@
 
 namespace kvp {
 
-struct GridQuestion {
-  std::string question;
-  std::string answer_prefix;
-  int max_new_tokens = 64;
-};
+// A question of a context: its text, answer prefix and answer limit (pipeline.h).
+using GridQuestion = PromptQuestion;
 
 struct GridCellAnswers {
   std::vector<std::string> answers;  // one per question
@@ -68,8 +65,5 @@ void run_grid_stream(LoadedModel& loaded, const std::vector<GridContext>& contex
 // All the contexts live at once; results in the order given.
 std::vector<GridContextResult> run_grid_contexts(LoadedModel& loaded,
                                                  const std::vector<GridContext>& contexts);
-
-// Tokens the pipeline feeds for this context (the chat template's prefix included).
-int64_t context_token_count(const LoadedModel& loaded, const std::string& context);
 
 }  // namespace kvp

@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -183,86 +185,89 @@ std::vector<CellSpec> grid_cells(const EvalConfig& config) {
   return cells;
 }
 
-EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
-                     const EvalConfig& config, const std::string& title_note) {
+namespace {
+
+using Records = std::map<std::string, nlohmann::json>;  // cells.jsonl: key -> record
+
+// Creates config.out_dir; returns the path of its cells.jsonl.
+std::filesystem::path records_path(const EvalConfig& config) {
   namespace fs = std::filesystem;
-  const auto t_start = std::chrono::steady_clock::now();
-  const std::vector<CellSpec> cells = grid_cells(config);
-  check(!rows.empty(), "the dataset has no rows");
   std::error_code ec;
   fs::create_directories(config.out_dir, ec);
   check(!ec && fs::is_directory(config.out_dir),
         "cannot create the output directory '" + config.out_dir + "'");
-  const fs::path records_path = fs::path(config.out_dir) / "cells.jsonl";
+  return fs::path(config.out_dir) / "cells.jsonl";
+}
 
-  // Per-row results from earlier runs: key -> score.
-  std::map<std::string, nlohmann::json> done;
-  {
-    std::ifstream in(records_path);
-    std::string line;
-    while (std::getline(in, line)) {
-      try {
-        auto j = nlohmann::json::parse(line);
-        if (j.is_object() && j.contains("key") && j.contains("score"))
-          done[j["key"].get<std::string>()] = j;
-      } catch (const nlohmann::json::exception&) {
-        // a line cut short by an interrupted run: that row is simply run again
-      }
+// Per-row results from earlier runs.
+Records read_records(const std::filesystem::path& path) {
+  Records done;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      auto j = nlohmann::json::parse(line);
+      if (j.is_object() && j.contains("key") && j.contains("score"))
+        done[j["key"].get<std::string>()] = j;
+    } catch (const nlohmann::json::exception&) {
+      // a line cut short by an interrupted run: that row is simply run again
     }
   }
+  return done;
+}
 
-  // Keys of every (row, cell).
-  std::vector<std::vector<std::string>> keys(rows.size());
+// What a run has to do: the dataset's rows grouped by context, and per group the cells that
+// still lack a record for one of its rows.
+struct EvalPlan {
+  std::vector<std::vector<std::string>> keys;   // per row and cell: its key in cells.jsonl
+  std::vector<std::vector<size_t>> groups;      // rows sharing a context, answered from one prefill
+  std::vector<std::vector<size_t>> todo_cells;  // per group
+  std::vector<size_t> pending;                  // the groups with cells to run
+};
+
+EvalPlan plan_eval(const std::vector<EvalRow>& rows, const std::vector<CellSpec>& cells,
+                   const EvalConfig& config, const Records& done) {
+  EvalPlan plan;
+  plan.keys.resize(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
     const std::string h = row_fingerprint(rows[i], row_max_new_tokens(rows[i], config));
-    for (const auto& c : cells) keys[i].push_back(cell_key(config.model_id, c, h));
+    for (const auto& c : cells) plan.keys[i].push_back(cell_key(config.model_id, c, h));
   }
-  // Rows sharing a context are answered from one prefill.
-  std::vector<std::vector<size_t>> groups;
-  {
-    std::map<std::string, size_t> by_context;
-    for (size_t i = 0; i < rows.size(); ++i) {
-      auto [it, fresh] = by_context.emplace(rows[i].context, groups.size());
-      if (fresh) groups.emplace_back();
-      groups[it->second].push_back(i);
-    }
+  std::map<std::string, size_t> by_context;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    auto [it, fresh] = by_context.emplace(rows[i].context, plan.groups.size());
+    if (fresh) plan.groups.emplace_back();
+    plan.groups[it->second].push_back(i);
   }
-  std::vector<std::vector<size_t>> todo_cells(groups.size());
-  int to_run = 0;
-  for (size_t g = 0; g < groups.size(); ++g) {
+  plan.todo_cells.resize(plan.groups.size());
+  for (size_t g = 0; g < plan.groups.size(); ++g) {
     for (size_t c = 0; c < cells.size(); ++c) {
       bool missing = false;
-      for (size_t i : groups[g]) missing = missing || !done.count(keys[i][c]);
-      if (missing) todo_cells[g].push_back(c);
+      for (size_t i : plan.groups[g]) missing = missing || !done.count(plan.keys[i][c]);
+      if (missing) plan.todo_cells[g].push_back(c);
     }
-    to_run += todo_cells[g].empty() ? 0 : 1;
+    if (!plan.todo_cells[g].empty()) plan.pending.push_back(g);
   }
+  return plan;
+}
 
-  EvalSummary summary;
-  summary.contexts = static_cast<int>(groups.size());
-  Progress progress(to_run, config.progress, config.separate ? 1 : config.context_batch);
-  const auto t_loop = std::chrono::steady_clock::now();
-  progress.update(0, 0, "");
-  std::ofstream records(records_path, std::ios::app);
-  check(static_cast<bool>(records), "cannot write " + records_path.string());
-  check(config.context_batch >= 1, "the context batch must be at least 1");
-  std::vector<size_t> pending;  // context groups with cells to run
-  for (size_t g = 0; g < groups.size(); ++g) {
-    if (!todo_cells[g].empty()) pending.push_back(g);
-  }
-  // Every pending context's grid input, with its presses (small objects: settings only).
-  std::vector<std::unique_ptr<Press>> owned;
+// Every pending context's grid input, with its presses (small objects: settings only), which
+// `owned` keeps.
+std::vector<GridContext> grid_inputs(const std::vector<EvalRow>& rows,
+                                     const std::vector<CellSpec>& cells, const EvalConfig& config,
+                                     const EvalPlan& plan,
+                                     std::vector<std::unique_ptr<Press>>& owned) {
   std::vector<GridContext> inputs;
-  for (size_t g : pending) {
+  for (size_t g : plan.pending) {
     GridContext in;
-    const EvalRow& first = rows[groups[g].front()];
+    const EvalRow& first = rows[plan.groups[g].front()];
     in.context = first.context;
     in.label = first.line > 0 ? "line " + std::to_string(first.line) : "task " + first.task;
-    for (size_t i : groups[g]) {
+    for (size_t i : plan.groups[g]) {
       in.questions.push_back(
           {rows[i].question, rows[i].answer_prefix, row_max_new_tokens(rows[i], config)});
     }
-    for (size_t c : todo_cells[g]) {
+    for (size_t c : plan.todo_cells[g]) {
       const CellSpec& spec = cells[c];
       if (spec.press == "baseline") {
         in.cells.push_back(nullptr);
@@ -273,80 +278,116 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
     }
     inputs.push_back(std::move(in));
   }
-  // Records a finished context: its rows go to cells.jsonl at once, so a run that stops
-  // resumes after the last context written.
-  const auto record = [&](size_t k, const GridContextResult& r) {
-    const size_t g = pending[k];
-    summary.prefill_s += r.prefill_s;
-    summary.answer_s += r.answer_s;
-    summary.context_tokens += r.context_tokens;
-    for (size_t c = 0; c < r.cells.size(); ++c) {
-      const CellSpec& spec = cells[todo_cells[g][c]];
-      summary.compress_s += r.cells[c].compress_s;
-      for (size_t q = 0; q < groups[g].size(); ++q) {
-        const size_t i = groups[g][q];
-        const std::string& text = r.cells[c].answers[q];
-        nlohmann::json j = {{"key", keys[i][todo_cells[g][c]]},
-                            {"press", spec.press},
-                            {"ratio", spec.ratio},
-                            {"task", rows[i].task},
-                            {"row", i},
-                            {"answer", text},
-                            {"references", rows[i].answers},
-                            {"score", score_answer(text, rows[i].answers, rows[i].metric)}};
-        records << j.dump() << "\n";
-        done[j["key"].get<std::string>()] = j;
-      }
-    }
-    records.flush();
-    ++summary.contexts_run;
-    progress.update(summary.contexts_run, seconds_since(t_loop), "");
-  };
-  if (config.separate) {  // one prefill per cell: the reference the grid is measured against
-    for (size_t k = 0; k < inputs.size(); ++k) {
-      GridContextResult all;
-      for (Press* p : inputs[k].cells) {
-        GridContext one = inputs[k];
-        one.cells = {p};
-        GridContextResult r = std::move(run_grid_contexts(loaded, {one})[0]);
-        all.prefill_s += r.prefill_s;
-        all.answer_s += r.answer_s;
-        all.context_tokens = r.context_tokens;
-        all.cells.push_back(std::move(r.cells[0]));
-      }
-      record(k, all);
-    }
-  } else {
+  return inputs;
+}
+
+// Runs the inputs, each context through run_grid_stream (or, with config.separate, one
+// prefill per cell), and calls record(k, result) as context k finishes.
+void run_contexts(LoadedModel& loaded, const std::vector<GridContext>& inputs,
+                  const EvalConfig& config,
+                  const std::function<void(size_t, const GridContextResult&)>& record) {
+  if (!config.separate) {
     run_grid_stream(loaded, inputs, static_cast<size_t>(config.context_batch),
                     [&](size_t k, GridContextResult&& r) { record(k, r); });
+    return;
+  }
+  // One prefill per cell: the reference the grid is measured against.
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    GridContextResult all;
+    for (Press* p : inputs[k].cells) {
+      GridContext one = inputs[k];
+      one.cells = {p};
+      GridContextResult r = std::move(run_grid_contexts(loaded, {one})[0]);
+      all.prefill_s += r.prefill_s;
+      all.answer_s += r.answer_s;
+      all.context_tokens = r.context_tokens;
+      all.cells.push_back(std::move(r.cells[0]));
+    }
+    record(k, all);
+  }
+}
+
+// The records of a finished context: its rows go to cells.jsonl at once (so a run that stops
+// resumes after the last context written), and into `done` and the summary's totals.
+class Recorder {
+ public:
+  Recorder(const std::vector<EvalRow>& rows, const std::vector<CellSpec>& cells,
+           const EvalPlan& plan, std::ofstream& out, Records& done, EvalSummary& summary)
+      : rows_(rows), cells_(cells), plan_(plan), out_(out), done_(done), summary_(summary) {}
+
+  void record(size_t k, const GridContextResult& r) {
+    const size_t g = plan_.pending[k];
+    summary_.prefill_s += r.prefill_s;
+    summary_.answer_s += r.answer_s;
+    summary_.context_tokens += r.context_tokens;
+    for (size_t c = 0; c < r.cells.size(); ++c) {
+      summary_.compress_s += r.cells[c].compress_s;
+      const size_t cell = plan_.todo_cells[g][c];
+      for (size_t q = 0; q < plan_.groups[g].size(); ++q)
+        write(plan_.groups[g][q], cell, r.cells[c].answers[q]);
+    }
+    out_.flush();
+    ++summary_.contexts_run;
   }
 
-  // Scores per (cell, task), in grid order then task order of first appearance.
+ private:
+  void write(size_t row, size_t cell, const std::string& answer) {
+    const EvalRow& r = rows_[row];
+    nlohmann::json j = {{"key", plan_.keys[row][cell]},
+                        {"press", cells_[cell].press},
+                        {"ratio", cells_[cell].ratio},
+                        {"task", r.task},
+                        {"row", row},
+                        {"answer", answer},
+                        {"references", r.answers},
+                        {"score", score_answer(answer, r.answers, r.metric)}};
+    out_ << j.dump() << "\n";
+    done_[j["key"].get<std::string>()] = j;
+  }
+
+  const std::vector<EvalRow>& rows_;
+  const std::vector<CellSpec>& cells_;
+  const EvalPlan& plan_;
+  std::ofstream& out_;
+  Records& done_;
+  EvalSummary& summary_;
+};
+
+// Tasks in order of first appearance.
+std::vector<std::string> task_order(const std::vector<EvalRow>& rows) {
   std::vector<std::string> tasks;
   for (const auto& r : rows) {
     if (std::find(tasks.begin(), tasks.end(), r.task) == tasks.end()) tasks.push_back(r.task);
   }
+  return tasks;
+}
+
+// Scores per (cell, task), in grid order then task order, from every row's record.
+std::vector<TaskScore> task_scores(const std::vector<EvalRow>& rows,
+                                   const std::vector<CellSpec>& cells, const EvalPlan& plan,
+                                   const Records& done) {
+  const std::vector<std::string> tasks = task_order(rows);
+  std::vector<TaskScore> scores;
   for (size_t c = 0; c < cells.size(); ++c) {
     for (const auto& t : tasks) {
       TaskScore s{cells[c].press, cells[c].ratio, t, 0, 0};
       for (size_t i = 0; i < rows.size(); ++i) {
         if (rows[i].task != t) continue;
-        s.score += done.at(keys[i][c])["score"].get<double>();
+        s.score += done.at(plan.keys[i][c])["score"].get<double>();
         ++s.n;
       }
       s.score = s.n ? 100.0 * s.score / s.n : 0;
-      summary.scores.push_back(s);
+      scores.push_back(s);
     }
   }
-  summary.wall_s = seconds_since(t_start);
+  return scores;
+}
 
-  // Reports.
-  const fs::path dir(config.out_dir);
-  write_file(dir / "results.csv", results_csv(summary.scores));
-  const std::map<std::string, std::string> metrics = task_metrics(rows);
-  write_file(dir / "results.md", report_header(config, metrics) + results_markdown(summary.scores));
+// The plot's subtitle: model, tasks, rows per task and the caller's note.
+std::string plot_subtitle(const EvalConfig& config, const std::vector<EvalRow>& rows,
+                          const std::vector<TaskScore>& scores, const std::string& title_note) {
   int per_task = 0, fewest = 1 << 30;
-  for (const auto& s : summary.scores) {
+  for (const auto& s : scores) {
     per_task = std::max(per_task, s.n);
     fewest = std::min(fewest, s.n);
   }
@@ -354,13 +395,16 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
                                 : fewest == per_task
                                     ? std::to_string(per_task) + " rows each"
                                     : "up to " + std::to_string(per_task) + " rows each";
-  const std::string subtitle =
-      (config.model_id.empty() ? std::string()
-                               : fs::path(config.model_id).filename().string() + ", ") +
-      std::to_string(tasks.size()) + " task" + (tasks.size() == 1 ? "" : "s") + ", " + rows_each +
-      (title_note.empty() ? "" : ", " + title_note);
-  write_file(dir / "results.svg",
-             results_svg(summary.scores, "Score vs KV-cache compression", subtitle));
+  const size_t tasks = task_order(rows).size();
+  return (config.model_id.empty()
+              ? std::string()
+              : std::filesystem::path(config.model_id).filename().string() + ", ") +
+         std::to_string(tasks) + " task" + (tasks == 1 ? "" : "s") + ", " + rows_each +
+         (title_note.empty() ? "" : ", " + title_note);
+}
+
+nlohmann::json results_json(const EvalConfig& config, const EvalSummary& summary,
+                            const std::map<std::string, std::string>& metrics) {
   nlohmann::json j;
   j["model"] = config.model_id;
   j["dataset"] = config.dataset;
@@ -390,7 +434,53 @@ EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
               {"answer_s", summary.answer_s},
               {"mode", config.separate ? "separate" : "grid"},
               {"context_batch", config.separate ? 1 : config.context_batch}};
-  write_file(dir / "results.json", j.dump(2) + "\n");
+  return j;
+}
+
+// results.csv, results.md, results.svg and results.json in config.out_dir.
+void write_reports(const EvalConfig& config, const std::vector<EvalRow>& rows,
+                   const EvalSummary& summary, const std::string& title_note) {
+  const std::filesystem::path dir(config.out_dir);
+  write_file(dir / "results.csv", results_csv(summary.scores));
+  const std::map<std::string, std::string> metrics = task_metrics(rows);
+  write_file(dir / "results.md", report_header(config, metrics) + results_markdown(summary.scores));
+  write_file(dir / "results.svg",
+             results_svg(summary.scores, "Score vs KV-cache compression",
+                         plot_subtitle(config, rows, summary.scores, title_note)));
+  write_file(dir / "results.json", results_json(config, summary, metrics).dump(2) + "\n");
+}
+
+}  // namespace
+
+EvalSummary run_eval(LoadedModel& loaded, const std::vector<EvalRow>& rows,
+                     const EvalConfig& config, const std::string& title_note) {
+  const auto t_start = std::chrono::steady_clock::now();
+  const std::vector<CellSpec> cells = grid_cells(config);
+  check(!rows.empty(), "the dataset has no rows");
+  const std::filesystem::path path = records_path(config);
+  Records done = read_records(path);
+  const EvalPlan plan = plan_eval(rows, cells, config, done);
+
+  EvalSummary summary;
+  summary.contexts = static_cast<int>(plan.groups.size());
+  Progress progress(static_cast<int>(plan.pending.size()), config.progress,
+                    config.separate ? 1 : config.context_batch);
+  const auto t_loop = std::chrono::steady_clock::now();
+  progress.update(0, 0, "");
+  std::ofstream records(path, std::ios::app);
+  check(static_cast<bool>(records), "cannot write " + path.string());
+  check(config.context_batch >= 1, "the context batch must be at least 1");
+  std::vector<std::unique_ptr<Press>> owned;
+  const std::vector<GridContext> inputs = grid_inputs(rows, cells, config, plan, owned);
+  Recorder recorder(rows, cells, plan, records, done, summary);
+  run_contexts(loaded, inputs, config, [&](size_t k, const GridContextResult& r) {
+    recorder.record(k, r);
+    progress.update(summary.contexts_run, seconds_since(t_loop), "");
+  });
+
+  summary.scores = task_scores(rows, cells, plan, done);
+  summary.wall_s = seconds_since(t_start);
+  write_reports(config, rows, summary, title_note);
   return summary;
 }
 

@@ -62,6 +62,64 @@ PromptParts split_prompt(const ChatTemplate& chat, const Tokenizer& tokenizer,
   return parts;
 }
 
+namespace {
+
+std::vector<int32_t> encode_context(const LoadedModel& m, const PromptParts& parts) {
+  return m.tokenizer->encode(parts.context, true, m.chat.format() == ChatFormat::NONE);
+}
+
+}  // namespace
+
+std::vector<int32_t> Prompt::context_positions() const {
+  std::vector<int32_t> positions(context_ids.size());
+  for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int32_t>(i);
+  return positions;
+}
+
+int64_t Prompt::first_position(const Press* press, const KVCache& cache) const {
+  return press && press->rerotates_keys() ? cache.length(0, 0) : context_tokens();
+}
+
+Prompt build_prompt(const LoadedModel& loaded, const std::string& context,
+                    const std::vector<PromptQuestion>& questions, int64_t max_context_length) {
+  check(!context.empty(), "the context is empty");
+  check(!questions.empty(), "no question given");
+  for (const PromptQuestion& q : questions)
+    check(q.max_new_tokens >= 0, "max_new_tokens must be >= 0");
+
+  const PromptParts parts = split_prompt(loaded.chat, *loaded.tokenizer, context);
+  Prompt p;
+  p.context_ids = encode_context(loaded, parts);
+  if (max_context_length > 0 && p.context_tokens() > max_context_length)
+    p.context_ids.resize(static_cast<size_t>(max_context_length));
+  const int64_t T = p.context_tokens();
+  check(T > 0, "the context is empty after tokenisation");
+
+  const PromptQuestion* widest = nullptr;  // the question that needs the most rows
+  int64_t widest_ids = 0;
+  for (const PromptQuestion& q : questions) {
+    p.question_ids.push_back(loaded.tokenizer->encode(
+        q.question + parts.question_suffix + q.answer_prefix, true, false));
+    const int64_t n = static_cast<int64_t>(p.question_ids.back().size());
+    if (!widest || n + q.max_new_tokens > p.reserve) {
+      widest = &q;
+      widest_ids = n;
+      p.reserve = n + q.max_new_tokens;
+    }
+  }
+  const int64_t max_positions = loaded.model->config().max_positions;
+  check(T + p.reserve <= max_positions,
+        "context (" + std::to_string(T) + " tokens) + question (" + std::to_string(widest_ids) +
+            ") + max_new_tokens (" + std::to_string(widest->max_new_tokens) +
+            ") exceeds the model's maximum of " + std::to_string(max_positions) + " positions");
+  return p;
+}
+
+int64_t context_token_count(const LoadedModel& loaded, const std::string& context) {
+  const PromptParts parts = split_prompt(loaded.chat, *loaded.tokenizer, context);
+  return static_cast<int64_t>(encode_context(loaded, parts).size());
+}
+
 std::vector<int32_t> greedy_answer(Model& model, KVCache& cache,
                                    const std::vector<int32_t>& question_ids, int64_t first_position,
                                    int max_new_tokens, const std::function<bool(int32_t)>& is_stop,
@@ -172,46 +230,23 @@ PipelineResult Pipeline::run(const std::string& context, const std::vector<std::
   Model& model = *m_.model;
   const Tokenizer& tok = *m_.tokenizer;
   const ModelConfig& cfg = model.config();
-  check(!context.empty(), "the context is empty");
-  check(!questions.empty(), "no question given");
-  check(options.max_new_tokens >= 0, "max_new_tokens must be >= 0");
-
-  const PromptParts parts = split_prompt(m_.chat, tok, context);
-  std::vector<int32_t> context_ids =
-      tok.encode(parts.context, true, m_.chat.format() == ChatFormat::NONE);
-  if (options.max_context_length > 0 &&
-      static_cast<int64_t>(context_ids.size()) > options.max_context_length) {
-    context_ids.resize(static_cast<size_t>(options.max_context_length));
-  }
-  std::vector<std::vector<int32_t>> question_ids;
-  int64_t longest_question = 0;
-  for (const auto& q : questions) {
-    question_ids.push_back(
-        tok.encode(q + parts.question_suffix + options.answer_prefix, true, false));
-    longest_question =
-        std::max<int64_t>(longest_question, static_cast<int64_t>(question_ids.back().size()));
-  }
-  const int64_t T = static_cast<int64_t>(context_ids.size());
-  check(T > 0, "the context is empty after tokenisation");
-  const int64_t needed = T + longest_question + options.max_new_tokens;
-  check(needed <= cfg.max_positions, "context (" + std::to_string(T) + " tokens) + question (" +
-                                         std::to_string(longest_question) + ") + max_new_tokens (" +
-                                         std::to_string(options.max_new_tokens) +
-                                         ") exceeds the model's maximum of " +
-                                         std::to_string(cfg.max_positions) + " positions");
+  std::vector<PromptQuestion> asked;
+  for (const auto& q : questions)
+    asked.push_back({q, options.answer_prefix, options.max_new_tokens});
+  const Prompt prompt = build_prompt(m_, context, asked, options.max_context_length);
+  const int64_t T = prompt.context_tokens();
+  const int64_t reserve = prompt.reserve;
 
   PipelineResult result;
   result.context_tokens = T;
-  const int64_t reserve = longest_question + options.max_new_tokens;
   KVCache cache = model.make_cache(T + reserve);
   result.context_bytes_before = cache.bytes_for_rows(T);
 
-  std::vector<int32_t> positions(static_cast<size_t>(std::max(T, longest_question)));
-  for (int64_t i = 0; i < T; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  const std::vector<int32_t> positions = prompt.context_positions();
   auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<PressHook> hook;
   if (press) hook = std::make_unique<PressHook>(*press, reserve);
-  model.forward(context_ids.data(), positions.data(), T, cache, hook.get());
+  model.forward(prompt.context_ids.data(), positions.data(), T, cache, hook.get());
   result.context_prefill_s = seconds_since(t0);
   result.compress_s = hook ? hook->seconds() : 0;
   result.allocated_bytes = cache.allocated_bytes();
@@ -225,14 +260,12 @@ PipelineResult Pipeline::run(const std::string& context, const std::vector<std::
   result.achieved_ratio = 1.0 - static_cast<double>(kept) / static_cast<double>(rows);
   result.reserve_bytes = cache.bytes_for_rows(reserve);
   const auto context_lengths = cache.lengths();
-  // kvpress continues positions from the original context length, except after key
-  // re-rotation, where kept keys sit at 0..n_kept-1 (layer 0's length).
-  const int64_t first_position = press && press->rerotates_keys() ? context_lengths[0][0] : T;
+  const int64_t first_position = prompt.first_position(press, cache);
 
   for (size_t qi = 0; qi < questions.size(); ++qi) {
     Answer answer;
     answer.question = questions[qi];
-    const auto& qids = question_ids[qi];
+    const auto& qids = prompt.question_ids[qi];
     t0 = std::chrono::steady_clock::now();
     answer.tokens = greedy_answer(
         model, cache, qids, first_position, options.max_new_tokens,

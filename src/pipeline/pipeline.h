@@ -69,6 +69,42 @@ struct PromptParts {
 PromptParts split_prompt(const ChatTemplate& chat, const Tokenizer& tokenizer,
                          const std::string& context);
 
+// One question of a prompt: the question, the answer prefix that follows it and the most
+// tokens its answer may take.
+struct PromptQuestion {
+  std::string question;
+  std::string answer_prefix;
+  int max_new_tokens = 64;
+};
+
+// A context and its questions as token ids, built one way for Pipeline::run and the eval
+// grid (build_prompt): the context prefix of split_prompt (BOS as the template wants), each
+// question as question + question_suffix + answer_prefix, and the rows the cache keeps free
+// after the context.
+struct Prompt {
+  std::vector<int32_t> context_ids;
+  std::vector<std::vector<int32_t>> question_ids;  // one per question, in order
+  // Free rows per kv head after the (compressed) context: the largest question + answer limit.
+  int64_t reserve = 0;
+
+  int64_t context_tokens() const { return static_cast<int64_t>(context_ids.size()); }
+  // The context's positions: 0, 1, ..., T - 1.
+  std::vector<int32_t> context_positions() const;
+  // The first position of every question on `cache` once `press` (nullptr: none) has
+  // compressed the context: kvpress continues from the original context length T, except
+  // after key re-rotation, where the kept keys sit at 0..n_kept-1 (layer 0's length).
+  int64_t first_position(const Press* press, const KVCache& cache) const;
+};
+
+// Tokenises `context` and `questions` as above; max_context_length > 0 cuts the context's
+// ids to that many. Throws Error for an empty context or question list, a negative answer
+// limit, or a context + question + answer that does not fit the model's positions.
+Prompt build_prompt(const LoadedModel& loaded, const std::string& context,
+                    const std::vector<PromptQuestion>& questions, int64_t max_context_length = 0);
+
+// Tokens the context prefix takes (the chat template's included), as build_prompt counts them.
+int64_t context_token_count(const LoadedModel& loaded, const std::string& context);
+
 // Greedy answer to one question on a prefilled (possibly compressed) cache, as kvpress
 // decodes: question ids prefilled at positions first_position.., then up to max_new_tokens
 // argmax tokens; the first is always taken, a later stop token ends the answer (it is kept

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "core/error.h"
+#include "core/text.h"
 
 namespace kvp {
 
@@ -14,20 +15,6 @@ namespace {
 std::vector<PressInfo>& catalog() {
   static std::vector<PressInfo> presses;
   return presses;
-}
-
-size_t distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      cur[j] =
-          std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    }
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
 }
 
 }  // namespace
@@ -183,7 +170,7 @@ std::unique_ptr<Press> make_press(const std::string& name, double ratio, PressAr
     return press;
   }
   std::vector<std::pair<size_t, std::string>> near;
-  for (const auto& info : catalog()) near.emplace_back(distance(name, info.name), info.name);
+  for (const auto& info : catalog()) near.emplace_back(edit_distance(name, info.name), info.name);
   std::sort(near.begin(), near.end());
   std::string hint;
   for (size_t i = 0; i < near.size() && i < 3; ++i) hint += (i ? ", " : "") + near[i].second;

@@ -20,8 +20,7 @@ const ByteAlphabet& byte_alphabet() {
     a.cp_to_byte.fill(-1);
     uint32_t next_extra = 256;
     for (uint32_t b = 0; b < 256; ++b) {
-      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-      const uint32_t cp = printable ? b : next_extra++;
+      const uint32_t cp = byte_level_printable(static_cast<uint8_t>(b)) ? b : next_extra++;
       a.byte_to_cp[b] = cp;
       append_utf8(a.byte_to_utf8[b], cp);
       a.cp_to_byte[cp] = static_cast<int16_t>(b);
@@ -87,6 +86,14 @@ std::string bytes_to_byte_level(std::string_view bytes) {
 }
 
 }  // namespace tok
+
+bool byte_level_printable(uint8_t b) {
+  return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+}
+
+const std::string& byte_level_char(uint8_t b) {
+  return tok::byte_alphabet().byte_to_utf8[b];
+}
 
 namespace {
 

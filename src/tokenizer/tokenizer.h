@@ -20,6 +20,13 @@ const char* pre_tokenizer_name(PreTokenizer kind);
 // The pre-tokens of text (they concatenate back to text exactly). For tests and tools.
 std::vector<std::string> pre_tokenize(PreTokenizer kind, const std::string& text);
 
+// GPT-2's byte-level alphabet, in which every byte is a printable code point: the bytes that
+// are printable themselves (33..126, 161..172, 174..255) stand for themselves, the others
+// for 256, 257, ... in byte order. Whether byte b stands for itself:
+bool byte_level_printable(uint8_t b);
+// The UTF-8 text of byte b's code point in that alphabet.
+const std::string& byte_level_char(uint8_t b);
+
 class Tokenizer {
  public:
   static Tokenizer from_gguf(const GgufFile& gguf);

@@ -25,8 +25,8 @@ enum TokenType : uint8_t {
   TOKEN_BYTE = 6,
 };
 
-// GPT-2 byte <-> unicode mapping: every byte is a printable code point; bytes already
-// printable (33..126, 161..172, 174..255) map to themselves, the others to 256, 257, ...
+// GPT-2 byte <-> unicode mapping (byte_level_printable in tokenizer.h): every byte is a
+// printable code point; bytes already printable map to themselves, the others to 256, ...
 struct ByteAlphabet {
   std::array<uint32_t, 256> byte_to_cp{};
   std::array<std::string, 256> byte_to_utf8{};

@@ -5,13 +5,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "backend/backend.h"
 #include "backend/cpu/reference.h"
+#include "backend/factory.h"
 #include "core/half.h"
 #include "core/tensor.h"
 #include "support/backend_threads.h"
@@ -134,6 +137,36 @@ TEST_P(ArgmaxProjection, AgreesWithTheReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Threads, ArgmaxProjection, ::testing::Values(1, 2));
+
+// Two backends in two threads: one keeps projecting onto the same table while the other
+// brings new tables in and lets them go. Each backend keeps its own screen tables, and a
+// table in use is never freed under its user (the screen's tables were once one
+// process-global map, cleared every few tables while another thread could be reading one).
+TEST(ArgmaxProjectionTables, TwoBackendsWhileTablesComeAndGo) {
+  std::mt19937 rng(99);
+  const int64_t K = 576, N = 4099, T = 17;
+  const Tensor w = random_q8(rng, N, K);
+  const Tensor x = random_x(rng, T, K);
+  auto steady = make_backend("cpu", 1), churn = make_backend("cpu", 1);
+  const std::vector<int32_t> want = argmax_of_matmul(*steady, x, w);
+  std::atomic<bool> stop{false};
+  std::atomic<int> wrong{0}, steps{0};
+  std::thread user([&] {
+    while (!stop.load() || steps.load() < 20) {
+      if (steady->matmul_argmax(x, w) != want) ++wrong;
+      ++steps;
+    }
+  });
+  std::mt19937 rng2(7);
+  for (int i = 0; i < 12; ++i) {
+    const Tensor wi = random_q8(rng2, N, K);
+    const Tensor xi = random_x(rng2, T, K);
+    EXPECT_EQ(churn->matmul_argmax(xi, wi), argmax_of_matmul(*churn, xi, wi)) << i;
+  }
+  stop = true;
+  user.join();
+  EXPECT_EQ(wrong.load(), 0) << "of " << steps.load();
+}
 
 }  // namespace
 }  // namespace kvp

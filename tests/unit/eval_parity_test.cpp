@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "cli/cli.h"
+#include "support/temp_dir.h"
 #include "support/test_paths.h"
 
 namespace kvp {
@@ -32,8 +33,9 @@ TEST(EvalParity, GridAnswersAndScoresEqualKvpressPipeline) {
     GTEST_FAIL() << "tests/golden/eval_parity/kvpress_answers.json missing (committed golden): run "
                     "tools/reference/eval_parity/make_eval_parity.py";
   const nlohmann::json golden = read_json(golden_dir + "/kvpress_answers.json");
-  const fs::path out = fs::temp_directory_path() / "kvp_eval_parity_test";
-  fs::remove_all(out);  // no resumed cells: every row is run here
+  // A fresh folder of this process's own (no resumed cells: every row is run here; and no
+  // other checkout's run of this test, at the same time, shares it).
+  const fs::path out = test::make_test_dir("kvp_eval_parity_");
 
   std::vector<std::string> args = {"kvpress",
                                    "eval",

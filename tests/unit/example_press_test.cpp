@@ -1,5 +1,6 @@
-// The example press in examples/ is registered, listed with its parameters, and runs
-// through the pipeline like a built-in press.
+// The example press in examples/ (linked into this test, not into the command line's catalog)
+// is registered, listed with its parameters, and runs through the pipeline like a built-in
+// press.
 #include <gtest/gtest.h>
 
 #include "core/error.h"

@@ -1,9 +1,12 @@
-// printable(): file-provided text quoted in an error message is escaped and cut short.
+// printable(): file-provided text quoted in an error message is escaped and cut short;
+// edit_distance(): the Levenshtein distance behind "did you mean" suggestions.
 #include "core/text.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
+#include <string_view>
 
 namespace kvp {
 namespace {
@@ -49,6 +52,31 @@ TEST(Printable, TailKeepsTheEnd) {
   // The cut lands inside é: the tail starts at the next character.
   EXPECT_EQ(printable_tail("\xc3\xa9xyz", 4), "...xyz");
   EXPECT_EQ(printable_tail(std::string(50, 'a') + "\x1b", 3), "...aa\\x1b");
+}
+
+TEST(EditDistance, CountsSingleByteEdits) {
+  EXPECT_EQ(edit_distance("", ""), 0u);
+  EXPECT_EQ(edit_distance("knorm", "knorm"), 0u);
+  EXPECT_EQ(edit_distance("", "abc"), 3u);  // insertions
+  EXPECT_EQ(edit_distance("abc", ""), 3u);  // deletions
+  EXPECT_EQ(edit_distance("snapkv", "snakv"), 1u);
+  EXPECT_EQ(edit_distance("knorm", "knrom"), 2u);  // a transposition is two edits
+  EXPECT_EQ(edit_distance("kitten", "sitting"), 3u);
+  EXPECT_EQ(edit_distance("tova", "chunkkv"), 7u);
+  EXPECT_EQ(edit_distance("\xc3\xa9", "e"), 2u);  // bytes, not characters
+}
+
+TEST(EditDistance, IsSymmetricAndBoundedByTheLongerLength) {
+  const char* const words[] = {"",     "a",    "generate",      "genrate",           "presses",
+                               "eval", "help", "streaming_llm", "expected_attention"};
+  for (const char* a : words)
+    for (const char* b : words) {
+      const std::string_view x(a), y(b);
+      EXPECT_EQ(edit_distance(x, y), edit_distance(y, x)) << a << " / " << b;
+      EXPECT_LE(edit_distance(x, y), std::max(x.size(), y.size())) << a << " / " << b;
+      EXPECT_GE(edit_distance(x, y),
+                x.size() > y.size() ? x.size() - y.size() : y.size() - x.size());
+    }
 }
 
 }  // namespace

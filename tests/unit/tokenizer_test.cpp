@@ -51,14 +51,18 @@ class TempDir {
   fs::path path_;
 };
 
-// The GPT-2 byte alphabet, written independently of the implementation.
+// The GPT-2 byte alphabet, written independently of the implementation (the check that
+// byte_level_printable and byte_level_char agree with it is below).
+bool stands_for_itself(int b) {
+  return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+}
+
 std::string byte_char(int b) {
-  const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
   int cp = b;
-  if (!printable) {
+  if (!stands_for_itself(b)) {
     cp = 256;
     for (int k = 0; k < b; ++k)
-      if (!((k >= 33 && k <= 126) || (k >= 161 && k <= 172) || (k >= 174))) ++cp;
+      if (!stands_for_itself(k)) ++cp;
   }
   std::string s;
   if (cp < 0x80) {
@@ -144,6 +148,31 @@ void expect_error(Fn&& fn, const std::vector<std::string>& needles) {
       EXPECT_NE(std::string(e.what()).find(n), std::string::npos)
           << "message '" << e.what() << "' lacks '" << n << "'";
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// The byte alphabet.
+
+TEST(ByteAlphabet, PrintableBytesStandForThemselves) {
+  int printable = 0;
+  for (int b = 0; b < 256; ++b) {
+    EXPECT_EQ(byte_level_printable(static_cast<uint8_t>(b)), stands_for_itself(b)) << b;
+    printable += byte_level_printable(static_cast<uint8_t>(b)) ? 1 : 0;
+  }
+  EXPECT_EQ(printable, 188);  // 94 ASCII + 12 + 82 Latin-1: the 68 others are remapped
+  EXPECT_TRUE(byte_level_printable('!'));
+  EXPECT_TRUE(byte_level_printable('~'));
+  EXPECT_FALSE(byte_level_printable(' '));
+  EXPECT_FALSE(byte_level_printable(0x7F));
+  EXPECT_FALSE(byte_level_printable(0xAD));  // the soft hyphen
+}
+
+TEST(ByteAlphabet, EveryByteHasItsCodePoint) {
+  for (int b = 0; b < 256; ++b)
+    EXPECT_EQ(byte_level_char(static_cast<uint8_t>(b)), byte_char(b)) << b;
+  EXPECT_EQ(byte_level_char(' '), "\xc4\xa0");   // U+0120, the familiar "Ġ"
+  EXPECT_EQ(byte_level_char('\n'), "\xc4\x8a");  // U+010A, "Ċ"
+  EXPECT_EQ(byte_level_char('a'), "a");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -23,8 +23,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <mutex>
-#include <unordered_map>
+#include <memory>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -114,39 +113,11 @@ ScreenTable build_screen_table(const Tensor& w) {
   return t;
 }
 
-// Tables by the weight tensor they were built from (its data, shape and a sample of its
-// bytes, so that a new tensor at a freed address is not mistaken for the old one).
-struct TableKey {
-  const void* data;
-  int64_t rows, cols;
-  uint64_t sample;
-  bool operator==(const TableKey&) const = default;
-};
-struct TableKeyHash {
-  size_t operator()(const TableKey& k) const {
-    return std::hash<const void*>()(k.data) ^ (k.sample * 0x9E3779B97F4A7C15ull);
-  }
-};
-
-uint64_t sample_bytes(const Tensor& w) {
-  const auto* p = static_cast<const uint8_t*>(w.data());
-  const size_t n = w.nbytes();
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i += 4093) h = (h ^ p[i]) * 1099511628211ull;
-  return h ^ p[n - 1];
-}
-
-const ScreenTable& screen_table(const Tensor& w) {
-  static std::mutex mutex;
-  static std::unordered_map<TableKey, ScreenTable, TableKeyHash> tables;
-  const TableKey key{w.data(), w.rows(), w.cols(), sample_bytes(w)};
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = tables.find(key);
-  if (it == tables.end()) {
-    if (tables.size() >= 4) tables.clear();  // a handful of models per process at most
-    it = tables.emplace(key, build_screen_table(w)).first;
-  }
-  return it->second;
+// The table of w, built on its first use and then kept in the backend's cache for as long as
+// w lives (weight_cache.h); the caller's handle keeps it valid whatever the cache does.
+std::shared_ptr<const ScreenTable> screen_table(WeightCache& cache, const Tensor& w) {
+  return cache.get<ScreenTable>(
+      w, [&] { return std::make_shared<ScreenTable>(build_screen_table(w)); });
 }
 
 // x quantised per 32-block: int8 values, the block scale d_b, the bound factor of the block
@@ -254,7 +225,8 @@ float exact_logit(const Tensor& x, const Tensor& w, int64_t t, int64_t o) {
 
 }  // namespace
 
-std::vector<int32_t> matmul_argmax(ThreadPool& pool, const Tensor& x, const Tensor& w) {
+std::vector<int32_t> matmul_argmax(ThreadPool& pool, WeightCache& tables, const Tensor& x,
+                                   const Tensor& w) {
   const int64_t T = x.rows(), K = x.cols(), N = w.rows();
   check(x.dtype() == DType::F32, "matmul_argmax: x must be F32");
   check(w.cols() == K && N > 0,
@@ -265,7 +237,7 @@ std::vector<int32_t> matmul_argmax(ThreadPool& pool, const Tensor& x, const Tens
   bool screen = w.dtype() == DType::Q8_0 && T > kGemvMaxRows && K % kQ8Block == 0 &&
                 w.device() == Device::CPU && x.device() == Device::CPU;
   for (int64_t i = 0; screen && i < T * K; ++i) screen = std::abs(x.ptr<float>()[i]) < 1e15f;
-  const ScreenTable* tab = screen ? &screen_table(w) : nullptr;
+  const std::shared_ptr<const ScreenTable> tab = screen ? screen_table(tables, w) : nullptr;
   if (!tab || !tab->usable) return matmul_argmax_plain(pool, x, w);
 
   const QuantisedRows xq = quantise_rows(x, tab->blocks);
@@ -320,7 +292,8 @@ std::vector<int32_t> matmul_argmax(ThreadPool& pool, const Tensor& x, const Tens
 
 #else
 
-std::vector<int32_t> matmul_argmax(ThreadPool& pool, const Tensor& x, const Tensor& w) {
+std::vector<int32_t> matmul_argmax(ThreadPool& pool, WeightCache& tables, const Tensor& x,
+                                   const Tensor& w) {
   check(x.dtype() == DType::F32, "matmul_argmax: x must be F32");
   return matmul_argmax_plain(pool, x, w);
 }

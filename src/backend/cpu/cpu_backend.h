@@ -7,6 +7,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/reference.h"
+#include "backend/cpu/weight_cache.h"
 #include "core/thread_pool.h"
 
 namespace kvp::cpu {
@@ -16,8 +17,10 @@ constexpr int64_t kGemvMaxRows = 3;
 
 void matmul(ThreadPool& pool, const Tensor& x, const Tensor& w, Tensor& y);
 // Per row of x, the index of the largest entry of matmul(x, w), ties to the lower index
-// (argmax_projection_cpu.cpp). matmul_argmax_plain computes every entry to get it.
-std::vector<int32_t> matmul_argmax(ThreadPool& pool, const Tensor& x, const Tensor& w);
+// (argmax_projection_cpu.cpp); `tables` keeps the screen's repacked copy of each Q8_0 table.
+// matmul_argmax_plain computes every entry to get it.
+std::vector<int32_t> matmul_argmax(ThreadPool& pool, WeightCache& tables, const Tensor& x,
+                                   const Tensor& w);
 std::vector<int32_t> matmul_argmax_plain(ThreadPool& pool, const Tensor& x, const Tensor& w);
 void attention(ThreadPool& pool, const Tensor& q, const KvSegments& kv, float scale, Tensor& out);
 void attention_many(ThreadPool& pool, const std::vector<AttentionJob>& jobs, float scale);
@@ -68,7 +71,7 @@ class CpuBackend final : public Backend {
 
   void matmul(const Tensor& x, const Tensor& w, Tensor& y) override { cpu::matmul(pool_, x, w, y); }
   std::vector<int32_t> matmul_argmax(const Tensor& x, const Tensor& w) override {
-    return cpu::matmul_argmax(pool_, x, w);
+    return cpu::matmul_argmax(pool_, screen_tables_, x, w);
   }
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override {
     cpu::rms_norm(pool_, x, weight, eps, y);
@@ -123,6 +126,7 @@ class CpuBackend final : public Backend {
 
  private:
   ThreadPool pool_;
+  WeightCache screen_tables_;  // matmul_argmax's repacked Q8_0 tables, per weight
 };
 
 }  // namespace kvp::cpu
