@@ -156,7 +156,9 @@ int main(int argc, char** argv) {
       const DType types[3] = {DType::F32, DType::F16, DType::BF16};
       for (int i = 0; i < 3; ++i) {
         model->set_kv_dtype(types[i]);
-        auto press = kvp::make_press(s.press, std::stod(ratio), s.args);
+        // kvpress's rounding, as the golden cells were made.
+        auto press =
+            kvp::make_press(s.press, std::stod(ratio), s.args, kvp::BudgetRounding::Kvpress);
         runs[i] = run_press(*model, ctx, *press);
       }
       std::vector<std::vector<std::vector<bool>>> golden;
