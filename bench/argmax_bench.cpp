@@ -16,24 +16,19 @@
 
 #include "backend/backend.h"
 #include "backend/factory.h"
+#include "bench_util.h"
 #include "core/half.h"
 #include "core/tensor.h"
 
 namespace {
 
+using bench::median_us;
+using bench::next_f;
+using bench::next_u64;
+using bench::now_us;
+using bench::parse_list;
 using kvp::DType;
 using kvp::Tensor;
-
-uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-uint64_t next_u64() {
-  g_rng ^= g_rng << 13;
-  g_rng ^= g_rng >> 7;
-  g_rng ^= g_rng << 17;
-  return g_rng;
-}
-float next_f(float lo, float hi) {
-  return lo + (hi - lo) * static_cast<float>(next_u64() >> 40) / 16777216.f;
-}
 
 // Random Q8_0 rows: random quants, small finite scales.
 Tensor random_q8_0(int64_t rows, int64_t cols) {
@@ -62,36 +57,6 @@ Tensor hidden_rows(const Tensor& w, int64_t T) {
     }
   }
   return x;
-}
-
-double now_us() {
-  return std::chrono::duration<double, std::micro>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-template <typename Fn>
-double median_us(int reps, const Fn& fn) {
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    const double t0 = now_us();
-    fn();
-    t.push_back(now_us() - t0);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-std::vector<int> parse_list(const std::string& s) {
-  std::vector<int> out;
-  size_t pos = 0;
-  while (pos < s.size()) {
-    const size_t c = s.find(',', pos);
-    out.push_back(std::atoi(s.substr(pos, c - pos).c_str()));
-    if (c == std::string::npos) break;
-    pos = c + 1;
-  }
-  return out;
 }
 
 }  // namespace
@@ -124,16 +89,20 @@ int main(int argc, char** argv) {
       const double t0 = now_us();
       std::vector<int32_t> first = be->matmul_argmax(x, w);
       const double first_us = now_us() - t0;
-      const double argmax_us = median_us(reps, [&] { first = be->matmul_argmax(x, w); });
+      const double argmax_us = median_us(
+          reps, [&] { first = be->matmul_argmax(x, w); }, false);
       Tensor y = Tensor::empty(DType::F32, {T, N});
       std::vector<int32_t> plain(static_cast<size_t>(T));
-      const double matmul_us = median_us(std::max(3, reps / 4), [&] {
-        be->matmul(x, w, y);
-        for (int64_t t = 0; t < T; ++t) {
-          const float* r = y.ptr<float>() + t * N;
-          plain[static_cast<size_t>(t)] = static_cast<int32_t>(std::max_element(r, r + N) - r);
-        }
-      });
+      const double matmul_us = median_us(
+          std::max(3, reps / 4),
+          [&] {
+            be->matmul(x, w, y);
+            for (int64_t t = 0; t < T; ++t) {
+              const float* r = y.ptr<float>() + t * N;
+              plain[static_cast<size_t>(t)] = static_cast<int32_t>(std::max_element(r, r + N) - r);
+            }
+          },
+          false);
       if (plain != first) {
         std::fprintf(stderr, "matmul_argmax disagrees with argmax(matmul) at T = %lld\n",
                      static_cast<long long>(T));

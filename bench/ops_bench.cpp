@@ -28,25 +28,19 @@
 #include "backend/backend.h"
 #include "backend/cpu/quant.h"
 #include "backend/factory.h"
+#include "bench_util.h"
 #include "cache/kv_cache.h"
 #include "core/half.h"
 #include "core/tensor.h"
 
 namespace {
 
+using bench::median_us;
+using bench::now_us;
+using bench::next_f;
+using bench::next_u64;
 using kvp::DType;
 using kvp::Tensor;
-
-uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-uint64_t next_u64() {
-  g_rng ^= g_rng << 13;
-  g_rng ^= g_rng >> 7;
-  g_rng ^= g_rng << 17;
-  return g_rng;
-}
-float next_f(float lo, float hi) {
-  return lo + (hi - lo) * static_cast<float>(next_u64() >> 40) / 16777216.f;
-}
 
 // Random well-formed weights: random quants, small finite scales.
 Tensor random_weight(DType t, int64_t rows, int64_t cols) {
@@ -80,25 +74,6 @@ Tensor random_x(int64_t T, int64_t K) {
   Tensor x = Tensor::empty(DType::F32, {T, K});
   for (int64_t i = 0; i < x.numel(); ++i) x.ptr<float>()[i] = next_f(-1.f, 1.f);
   return x;
-}
-
-double now_us() {
-  return std::chrono::duration<double, std::micro>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-template <typename Fn>
-double median_us(int reps, const Fn& fn) {
-  fn();  // warm up
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    const double t0 = now_us();
-    fn();
-    t.push_back(now_us() - t0);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
 }
 
 #if __has_include("ggml-cpu.h")

@@ -35,6 +35,7 @@ class GridHook : public LayerHook {
     // themselves.
     std::map<std::string, Group> groups;
     std::vector<Group*> shared(cells_.size(), nullptr);
+    std::vector<int64_t> prefix(cells_.size(), -1);  // Press::ranked_prefix per shared cell
     for (size_t i = 0; i < cells_.size(); ++i) {
       Cell& c = cells_[i];
       const auto t0 = std::chrono::steady_clock::now();
@@ -45,15 +46,15 @@ class GridHook : public LayerHook {
       auto it = groups.find(identity);
       if (it == groups.end()) it = groups.emplace(identity, Group{c.press->score(view)}).first;
       shared[i] = &it->second;
-      const int64_t k = c.press->ranked_prefix(view);
-      it->second.longest = std::max(it->second.longest, k);
+      prefix[i] = c.press->ranked_prefix(view);
+      it->second.longest = std::max(it->second.longest, prefix[i]);
       c.compress_s += seconds_since(t0);
     }
     for (size_t i = 0; i < cells_.size(); ++i) {
       if (!shared[i]) continue;
       Cell& c = cells_[i];
       const auto t0 = std::chrono::steady_clock::now();
-      c.cache->borrow_kept(view.layer, *view.cache, plan(*shared[i], c, view), reserve_);
+      c.cache->borrow_kept(view.layer, *view.cache, plan(*shared[i], prefix[i], c, view), reserve_);
       c.compress_s += seconds_since(t0);
     }
     bool gathered = false;
@@ -80,8 +81,8 @@ class GridHook : public LayerHook {
     KeepPlan ranked = {};
   };
 
-  KeepPlan plan(Group& g, Cell& c, LayerView& view) {
-    const int64_t k = c.press->ranked_prefix(view);
+  // The cell's plan: a prefix of the group's ranking when the press ranks (k >= 0).
+  KeepPlan plan(Group& g, int64_t k, Cell& c, LayerView& view) {
     if (k < 0) return c.press->plan_from_scores(view, g.scores);
     if (g.ranked.empty()) g.ranked = top_k_plan(g.scores.values, g.longest);
     KeepPlan keep(g.ranked.size());

@@ -73,6 +73,20 @@ inline PressGoldenModel& press_golden_model() {
   return m;
 }
 
+// The golden context's token count, and its prefill at positions 0..T-1 into `cache` (with
+// `hook` after each layer's attention, when given).
+inline int64_t golden_context_tokens() {
+  return static_cast<int64_t>(press_golden_model().context.at("context_ids").size());
+}
+inline void prefill_golden_context(KVCache& cache, LayerHook* hook = nullptr) {
+  PressGoldenModel& g = press_golden_model();
+  const auto ids = g.context.at("context_ids").get<std::vector<int32_t>>();
+  const auto T = static_cast<int64_t>(ids.size());
+  std::vector<int32_t> pos(static_cast<size_t>(T));
+  for (int64_t i = 0; i < T; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  g.model->forward(ids.data(), pos.data(), T, cache, hook);
+}
+
 inline nlohmann::json press_golden_cell(const std::string& cell) {
   return read_json_file(source_path("tests/golden/presses/" + cell + ".json"));
 }
@@ -658,8 +672,7 @@ inline PressGoldenResult check_press_cell(const std::string& cell, Press& press,
   const nlohmann::json golden = press_golden_cell(cell);
   const GoldenKept want(golden);
   const std::unique_ptr<NearTies> near_ties = rule.make ? rule.make(want) : nullptr;
-  const auto context_ids = g.context.at("context_ids").get<std::vector<int32_t>>();
-  const int64_t T = static_cast<int64_t>(context_ids.size());
+  const int64_t T = golden_context_tokens();
   EXPECT_EQ(want.n_tokens, T) << cell;
   const int max_new = g.context.at("max_new_tokens").get<int>();
   const auto questions = g.context.at("question_ids").get<std::vector<std::vector<int32_t>>>();
@@ -671,9 +684,7 @@ inline PressGoldenResult check_press_cell(const std::string& cell, Press& press,
   PressHook hook(press, reserve);
 
   KVCache cache = g.model->make_cache(T + reserve);
-  std::vector<int32_t> pos(static_cast<size_t>(T));
-  for (int64_t i = 0; i < T; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-  g.model->forward(context_ids.data(), pos.data(), T, cache, &hook);
+  prefill_golden_context(cache, &hook);
 
   PressGoldenResult r;
   r.head_lens = cache.lengths();

@@ -27,15 +27,12 @@ TEST(ExamplePress, RegisteredWithParameters) {
 TEST(ExamplePress, RunsThroughThePipeline) {
   KVP_REQUIRE_DEFAULT_MODEL();
   test::PressGoldenModel& g = test::press_golden_model();
-  const auto ids = g.context.at("context_ids").get<std::vector<int32_t>>();
-  const int64_t T = static_cast<int64_t>(ids.size());
-  std::vector<int32_t> pos(static_cast<size_t>(T));
-  for (int64_t i = 0; i < T; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  const int64_t T = test::golden_context_tokens();
   // A huge recency weight turns it into a recent window: the last n_kept tokens.
   auto press = make_press("recent_norm", 0.5, {"recency=1000"});
   PressHook hook(*press, 64);
   KVCache cache = g.model->make_cache(T + 64);
-  g.model->forward(ids.data(), pos.data(), T, cache, &hook);
+  test::prefill_golden_context(cache, &hook);
   const int64_t n = n_kept_for(T, 0.5);
   for (int h = 0; h < cache.n_segments(); ++h) {
     ASSERT_EQ(cache.length(3, h), n);

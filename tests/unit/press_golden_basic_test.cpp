@@ -44,10 +44,7 @@ TEST(PressGolden, RandomDrawsTorchsStream) {
   KVP_REQUIRE_DEFAULT_MODEL();
   const test::GoldenScores golden = test::golden_scores_of("random_0.5");
   test::PressGoldenModel& g = test::press_golden_model();
-  const auto ids = g.context.at("context_ids").get<std::vector<int32_t>>();
-  const int64_t T = static_cast<int64_t>(ids.size());
-  std::vector<int32_t> pos(static_cast<size_t>(T));
-  for (int64_t i = 0; i < T; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  const int64_t T = test::golden_context_tokens();
   struct Capture : LayerHook {
     std::vector<Press*> presses;
     std::vector<std::vector<std::vector<float>>> scores;  // [press][layer], host copies
@@ -62,7 +59,7 @@ TEST(PressGolden, RandomDrawsTorchsStream) {
   Capture cap;
   cap.presses = {seed42.get(), seed43.get()};
   KVCache cache = g.model->make_cache(T);
-  g.model->forward(ids.data(), pos.data(), T, cache, &cap);
+  test::prefill_golden_context(cache, &cap);
   const std::vector<std::vector<float>>& a = cap.scores[0];
   const std::vector<std::vector<float>>& b = cap.scores[1];
   ASSERT_EQ(a.size(), static_cast<size_t>(golden.n_layers));

@@ -10,14 +10,11 @@ namespace kvp {
 TEST(PressRounding, NearestDefaultOnTheGoldenContext) {
   KVP_REQUIRE_DEFAULT_MODEL();
   test::PressGoldenModel& g = test::press_golden_model();
-  const auto ids = g.context.at("context_ids").get<std::vector<int32_t>>();
-  const int64_t T = static_cast<int64_t>(ids.size());
-  std::vector<int32_t> pos(static_cast<size_t>(T));
-  for (int64_t i = 0; i < T; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  const int64_t T = test::golden_context_tokens();
   auto prefill = [&](Press& press) {
     PressHook hook(press, 0);
     KVCache cache = g.model->make_cache(T);
-    g.model->forward(ids.data(), pos.data(), T, cache, &hook);
+    test::prefill_golden_context(cache, &hook);
     return cache.lengths();
   };
 

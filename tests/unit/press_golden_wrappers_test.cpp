@@ -150,17 +150,14 @@ TEST(PressGolden, KeyRerotationSnapKv) {
 TEST(PressWrappers, KeyRerotationRotatesKeysToRanks) {
   KVP_REQUIRE_DEFAULT_MODEL();
   test::PressGoldenModel& g = test::press_golden_model();
-  const auto ids = g.context.at("context_ids").get<std::vector<int32_t>>();
-  const int64_t T = static_cast<int64_t>(ids.size());
-  std::vector<int32_t> pos(static_cast<size_t>(T));
-  for (int64_t i = 0; i < T; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  const int64_t T = test::golden_context_tokens();
   KVCache plain = g.model->make_cache(T);
-  g.model->forward(ids.data(), pos.data(), T, plain);
+  test::prefill_golden_context(plain);
 
   auto press = make_press("key_rerotation", 0.5, {"press=knorm"});
   PressHook hook(*press, 8);
   KVCache cache = g.model->make_cache(T + 8);
-  g.model->forward(ids.data(), pos.data(), T, cache, &hook);
+  test::prefill_golden_context(cache, &hook);
   const int D = cache.head_dim();
   const int64_t n = n_kept_for(T, 0.5);
   for (int l : {0, 15, 29}) {

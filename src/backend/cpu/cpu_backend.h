@@ -32,8 +32,8 @@ void add_bias(ThreadPool& pool, Tensor& y, const Tensor& bias);
 void embed(ThreadPool& pool, const Tensor& table, const int32_t* ids, int64_t n, Tensor& out);
 void attention_column_sums(ThreadPool& pool, const Tensor& q, const KvSegments& kv, float scale,
                            Tensor& out);  // press_ops_cpu.cpp
-// The press ops whose cost grows with the cache (score_ops_cpu.cpp); the others are the
-// reference's loops.
+// The press ops whose cost grows with the cache, parallel over rows (score_ops_cpu.cpp); the
+// others are the reference's loops.
 void row_norms(ThreadPool& pool, const Tensor& x, Norm norm, Tensor& out);
 void cosine_similarity(ThreadPool& pool, const Tensor& x, const Tensor& a, float eps, Tensor& out);
 void normalize_rows(ThreadPool& pool, const Tensor& x, float eps, Tensor& out);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/op_checks.h"
 #include "backend/cpu/quant.h"
 #include "backend/cpu/reference.h"
 #include "backend/cpu/simd.h"
@@ -24,11 +25,6 @@ namespace {
 
 // Below this many elements an op runs on the calling thread alone.
 constexpr int64_t kParallelElements = 1 << 15;
-
-void check_f32(const Tensor& t, const char* what) {
-  check(t.dtype() == DType::F32, std::string(what) + " must be F32, got " + dtype_name(t.dtype()));
-  check(t.device() == Device::CPU, std::string(what) + " must be on the CPU");
-}
 
 // Runs fn(begin, end) over [0, rows), in parallel when rows * cols is large enough.
 template <typename Fn>

@@ -18,10 +18,13 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/op_checks.h"
 #include "core/error.h"
 #include "core/half.h"
 
 namespace kvp::ref {
+
+using cpu::check_f32;
 
 namespace {
 
@@ -44,11 +47,6 @@ void scale_min_k4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
     *sc = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
     *m = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
   }
-}
-
-void check_f32(const Tensor& t, const char* what) {
-  check(t.dtype() == DType::F32, std::string(what) + " must be F32, got " + dtype_name(t.dtype()));
-  check(t.device() == Device::CPU, std::string(what) + " must be on the CPU");
 }
 
 }  // namespace

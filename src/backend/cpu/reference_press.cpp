@@ -13,34 +13,23 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/op_checks.h"
 #include "backend/cpu/reference.h"
 #include "core/error.h"
 
 namespace kvp::ref {
 
+using cpu::check_cpu;
+using cpu::check_f32;
+using cpu::check_rows;
+
 namespace {
-
-void check_cpu(const Tensor& t, const char* what) {
-  check(t.device() == Device::CPU, std::string(what) + " must be on the CPU");
-}
-
-void check_f32(const Tensor& t, const char* what) {
-  check(t.dtype() == DType::F32, std::string(what) + " must be F32, got " + dtype_name(t.dtype()));
-  check_cpu(t, what);
-}
 
 // Row r of x ([rows, cols] of F32, F16 or BF16) as F32.
 std::vector<float> row_f32(const Tensor& x, int64_t r) {
   std::vector<float> out(static_cast<size_t>(x.cols()));
   dequantize_row(x.dtype(), x.row_ptr(r), out.data(), x.cols());
   return out;
-}
-
-void check_rows(const Tensor& x, const char* what) {
-  check(x.dtype() == DType::F32 || x.dtype() == DType::F16 || x.dtype() == DType::BF16,
-        std::string(what) + " must be F32, F16 or BF16, got " + dtype_name(x.dtype()));
-  check_cpu(x, what);
-  check(x.ndim() >= 1, std::string(what) + " has no shape");
 }
 
 double norm_of(const std::vector<float>& v, Norm norm) {

@@ -1,7 +1,8 @@
-// The press ops of the CPU backend. Those whose cost grows with the cache (norms, cosine,
-// normalize, softmax, pooling, top-k) run in parallel over rows with their own loops; the
-// ones over a layer's scores alone (a few floats per row) run the reference's loops, which
-// is all they need on a CPU.
+// The press ops of the CPU backend. Those whose cost grows with the cache run in parallel
+// over rows: norms, cosine, normalize and top-k with their own loops (F32 scratch rows
+// instead of a vector per row; top-k by integer keys), softmax and pooling with the
+// reference's loop on each thread's rows. The ones over a layer's scores alone (a few
+// floats per row) are the reference's, which is all they need on a CPU.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/op_checks.h"
 #include "backend/cpu/quant.h"
 #include "backend/cpu/reference.h"
 #include "core/error.h"
@@ -16,17 +18,6 @@
 namespace kvp::cpu {
 
 namespace {
-
-void check_f32(const Tensor& t, const char* what) {
-  check(t.dtype() == DType::F32, std::string(what) + " must be F32, got " + dtype_name(t.dtype()));
-  check(t.device() == Device::CPU, std::string(what) + " must be on the CPU");
-}
-
-void check_rows(const Tensor& x, const char* what) {
-  check(x.dtype() == DType::F32 || x.dtype() == DType::F16 || x.dtype() == DType::BF16,
-        std::string(what) + " must be F32, F16 or BF16, got " + dtype_name(x.dtype()));
-  check(x.device() == Device::CPU && x.ndim() >= 1, std::string(what) + " must be CPU rows");
-}
 
 // fn(begin, end) over rows, in parallel when there is enough work.
 void for_rows(ThreadPool& pool, int64_t rows, int64_t cols,
@@ -120,21 +111,13 @@ void normalize_rows(ThreadPool& pool, const Tensor& x, float eps, Tensor& out) {
   });
 }
 
+// Rows are independent: the reference's loop over each thread's rows.
 void softmax_rows(ThreadPool& pool, Tensor& x) {
   check_f32(x, "softmax_rows x");
   const int64_t C = x.cols();
   for_rows(pool, x.rows(), C, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      float* row = x.ptr<float>() + r * C;
-      float mx = -INFINITY;
-      for (int64_t c = 0; c < C; ++c) mx = std::max(mx, row[c]);
-      double sum = 0;
-      for (int64_t c = 0; c < C; ++c) {
-        row[c] = std::exp(row[c] - mx);
-        sum += row[c];
-      }
-      for (int64_t c = 0; c < C; ++c) row[c] = static_cast<float>(row[c] / sum);
-    }
+    Tensor rows = x.row_slice(r0, r1, {r1 - r0, C});
+    ref::softmax_rows(rows);
   });
 }
 
@@ -144,22 +127,9 @@ void avg_pool(ThreadPool& pool, const Tensor& x, int64_t cols, int64_t kernel, d
   check_f32(out, "avg_pool out");
   const int64_t R = x.rows(), C = x.cols();
   check(out.rows() == R && out.cols() == C, "avg_pool: out must have x's shape");
-  check(cols >= 0 && cols <= C, "avg_pool: cols out of range");
-  check(kernel >= 1 && kernel % 2 == 1, "avg_pool: kernel must be odd and >= 1");
-  const int64_t pad = kernel / 2;
   for_rows(pool, R, cols * kernel, [&](int64_t r0, int64_t r1) {
-    std::vector<double> src(static_cast<size_t>(cols));  // out may alias x
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* in = x.ptr<float>() + r * C;
-      for (int64_t i = 0; i < cols; ++i) src[static_cast<size_t>(i)] = in[i] * scale;
-      float* o = out.ptr<float>() + r * C;
-      for (int64_t j = 0; j < cols; ++j) {
-        double acc = 0;
-        for (int64_t i = std::max<int64_t>(0, j - pad); i <= std::min(cols - 1, j + pad); ++i)
-          acc += src[static_cast<size_t>(i)];
-        o[j] = static_cast<float>(acc / static_cast<double>(kernel));
-      }
-    }
+    Tensor out_rows = out.row_slice(r0, r1, {r1 - r0, C});
+    ref::avg_pool(x.row_slice(r0, r1, {r1 - r0, C}), cols, kernel, scale, out_rows);
   });
 }
 
