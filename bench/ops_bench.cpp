@@ -36,9 +36,9 @@
 namespace {
 
 using bench::median_us;
-using bench::now_us;
 using bench::next_f;
 using bench::next_u64;
+using bench::now_us;
 using kvp::DType;
 using kvp::Tensor;
 
