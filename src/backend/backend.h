@@ -101,6 +101,11 @@ class Backend {
                     size_t bytes) = 0;
   // Returns once every op issued so far has finished.
   virtual void synchronize() = 0;
+  // The tensor this backend's matmul/embed/rms_norm read for a model weight given as host
+  // memory (a mapped file's view): the CPU reads the view itself, a device copies it into its
+  // memory once, possibly widened or dequantised (the CUDA backend stores matrices as BF16).
+  // Called once per weight when a model is made, never in a forward pass.
+  virtual Tensor load_weight(const Tensor& host) { return host; }
   // Row moves: for i < n, row dst_rows[i] of dst (viewed as [rows, cols]) = row src_rows[i]
   // of src, converted when the dtypes differ (F32, F16, BF16; equal row lengths). The index
   // lists are host arrays; every index is checked. The KV cache's append, growth and

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
 
 #include "core/error.h"
 #include "io/gguf.h"
@@ -22,7 +23,24 @@ Tensor rows_view(const Tensor& t, std::initializer_list<int64_t> shape) {
 }  // namespace
 
 Model::Model(ModelConfig config, ModelWeights weights, Backend& backend)
-    : config_(std::move(config)), weights_(std::move(weights)), backend_(backend) {}
+    : config_(std::move(config)), weights_(std::move(weights)), backend_(backend) {
+  // Each weight moves into the backend's memory once; a tied output matrix stays one tensor.
+  std::map<const void*, Tensor> loaded;
+  auto load = [&](Tensor& t) {
+    if (!t.defined()) return;
+    auto [it, fresh] = loaded.try_emplace(t.data());
+    if (fresh) it->second = backend_.load_weight(t);
+    t = it->second;
+  };
+  load(weights_.token_embedding);
+  load(weights_.output_norm);
+  load(weights_.output);
+  for (LayerWeights& l : weights_.layers) {
+    for (Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.q_norm,
+                      &l.k_norm, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down})
+      load(*t);
+  }
+}
 
 KVCache Model::make_cache(int64_t capacity) const {
   return KVCache(backend_, config_.n_layers, config_.n_kv_heads, config_.head_dim, capacity,
