@@ -56,9 +56,27 @@ inline Tensor as_dtype(const Tensor& f32, DType t) {
   return out;
 }
 
+// Skips (with the reason) a case for a backend this build has but this machine cannot run:
+// the CUDA cases on a machine without a GPU, such as CI's.
+#define KVP_SKIP_WITHOUT_DEVICE(device)                                                  \
+  do {                                                                                   \
+    if ((device) == "cuda" && ::kvp::cuda_gpus() == 0)                                   \
+      GTEST_SKIP() << "no CUDA GPU on this machine: the cuda cases run where there is one"; \
+  } while (0)
+
 class BackendOps : public ::testing::TestWithParam<BackendCase> {
  protected:
-  void SetUp() override { be_ = make_backend(GetParam().device, GetParam().threads); }
+  void SetUp() override {
+    KVP_SKIP_WITHOUT_DEVICE(GetParam().device);
+    be_ = make_backend(GetParam().device, GetParam().threads);
+  }
+
+  bool gpu() const { return GetParam().device == "cuda"; }
+  // A test's stated bound for this backend: the CPU's, or the GPU's where the test says why
+  // it differs (f32 sums in another order, weights held as BF16).
+  float bound(float cpu, float gpu_bound) const { return gpu() ? gpu_bound : cpu; }
+  // A model weight as the backend holds it (Backend::load_weight: BF16 on the GPU).
+  Tensor weight(const Tensor& host) { return be_->load_weight(host); }
 
   // A copy of a host tensor in the backend's memory.
   Tensor dev(const Tensor& host) {

@@ -1,0 +1,281 @@
+// The CUDA backend's memory: the stream-ordered allocator, host<->device copies, the staging
+// ring for host arrays, weight loading and copy_rows (the KV cache's append and compaction).
+#include <algorithm>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "backend/cpu/reference.h"
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_util.cuh"
+#include "core/half.h"
+
+namespace kvp::cuda {
+
+namespace {
+
+constexpr size_t kRingBytes = size_t{16} << 20;
+constexpr size_t kAlign = 256;
+
+size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+bool is_row_type(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+// Row dst_rows[i] of dst = row src_rows[i] of src, one warp per row, converting through f32.
+template <typename S, typename D>
+__global__ void copy_rows_kernel(const S* src, const int64_t* idx, D* dst, int64_t n,
+                                 int64_t cols) {
+  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= n) return;
+  const S* from = src + idx[warp] * cols;
+  D* to = dst + idx[n + warp] * cols;
+  for (int64_t c = lane; c < cols; c += 32) to[c] = from_f32<D>(to_f32(from[c]));
+}
+
+// The same-type case in 16-byte words.
+__global__ void copy_rows_words(const uint4* src, const int64_t* idx, uint4* dst, int64_t n,
+                                int64_t words) {
+  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= n) return;
+  const uint4* from = src + idx[warp] * words;
+  uint4* to = dst + idx[n + warp] * words;
+  for (int64_t c = lane; c < words; c += 32) to[c] = from[c];
+}
+
+// A host weight as BF16 rows: dequantised or narrowed on the host, several threads at once.
+Tensor host_bf16(const Tensor& w) {
+  Tensor out = Tensor::empty(DType::BF16, w.shape(), w.ndim());
+  const int64_t rows = w.rows(), cols = w.cols();
+  const int64_t n_threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 32);
+  auto work = [&](int64_t begin, int64_t end) {
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = begin; r < end; ++r) {
+      ref::dequantize_row(w.dtype(), w.row_ptr(r), row.data(), cols);
+      auto* dst = reinterpret_cast<uint16_t*>(out.row_ptr(r));
+      for (int64_t c = 0; c < cols; ++c) dst[c] = f32_to_bf16(row[static_cast<size_t>(c)]);
+    }
+  };
+  std::vector<std::thread> threads;
+  const int64_t per = (rows + n_threads - 1) / n_threads;
+  for (int64_t b = 0; b < rows; b += per) threads.emplace_back(work, b, std::min(rows, b + per));
+  for (std::thread& t : threads) t.join();
+  return out;
+}
+
+}  // namespace
+
+DeviceState::~DeviceState() {
+  if (stream) {
+    cudaStreamSynchronize(stream);
+    cudaStreamDestroy(stream);
+  }
+}
+
+CudaBackend::CudaBackend() : state_(std::make_shared<DeviceState>()) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    cudaGetLastError();
+    throw Error("--device cuda: no CUDA GPU is visible (cudaGetDeviceCount found none)");
+  }
+  check_cuda(cudaSetDevice(0), "cudaSetDevice");
+  cudaDeviceProp prop{};
+  check_cuda(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  sm_count_ = prop.multiProcessorCount;
+  device_name_ = prop.name;
+  check_cuda(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking), "stream");
+  // Keep freed memory in the pool: steady-state steps then never go to the driver.
+  cudaMemPool_t pool;
+  check_cuda(cudaDeviceGetDefaultMemPool(&pool, 0), "cudaDeviceGetDefaultMemPool");
+  uint64_t keep = UINT64_MAX;
+  check_cuda(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "pool");
+  check_cublas(cublasCreate(&cublas_), "cublasCreate");
+  check_cublas(cublasSetStream(cublas_, state_->stream), "cublasSetStream");
+  check_cuda(cudaMalloc(&ring_, kRingBytes), "staging ring");
+  ring_size_ = kRingBytes;
+  check_cuda(cudaMalloc(&error_flag_, sizeof(int)), "error flag");
+  check_cuda(cudaMemset(error_flag_, 0, sizeof(int)), "error flag");
+}
+
+CudaBackend::~CudaBackend() {
+  cudaStreamSynchronize(state_->stream);
+  for (Tensor& t : scratch_) t = Tensor();
+  if (cublas_) cublasDestroy(cublas_);
+  cudaFree(ring_);
+  cudaFree(error_flag_);
+}
+
+size_t CudaBackend::reserved_bytes() const {
+  cudaMemPool_t pool;
+  uint64_t v = 0;
+  if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess)
+    cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &v);
+  return v;
+}
+
+size_t CudaBackend::peak_used_bytes() const {
+  cudaMemPool_t pool;
+  uint64_t v = 0;
+  if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess)
+    cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &v);
+  return v;
+}
+
+void CudaBackend::check_mine(const Tensor& t, const char* what) const {
+  if (t.backend() != this)
+    throw Error(std::string(what) + ": the tensor is not in this CUDA backend's memory");
+}
+
+Tensor CudaBackend::alloc(DType dtype, const std::array<int64_t, 4>& shape, int ndim) {
+  for (int i = 0; i < ndim; ++i) check(shape[static_cast<size_t>(i)] >= 0, "alloc: negative dim");
+  const Tensor probe = Tensor::view(dtype, shape, ndim, nullptr, nullptr);
+  const size_t bytes = probe.nbytes();
+  void* p = nullptr;
+  check_cuda(cudaMallocAsync(&p, std::max<size_t>(bytes, 1), stream()), "cudaMallocAsync");
+  if (bytes) check_cuda(cudaMemsetAsync(p, 0, bytes, stream()), "cudaMemsetAsync");
+  std::shared_ptr<DeviceState> state = state_;
+  std::shared_ptr<const void> owner(p, [state](const void* q) {
+    cudaFreeAsync(const_cast<void*>(q), state->stream);
+  });
+  return Tensor::view(dtype, shape, ndim, p, std::move(owner)).adopted_by(*this, Device::CUDA);
+}
+
+namespace {
+
+void check_span(const Tensor& t, size_t offset, size_t bytes, const char* what) {
+  if (offset > t.nbytes() || bytes > t.nbytes() - offset)
+    throw Error(std::string(what) + ": bytes [" + std::to_string(offset) + ", " +
+                std::to_string(offset + bytes) + ") lie outside a tensor of " +
+                std::to_string(t.nbytes()) + " bytes");
+}
+
+}  // namespace
+
+void CudaBackend::upload(const void* src, Tensor& dst, size_t dst_offset, size_t bytes) {
+  check_mine(dst, "upload");
+  check_span(dst, dst_offset, bytes, "upload");
+  if (bytes == 0) return;
+  check_cuda(cudaMemcpyAsync(static_cast<uint8_t*>(dst.data()) + dst_offset, src, bytes,
+                             cudaMemcpyHostToDevice, stream()),
+             "upload");
+}
+
+void CudaBackend::download(const Tensor& src, size_t src_offset, void* dst, size_t bytes) {
+  check_mine(src, "download");
+  check_span(src, src_offset, bytes, "download");
+  if (bytes)
+    check_cuda(cudaMemcpyAsync(dst, static_cast<const uint8_t*>(src.data()) + src_offset, bytes,
+                               cudaMemcpyDeviceToHost, stream()),
+               "download");
+  check_device_errors();
+}
+
+void CudaBackend::copy(const Tensor& src, size_t src_offset, Tensor& dst, size_t dst_offset,
+                       size_t bytes) {
+  check_mine(src, "copy");
+  check_mine(dst, "copy");
+  check_span(src, src_offset, bytes, "copy");
+  check_span(dst, dst_offset, bytes, "copy");
+  if (bytes == 0) return;
+  check_cuda(cudaMemcpyAsync(static_cast<uint8_t*>(dst.data()) + dst_offset,
+                             static_cast<const uint8_t*>(src.data()) + src_offset, bytes,
+                             cudaMemcpyDeviceToDevice, stream()),
+             "copy");
+}
+
+void CudaBackend::synchronize() { check_device_errors(); }
+
+void CudaBackend::check_device_errors() {
+  int flag = 0;
+  check_cuda(cudaMemcpyAsync(&flag, error_flag_, sizeof(int), cudaMemcpyDeviceToHost, stream()),
+             "error flag");
+  check_cuda(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
+  if (flag == 0) return;
+  check_cuda(cudaMemsetAsync(error_flag_, 0, sizeof(int), stream()), "error flag");
+  throw Error("scatter_value: an index was out of range (checked on the GPU)");
+}
+
+const void* CudaBackend::stage(const void* host, size_t bytes) {
+  const size_t need = align_up(std::max<size_t>(bytes, 1));
+  if (need > ring_size_) {  // grow; the old ring is freed after the ops that read it
+    check_cuda(cudaFreeAsync(ring_, stream()), "ring");
+    ring_size_ = std::max(need, 2 * ring_size_);
+    check_cuda(cudaMallocAsync(&ring_, ring_size_, stream()), "ring");
+    ring_pos_ = 0;
+  }
+  if (ring_pos_ + need > ring_size_) ring_pos_ = 0;  // stream order keeps earlier readers safe
+  void* dst = static_cast<uint8_t*>(ring_) + ring_pos_;
+  ring_pos_ += need;
+  if (bytes)
+    check_cuda(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream()), "stage");
+  return dst;
+}
+
+void* CudaBackend::scratch(Slot slot, size_t bytes) {
+  Tensor& t = scratch_[static_cast<int>(slot)];
+  if (t.nbytes() < bytes) {
+    const int64_t n = static_cast<int64_t>(align_up(std::max(bytes, t.nbytes() * 3 / 2)));
+    t = alloc(DType::I32, {n / 4});
+  }
+  return t.data();
+}
+
+Tensor CudaBackend::load_weight(const Tensor& host) {
+  if (host.backend() == this) return host;
+  check(host.backend() == nullptr, "load_weight: the tensor belongs to another backend");
+  // Matrices are read as BF16 (or their own F16/F32); vectors (norms, biases) as they are.
+  const bool matrix = host.ndim() >= 2;
+  const Tensor src = matrix && is_quantized(host.dtype()) ? host_bf16(host) : host;
+  check(is_row_type(src.dtype()), "load_weight: unsupported weight type " +
+                                      dtype_name(src.dtype()));
+  Tensor dev = alloc(src.dtype(), src.shape(), src.ndim());
+  upload(src.data(), dev, 0, src.nbytes());
+  synchronize();  // the host copy may be a temporary
+  return dev;
+}
+
+void CudaBackend::copy_rows(const Tensor& src, const int64_t* src_rows, Tensor& dst,
+                            const int64_t* dst_rows, int64_t n) {
+  check_mine(src, "copy_rows");
+  check_mine(dst, "copy_rows");
+  check(n >= 0, "copy_rows: negative row count");
+  if (n == 0) return;
+  check(src.cols() == dst.cols(), "copy_rows: rows of " + src.shape_string() + " and " +
+                                      dst.shape_string() + " differ in length");
+  check(src.dtype() == dst.dtype() || (is_row_type(src.dtype()) && is_row_type(dst.dtype())),
+        "copy_rows: converts between F32, F16 and BF16 only");
+  const int64_t src_n = src.rows(), dst_n = dst.rows();
+  std::vector<int64_t> idx(static_cast<size_t>(2 * n));
+  for (int64_t i = 0; i < n; ++i) {
+    if (src_rows[i] < 0 || src_rows[i] >= src_n || dst_rows[i] < 0 || dst_rows[i] >= dst_n)
+      throw Error("copy_rows: row " + std::to_string(src_rows[i]) + " -> " +
+                  std::to_string(dst_rows[i]) + " outside " + std::to_string(src_n) + " -> " +
+                  std::to_string(dst_n) + " rows");
+    idx[static_cast<size_t>(i)] = src_rows[i];
+    idx[static_cast<size_t>(n + i)] = dst_rows[i];
+  }
+  const auto* d_idx = static_cast<const int64_t*>(stage(idx.data(), idx.size() * sizeof(int64_t)));
+  const unsigned blocks = static_cast<unsigned>((n + 7) / 8);
+  const size_t rb = src.row_bytes();
+  if (src.dtype() == dst.dtype() && rb % 16 == 0) {
+    copy_rows_words<<<blocks, 256, 0, stream()>>>(static_cast<const uint4*>(src.data()), d_idx,
+                                                  static_cast<uint4*>(dst.data()), n,
+                                                  static_cast<int64_t>(rb / 16));
+    return check_launch("copy_rows");
+  }
+  check(is_row_type(src.dtype()), "copy_rows: " + dtype_name(src.dtype()) +
+                                      " rows must be a multiple of 16 bytes");
+  with_row_type(src.dtype(), [&](auto s) {
+    using S = std::remove_const_t<std::remove_pointer_t<decltype(s)>>;
+    with_row_type(dst.dtype(), [&](auto d) {
+      using D = std::remove_const_t<std::remove_pointer_t<decltype(d)>>;
+      copy_rows_kernel<S, D><<<blocks, 256, 0, stream()>>>(
+          static_cast<const S*>(src.data()), d_idx, static_cast<D*>(dst.data()), n, src.cols());
+    });
+  });
+  check_launch("copy_rows");
+}
+
+}  // namespace kvp::cuda
