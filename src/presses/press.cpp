@@ -102,8 +102,12 @@ KeepPlan ScorerPress::plan_from_scores(LayerView& view, const Scores& s) {
 }
 
 void PressHook::after_attention(LayerView& view) {
+  // On a device the layer's own work may still be running: wait for it, so that the time
+  // counted is the press's alone (and its last kernels are counted too).
+  if (view.backend) view.backend->synchronize();
   const auto t0 = std::chrono::steady_clock::now();
   press_.compress(view, reserve_);
+  if (view.backend) view.backend->synchronize();
   seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 

@@ -111,7 +111,7 @@ class Ops : public test::BackendOps {
  protected:
   // The stated matmul bound for entry i of y = x w^T ([T, N]; wf: w dequantised), as
   // MatmulEveryType explains: the f32-sum bound, or on the GPU, where the weight is held as
-  // BF16 or x is rounded for cuBLAS, 2^-7 * sum_k |x_k w_k| + 1e-5.
+  // BF16 or x is rounded for cuBLAS, 2^-6 * sum_k |x_k w_k| + 1e-5.
   float matmul_bound(const Tensor& x, const std::vector<float>& wf, DType t, int64_t N,
                      int64_t i) const {
     const int64_t K = x.cols(), T = x.rows(), row = i / N, col = i % N;
@@ -126,7 +126,7 @@ class Ops : public test::BackendOps {
                             1e-6f;
     const bool rounded = is_quantized(t) || (t != DType::F32 && T > 8);
     if (!gpu() || !rounded) return f32_bound;
-    return static_cast<float>(std::ldexp(abs_dot, -7)) + 1e-5f;
+    return static_cast<float>(std::ldexp(abs_dot, -6)) + 1e-5f;
   }
 };
 
@@ -293,7 +293,8 @@ TEST(CpuSimd, ExpAccuracy) {
 // the backend in f32 (blocked sums: error grows ~ sqrt(K) * 2^-24 per product magnitude).
 // On the GPU, weights the backend holds as BF16 (quantised ones) and x rounded to the weight
 // type for a cuBLAS product (more than 8 rows of 16-bit weights) each move a term by at
-// most 2^-9 relatively: |diff| <= 2^-7 * sum_i |x_i w_i| + 1e-5 (see matmul_bound).
+// most 2^-8 relatively (BF16's half ulp); with the f32 sums on top:
+// |diff| <= 2^-6 * sum_i |x_i w_i| + 1e-5 (see matmul_bound).
 TEST_P(Ops, MatmulEveryType) {
   for (DType t : kAllTypes) {
     for (int64_t K : {256, 768}) {
@@ -510,7 +511,7 @@ TEST_P(Ops, SiluMulAddBias) {
 }
 
 // Bound: exact (dequantisation is exact); on the GPU, a quantised table is held as BF16, so
-// |diff| <= 2^-9 |ref| (one rounding to nearest).
+// |diff| <= 2^-8 |ref| (one rounding to nearest: half of BF16's 2^-7 ulp).
 TEST_P(Ops, EmbedEveryType) {
   for (DType t : kAllTypes) {
     Tensor table = random_weight(rng_, t, 50, 512);
@@ -523,7 +524,7 @@ TEST_P(Ops, EmbedEveryType) {
     if (gpu() && is_quantized(t)) {
       for (int64_t i = 0; i < out.numel(); ++i)
         ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i],
-                    std::ldexp(std::fabs(outr.ptr<float>()[i]), -9))
+                    std::ldexp(std::fabs(outr.ptr<float>()[i]), -8))
             << dtype_name(t) << " at " << i;
     } else {
       ASSERT_EQ(0, std::memcmp(out.data(), outr.data(), out.nbytes())) << dtype_name(t);

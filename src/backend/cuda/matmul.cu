@@ -69,6 +69,21 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
   }
 }
 
+// Rows of any length (no vector loads): one warp per output row, x kept in f32.
+template <typename W>
+__global__ void gemv_scalar_kernel(const float* x, const W* w, float* y, int64_t T, int64_t N,
+                                   int64_t K) {
+  const int lane = threadIdx.x % 32;
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
+  if (o >= N) return;
+  for (int64_t t = 0; t < T; ++t) {
+    float acc = 0.f;
+    for (int64_t i = lane; i < K; i += 32) acc += x[t * K + i] * to_f32(w[o * K + i]);
+    acc = warp_sum(acc);
+    if (lane == 0) y[t * N + o] = acc;
+  }
+}
+
 template <typename W, int NT>
 void launch_gemv(const float* x, const W* w, float* y, int64_t N, int64_t K, cudaStream_t s) {
   const unsigned blocks = static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps);
@@ -139,11 +154,15 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& y) {
                                             std::to_string(N) + "], got " + y.shape_string());
   if (T == 0 || N == 0) return;
   const size_t wsize = w.dtype() == DType::F32 ? 4 : 2;
-  if (T <= kGemvMaxRows && K % (16 / wsize) == 0) {
+  if (T <= kGemvMaxRows) {
+    const bool vectors = K % (16 / wsize) == 0;
     with_row_type(w.dtype(), [&](auto p) {
       using W = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
-      gemv<W>(T, x.ptr<float>(), static_cast<const W*>(w.data()), y.ptr<float>(), N, K,
-              stream());
+      const auto* wp = static_cast<const W*>(w.data());
+      if (vectors) return gemv<W>(T, x.ptr<float>(), wp, y.ptr<float>(), N, K, stream());
+      gemv_scalar_kernel<W><<<static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps),
+                              kGemvWarps * 32, 0, stream()>>>(x.ptr<float>(), wp, y.ptr<float>(),
+                                                              T, N, K);
     });
     return check_launch("gemv");
   }

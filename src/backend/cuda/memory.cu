@@ -194,7 +194,7 @@ void CudaBackend::check_device_errors() {
   check_cuda(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
   if (flag == 0) return;
   check_cuda(cudaMemsetAsync(error_flag_, 0, sizeof(int), stream()), "error flag");
-  throw Error("scatter_value: an index was out of range (checked on the GPU)");
+  throw Error("scatter_value: an index is out of range (checked on the GPU)");
 }
 
 const void* CudaBackend::stage(const void* host, size_t bytes) {

@@ -345,6 +345,9 @@ void CudaBackend::scatter_value(Tensor& x, const Tensor& idx, float value) {
   scatter_kernel<<<blocks_for(R * k), 256, 0, stream()>>>(x.ptr<float>(), idx.ptr<int32_t>(), R,
                                                           C, k, value, device_error_flag());
   check_launch("scatter_value");
+  // The indices live on the device: the range check waits for it (presses call this once a
+  // layer, outside the decode path).
+  check_device_errors();
 }
 
 }  // namespace kvp::cuda
