@@ -46,8 +46,9 @@ MODEL_FILE_HEADERS = {"io/gguf.h", "io/safetensors.h", "io/mapped_file.h"}
 # view's row pointers (.k_row(), .k_rows(), ...). (Tensor::data() is not matched: the name is
 # shared with std::vector; the typed accessors are what code that reads values uses.)
 RAW = re.compile(r"\.(ptr<[^>]*>|row_ptr|k_row|v_row|k_rows|v_rows)\(")
-# Weight loading reads the mapped file's tensors (un-permuting Q and K rows): allowed.
-LOADERS = {"model/weights.cpp"}
+# Weight loading reads the mapped file's tensors (un-permuting Q and K rows), and random
+# weights are written into fresh host tensors before the backend loads them: allowed.
+LOADERS = {"model/weights.cpp", "model/random_weights.cpp"}
 # Files above the backend that still read tensor data on the host, and why.
 HOST_READERS: set[str] = set()
 

@@ -1,10 +1,12 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
 #include <optional>
 #include <type_traits>
+#include <utility>
 
 #include "core/error.h"
 #include "core/text.h"
@@ -72,6 +74,17 @@ void check_in(int v, Range r, const char* name) {
 
 int64_t ModelConfig::kv_bytes_per_token() const {
   return 2LL * n_layers * n_kv_heads * head_dim * static_cast<int64_t>(sizeof(float));
+}
+
+int64_t ModelConfig::n_params() const {
+  const int64_t q_dim = static_cast<int64_t>(n_heads) * head_dim;
+  const int64_t kv_dim = static_cast<int64_t>(n_kv_heads) * head_dim;
+  int64_t layer = 2LL * hidden * q_dim + 2LL * hidden * kv_dim  // q, o; k, v
+                  + 3LL * hidden * ffn_hidden + 2LL * hidden;   // gate, up, down; two norms
+  if (qkv_bias) layer += q_dim + 2 * kv_dim;
+  if (qk_norm) layer += 2LL * head_dim;
+  const int64_t embeddings = static_cast<int64_t>(vocab_size) * hidden;
+  return n_layers * layer + embeddings * (tied_embeddings ? 1 : 2) + hidden;
 }
 
 void ModelConfig::validate() const {
@@ -216,15 +229,58 @@ void read_llama3_scaling(const json& rope, const std::string& path, RopeParams& 
             "low_freq_factor)");
 }
 
+// model_type, or the one it implies from the "architectures" class name when a file has no
+// model_type (transformers always writes it, hand-written configs may not).
+std::string hf_model_type(const json& j, const std::string& path) {
+  std::string type = json_get_or<std::string>(j, "model_type", "", path);
+  if (!type.empty()) return type;
+  const json* arch = find(j, "architectures");
+  check(arch && arch->is_array() && !arch->empty() && arch->front().is_string(),
+        path + ": missing 'model_type' (and no 'architectures' to infer it from)");
+  static const std::pair<const char*, const char*> classes[] = {{"LlamaForCausalLM", "llama"},
+                                                                {"MistralForCausalLM", "mistral"},
+                                                                {"Qwen2ForCausalLM", "qwen2"},
+                                                                {"Qwen3ForCausalLM", "qwen3"}};
+  const std::string name = arch->front().get<std::string>();
+  for (const auto& [cls, model_type] : classes)
+    if (name == cls) return model_type;
+  throw Error(path + ": unsupported architecture '" + printable(name) +
+              "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+              "Qwen3ForCausalLM)");
+}
+
+// Refuses what the forward pass does not compute (it would otherwise run a different model
+// without a word): biases the weights have no slot for and activations other than SiLU.
+void check_hf_features(const json& j, const ModelConfig& c, const std::string& path) {
+  const std::string act = json_get_or<std::string>(j, "hidden_act", "silu", path);
+  check(act == "silu", path + ": hidden_act '" + printable(act) + "' is not supported (only silu)");
+  check(!json_get_or<bool>(j, "mlp_bias", false, path),
+        path + ": mlp_bias is not supported (the MLP has no bias)");
+  // Qwen2 has fixed q/k/v biases; elsewhere attention_bias also adds an o_proj bias.
+  check(c.arch == Architecture::QWEN2 || !json_get_or<bool>(j, "attention_bias", false, path),
+        path + ": attention_bias is not supported for " + printable(c.arch_name) +
+            " (its o_proj bias has no place in the forward pass)");
+}
+
+// Attention here always sees the whole context. A sliding window (Mistral's sliding_window;
+// Qwen's only under use_sliding_window) gives the same result up to the window's length, so
+// such a model's context length is capped there rather than refused.
+int hf_context_length(const json& j, const ModelConfig& c, int declared, const std::string& path) {
+  const bool windowed =
+      c.arch_name == "mistral" || json_get_or<bool>(j, "use_sliding_window", false, path);
+  if (!windowed || !find(j, "sliding_window")) return declared;
+  return std::min(declared, json_int(j, "sliding_window", kPositions, path));
+}
+
 }  // namespace
 
 ModelConfig config_from_hf_json(const std::string& path) {
   const json j = read_json_file(path);
   check(j.is_object(), path + ": not a JSON object");
   ModelConfig c;
-  c.arch_name = json_get_or<std::string>(j, "model_type", "", path);
-  check(!c.arch_name.empty(), path + ": missing 'model_type'");
+  c.arch_name = hf_model_type(j, path);
   c.arch = parse_arch(c.arch_name);
+  check_hf_features(j, c, path);
   c.n_layers = json_int(j, "num_hidden_layers", kLayers, path);
   c.hidden = json_int(j, "hidden_size", kHidden, path);
   c.n_heads = json_int(j, "num_attention_heads", kHeads, path);
@@ -232,10 +288,11 @@ ModelConfig config_from_hf_json(const std::string& path) {
   c.head_dim = json_int(j, "head_dim", kHeadDim, path, c.hidden / c.n_heads);
   c.ffn_hidden = json_int(j, "intermediate_size", kFfn, path);
   c.vocab_size = json_int(j, "vocab_size", kVocab, path);
-  c.max_positions = json_int(j, "max_position_embeddings", kPositions, path, 4096);
+  c.max_positions =
+      hf_context_length(j, c, json_int(j, "max_position_embeddings", kPositions, path, 4096), path);
   c.rms_eps = json_positive_float(j, "rms_norm_eps", path, 1e-6);
   c.tied_embeddings = json_get_or<bool>(j, "tie_word_embeddings", false, path);
-  c.qkv_bias = c.arch == Architecture::QWEN2 || json_get_or<bool>(j, "attention_bias", false, path);
+  c.qkv_bias = c.arch == Architecture::QWEN2;
   c.qk_norm = c.arch == Architecture::QWEN3;
   c.rope.head_dim = c.head_dim;
   // transformers 5 nests rope settings in rope_parameters; older files use rope_theta and

@@ -31,6 +31,8 @@ struct ModelConfig {
   int group_size() const { return n_heads / n_kv_heads; }
   // Bytes of K and V for one token over all layers, in the cache's element type (f32).
   int64_t kv_bytes_per_token() const;
+  // Parameters of the weights these shapes make (a tied output matrix counted once).
+  int64_t n_params() const;
   // Checks every field for consistency; throws Error naming the offending field.
   void validate() const;
 };

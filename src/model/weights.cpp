@@ -137,17 +137,31 @@ void check_layer_count(const std::vector<std::string>& names, std::string_view p
               (n_layers == 1 ? " layer" : " layers"));
 }
 
+// Calls fn on each weight tensor once: a tied output matrix is the embedding, not a second one.
+template <typename Fn>
+void for_each_weight(const ModelWeights& w, const Fn& fn) {
+  fn(w.token_embedding);
+  fn(w.output_norm);
+  if (w.output.data() != w.token_embedding.data()) fn(w.output);
+  for (const auto& l : w.layers) {
+    for (const Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv,
+                            &l.q_norm, &l.k_norm, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
+      fn(*t);
+    }
+  }
+}
+
 }  // namespace
 
 size_t ModelWeights::nbytes() const {
-  size_t n = token_embedding.nbytes() + output_norm.nbytes();
-  if (output.data() != token_embedding.data()) n += output.nbytes();
-  for (const auto& l : layers) {
-    for (const Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv,
-                            &l.q_norm, &l.k_norm, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
-      n += t->nbytes();
-    }
-  }
+  size_t n = 0;
+  for_each_weight(*this, [&](const Tensor& t) { n += t.nbytes(); });
+  return n;
+}
+
+int64_t ModelWeights::n_params() const {
+  int64_t n = 0;
+  for_each_weight(*this, [&](const Tensor& t) { n += t.numel(); });
   return n;
 }
 

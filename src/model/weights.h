@@ -26,6 +26,8 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   // Bytes of all weights as stored (quantised where the file is).
   size_t nbytes() const;
+  // Elements of all weights (a tied output matrix counted once).
+  int64_t n_params() const;
 };
 
 class GgufFile;

@@ -62,6 +62,12 @@ class ModelFilesTest : public ::testing::Test {
     text.replace(text.find(marker), marker.size(), value);
     return write("config" + std::to_string(counter_++) + ".json", text);
   }
+  // tests/models/tiny-llama/config.json as `edit` leaves it.
+  std::string hf_config_edited(const std::function<void(json&)>& edit) {
+    json c = json::parse(std::ifstream(source_path("tests/models/tiny-llama/config.json")));
+    edit(c);
+    return write("config" + std::to_string(counter_++) + ".json", c.dump());
+  }
   void expect_hf_error(const std::string& key, const std::string& value,
                        const std::string& needle) {
     const std::string path = hf_config_with(key, value);
@@ -133,6 +139,59 @@ TEST_F(ModelFilesTest, HfConfigQuotesFileTextEscaped) {
   const std::string path = hf_config_with("model_type", "\"llama\\u001b[2J\"");
   const std::string msg = error_of([&] { config_from_hf_json(path); });
   EXPECT_NE(msg.find("unsupported architecture 'llama\\x1b[2J'"), std::string::npos) << msg;
+}
+
+// A file without model_type names its class in "architectures" (Mistral runs as Llama).
+TEST_F(ModelFilesTest, HfConfigModelTypeFromArchitectures) {
+  const ModelConfig c = config_from_hf_json(hf_config_edited([](json& j) {
+    j.erase("model_type");
+    j["architectures"] = {"MistralForCausalLM"};
+  }));
+  EXPECT_EQ(c.arch, Architecture::LLAMA);
+  EXPECT_EQ(c.arch_name, "mistral");
+  std::string msg = error_of([&] {
+    config_from_hf_json(hf_config_edited([](json& j) {
+      j.erase("model_type");
+      j["architectures"] = {"GPT2LMHeadModel"};
+    }));
+  });
+  EXPECT_NE(msg.find("unsupported architecture 'GPT2LMHeadModel'"), std::string::npos) << msg;
+  msg = error_of([&] {
+    config_from_hf_json(hf_config_edited([](json& j) {
+      j.erase("model_type");
+      j.erase("architectures");
+    }));
+  });
+  EXPECT_NE(msg.find("missing 'model_type'"), std::string::npos) << msg;
+}
+
+// What the forward pass does not compute is refused, not run as a different model.
+TEST_F(ModelFilesTest, HfConfigUnsupportedFeaturesAreRefused) {
+  expect_hf_error("mlp_bias", "true", "mlp_bias is not supported");
+  expect_hf_error("attention_bias", "true", "attention_bias is not supported for llama");
+  expect_hf_error("hidden_act", "\"gelu\"", "hidden_act 'gelu' is not supported (only silu)");
+  EXPECT_EQ(config_from_hf_json(hf_config_with("mlp_bias", "false")).hidden, 64);
+}
+
+// Full attention equals a sliding window's up to the window's length: an active window caps
+// the context length there; an inactive one (Llama has none, Qwen's is off by default) does not.
+TEST_F(ModelFilesTest, HfConfigSlidingWindowCapsTheContext) {
+  auto context = [&](const std::string& type, const json& window, const json& use) {
+    return config_from_hf_json(hf_config_edited([&](json& j) {
+             j["model_type"] = type;
+             j["sliding_window"] = window;
+             if (!use.is_null()) j["use_sliding_window"] = use;
+           }))
+        .max_positions;
+  };
+  EXPECT_EQ(context("mistral", 64, nullptr), 64);
+  EXPECT_EQ(context("mistral", nullptr, nullptr), 256);
+  EXPECT_EQ(context("mistral", 4096, nullptr), 256);  // wider than the context: no cap
+  EXPECT_EQ(context("llama", 64, nullptr), 256);
+  EXPECT_EQ(context("qwen2", 64, false), 256);
+  EXPECT_EQ(context("qwen2", 64, true), 64);
+  const std::string msg = error_of([&] { context("mistral", 64.5, nullptr); });
+  EXPECT_NE(msg.find("sliding_window must be an integer, got 64.5"), std::string::npos) << msg;
 }
 
 // ---- GGUF metadata ----------------------------------------------------------------------
