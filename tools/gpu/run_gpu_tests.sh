@@ -13,6 +13,11 @@ for t in $tests; do
   echo "$t: rc=$rc $(grep -E '^\[  (PASSED|FAILED)' "$OUT/$t.log" | tr '\n' ' ')"
   grep -E "Failure|FAILED  \]|error" "$OUT/$t.log" | head -8
 done
+# The model tests need models/ (the default model) and the goldens of the source tree.
+/tmp/kvp/tests/cuda_model_test --gtest_brief=1 > "$OUT/cuda_model_test.log" 2>&1
+rc=$?; [ $rc -ne 0 ] && status=1
+echo "cuda_model_test: rc=$rc $(grep -E '^\[  (PASSED|FAILED)' "$OUT/cuda_model_test.log" | tr '\n' ' ')"
+grep -E "Failure|info \]" "$OUT/cuda_model_test.log" | head -20
 if [ "${1:-}" != "--no-sanitizer" ]; then
   for t in $tests; do
     compute-sanitizer --tool memcheck --error-exitcode 3 /tmp/kvp/tests/$t --gtest_filter="$filter" \
