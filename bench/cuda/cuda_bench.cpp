@@ -142,8 +142,9 @@ json decode_case(kvp::Model& model, kvp::cuda::CudaBackend& be, int64_t ctx, dou
     for (int64_t r = 0; r < ctx; r += chunk) {
       const int64_t n = std::min(chunk, ctx - r);
       for (int64_t i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(r + i);
-      cache.append(l, k.row_slice(0, n, {n, c.n_kv_heads, c.head_dim}),
-                   v.row_slice(0, n, {n, c.n_kv_heads, c.head_dim}), pos.data());
+      const int64_t rows = n * c.n_kv_heads;  // row_slice counts [.., head_dim] rows
+      cache.append(l, k.row_slice(0, rows, {n, c.n_kv_heads, c.head_dim}),
+                   v.row_slice(0, rows, {n, c.n_kv_heads, c.head_dim}), pos.data());
     }
     if (ratio > 0) {
       be.synchronize();
@@ -185,12 +186,7 @@ json decode_case(kvp::Model& model, kvp::cuda::CudaBackend& be, int64_t ctx, dou
           {"allocated_during_decode", grew}};
 }
 
-size_t device_weight_bytes(const kvp::Model& m) {
-  const kvp::ModelWeights& w = m.weights();
-  size_t n = w.nbytes();
-  (void)n;
-  return w.nbytes();
-}
+size_t device_weight_bytes(const kvp::Model& m) { return m.weights().nbytes(); }
 
 json prefill_case(kvp::Model& model, kvp::cuda::CudaBackend& be, int64_t T, const char* press_name,
                   double ratio) {

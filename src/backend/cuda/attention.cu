@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backend/cuda/attention_decode.cuh"
 #include "backend/cuda/attention_plan.h"
 #include "backend/cuda/attention_util.cuh"
 #include "backend/cuda/cuda_backend.h"
@@ -322,8 +323,9 @@ void AttentionPlan::split_items(int sm_count, bool fast) {
       for (int64_t qv = 0; qv < jd.tq * jd.group; qv += qb)
         total += group_rows(jd, segs[static_cast<size_t>(jd.seg_begin + s)], qv);
   }
-  const int64_t target = 4 * static_cast<int64_t>(sm_count);
-  int64_t chunk = std::max<int64_t>(128, (total / target + 63) / 64 * 64);
+  // Two resident blocks per SM, a few waves: items of whole 64-row tiles.
+  const int64_t target = 8 * static_cast<int64_t>(sm_count);
+  int64_t chunk = std::max<int64_t>(256, (total / target + 63) / 64 * 64);
   if (!fast) chunk = INT64_MAX;
   for (size_t j = 0; j < job_list.size(); ++j) {
     const JobDesc& jd = job_list[j];
@@ -376,10 +378,18 @@ AttentionPlan::Device AttentionPlan::stage(CudaBackend& be) {
 template <typename T, int D, int QB>
 void launch_split(const AttentionPlan::Device& d, unsigned n_items, bool with_v, float scale_log2,
                   float* part_acc, float* part_ml, cudaStream_t st) {
-  if (with_v)
-    attn_split_kernel<T, D, QB, true><<<n_items, kWarps * 32, 0, st>>>(
+  if (with_v) {
+    constexpr int smem = DecodeShape<T, D, QB>::kSmem;
+    static const bool raised = [] {  // more than 48 KB of shared memory needs asking for
+      check_cuda(cudaFuncSetAttribute(attn_decode_kernel<T, D, QB>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+                 "attention shared memory");
+      return true;
+    }();
+    (void)raised;
+    attn_decode_kernel<T, D, QB><<<n_items, kDecodeThreads, smem, st>>>(
         d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
-  else
+  } else
     attn_split_kernel<T, D, QB, false><<<n_items, kWarps * 32, 0, st>>>(
         d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
 }
