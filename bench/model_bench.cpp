@@ -489,12 +489,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    // A bad --kv-dtype or --device is reported now, not after a 16 GB load.
+    const kvp::DType dtype = kvp::parse_kv_dtype(o.kv_dtype);
+    kvp::make_backend(o.device, 1);
     const Prepared p = o.random_config.empty() ? prepare_file(o) : prepare_random(o);
     if (o.load_only) return load_only(o, p);
     double load[3] = {0, 0, 0};
     getloadavg(load, 3);
     std::map<int, Result> results;
-    const kvp::DType dtype = kvp::parse_kv_dtype(o.kv_dtype);
     for (int t : o.threads)
       results[t] = bench_threads(p.src, o.device, t, o.reps, p.prompts, dtype);
     print_table(o.json ? stderr : stdout, o, p, results, load[0]);
