@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 
 #include "backend/factory.h"
@@ -75,9 +76,10 @@ void check_prompt(Model& model, const std::vector<int32_t>& ids, const std::vect
 }
 
 // The tiny models keep their stored type on the GPU (F32, F16, BF16 matrices); prefill rows
-// beyond 8 go through cuBLAS with x rounded to the weight type, so the F16 and BF16 models
-// get the bound of one such rounding per product (2^-11 and 2^-9 relative over layers of
-// dims 64-128, logits of magnitude ~1): 1e-2; the F32 one keeps the CPU's 1e-3.
+// beyond 8 go through cuBLAS with x rounded to the weight type (2^-11 relative for F16,
+// 2^-8 for BF16, per product, through every layer): BF16 activations, as transformers runs
+// a BF16 model. Bounds: F32 1e-3 (the CPU's), F16 1e-2, BF16 0.1 (measured on the H200:
+// 2e-6, 6e-3 and 4.9e-2 at most).
 void run_tiny(const std::string& arch, float bound) {
   const auto golden = read_json_file(test::source_path("tests/golden/tiny_" + arch + ".json"));
   auto backend = make_backend("cuda", 1);
@@ -100,7 +102,7 @@ TEST(CudaModel, TinyQwen2F16MatchesTransformers) {
 }
 TEST(CudaModel, TinyQwen3BF16MatchesTransformers) {
   KVP_REQUIRE_GPU();
-  run_tiny("qwen3", 1e-2f);
+  run_tiny("qwen3", 0.1f);
 }
 
 // SmolLM2 Q4_1: the GPU holds the dequantised weights as BF16 (each rounded by at most 2^-9
@@ -137,10 +139,12 @@ TEST(CudaModel, SmolLM2LogitsMatchCpuAndTransformers) {
 }
 
 // generate on the GPU gives the CPU's answers with presses (the pipeline: one prefill,
-// compression, questions from the shared cache).
-TEST(CudaModel, GenerateAnswersEqualTheCpus) {
-  KVP_REQUIRE_GPU();
-  KVP_REQUIRE_DEFAULT_MODEL();
+// compression, questions from the shared cache). With KVP_CUDA_WEIGHTS=f32 the GPU computes
+// on the CPU's weights (dequantised to f32) and the answers must be identical; with the
+// default BF16 weights an answer may part from the CPU's only where two tokens are nearer
+// than BF16 rounding moves logits (up to 0.19 on the prompts above): the test prints both.
+void generate_on_both(const char* weights, bool must_match) {
+  setenv("KVP_CUDA_WEIGHTS", weights, 1);
   const std::string context =
       "The lighthouse keeper of Port Elna was a woman named Ysolde Marrak. Every evening she "
       "climbed the 214 steps of the tower and lit the lamp, which could be seen 19 nautical "
@@ -159,10 +163,24 @@ TEST(CudaModel, GenerateAnswersEqualTheCpus) {
       ASSERT_EQ(r.code, 0) << press << " on " << device << ": " << r.err;
       answers[d++] = nlohmann::json::parse(r.out).at("answers").dump();
     }
-    EXPECT_EQ(answers[0], answers[1]) << press;
-    std::printf("[ info ] %s: cpu %s\n[ info ] %s: cuda %s\n", press, answers[0].c_str(), press,
-                answers[1].c_str());
+    if (must_match) EXPECT_EQ(answers[0], answers[1]) << press << " with " << weights << " weights";
+    std::printf("[ info ] %s, %s weights: %s\n[ info ]   cpu  %s\n[ info ]   cuda %s\n", press,
+                weights, answers[0] == answers[1] ? "same answers" : "answers differ",
+                answers[0].c_str(), answers[1].c_str());
   }
+  unsetenv("KVP_CUDA_WEIGHTS");
+}
+
+TEST(CudaModel, GenerateAnswersEqualTheCpusWithF32Weights) {
+  KVP_REQUIRE_GPU();
+  KVP_REQUIRE_DEFAULT_MODEL();
+  generate_on_both("f32", true);
+}
+
+TEST(CudaModel, GenerateAnswersWithBF16Weights) {
+  KVP_REQUIRE_GPU();
+  KVP_REQUIRE_DEFAULT_MODEL();
+  generate_on_both("bf16", false);
 }
 
 }  // namespace

@@ -26,11 +26,17 @@ __device__ __forceinline__ void cp_async_wait() {
 
 template <typename T, int D, int QB>
 struct DecodeShape {
-  static constexpr int kTile = 128 / static_cast<int>(sizeof(T)) * 1;  // 64 rows of 16-bit
-  static constexpr int kRow = D * static_cast<int>(sizeof(T)) + 16;   // padded row bytes
-  static constexpr int kChunks = D * static_cast<int>(sizeof(T)) / 16;
+  static constexpr int kVec = 16 / static_cast<int>(sizeof(T));        // values per chunk
+  static constexpr int kChunks = D / kVec;                             // 16-byte chunks a row
+  static constexpr int kTile = 128 / static_cast<int>(sizeof(T));      // rows a tile: 64 or 32
+  static constexpr int kParts = kDecodeThreads / kTile;                // threads per row (scores)
+  static constexpr int kPad = kParts == 8 ? 16 : kParts * 16;          // keeps reads conflict-free
+  static constexpr int kRow = D * static_cast<int>(sizeof(T)) + kPad;  // padded row bytes
   static constexpr int kStageBytes = 2 * kTile * kRow;
-  static constexpr int kSmem = kDecodeStages * kStageBytes + (QB * kTile + 4 * QB) * 4 + QB * D * 4;
+  static constexpr int kGroups = kDecodeThreads / kChunks;  // row groups of P.V
+  static constexpr int kSmem = kDecodeStages * kStageBytes + (kTile * QB + 4 * QB + QB * D) * 4;
+  static_assert(kChunks % kParts == 0 && kTile % kGroups == 0, "unsupported head_dim");
+  static_assert(kGroups * QB * D * 4 <= kDecodeStages * kStageBytes, "reduction space");
 };
 
 // Loads rows [r0, r0 + kTile) of K and V (rows at or past `end` zero-filled) into a stage.
@@ -51,6 +57,43 @@ __device__ __forceinline__ void load_tile(uint8_t* stage, const JobDesc& job, co
   }
 }
 
+// Scores of one tile: kParts threads per row, each over every kParts-th chunk, for all QB
+// queries at once; p_s[r][q] = score (or -inf where masked).
+template <typename T, int D, int QB>
+__device__ __forceinline__ void tile_scores(const uint8_t* ks, const float* q_s, const float* lim_s,
+                                            int64_t r0, int64_t end, float* p_s) {
+  using S = DecodeShape<T, D, QB>;
+  const int r = threadIdx.x / S::kParts, part = threadIdx.x % S::kParts;
+  float dot[QB];
+#pragma unroll
+  for (int q = 0; q < QB; ++q) dot[q] = 0.f;
+#pragma unroll
+  for (int i = 0; i < S::kChunks / S::kParts; ++i) {
+    const int c = part + i * S::kParts;
+    float k[S::kVec];
+    unpack_row<T>(*reinterpret_cast<const uint4*>(ks + r * S::kRow + c * 16), k);
+#pragma unroll
+    for (int q = 0; q < QB; ++q) {
+      const float4* qv = reinterpret_cast<const float4*>(q_s + q * D + c * S::kVec);
+#pragma unroll
+      for (int j = 0; j < S::kVec / 4; ++j) {
+        const float4 a = qv[j];
+        dot[q] += a.x * k[4 * j] + a.y * k[4 * j + 1] + a.z * k[4 * j + 2] + a.w * k[4 * j + 3];
+      }
+    }
+  }
+#pragma unroll
+  for (int o = S::kParts / 2; o > 0; o >>= 1)
+#pragma unroll
+    for (int q = 0; q < QB; ++q) dot[q] += __shfl_xor_sync(0xffffffffu, dot[q], o);
+  if (part == 0) {
+    const int64_t row = r0 + r;
+#pragma unroll
+    for (int q = 0; q < QB; ++q)
+      p_s[r * QB + q] = row < end && static_cast<float>(row) < lim_s[q] ? dot[q] : -INFINITY;
+  }
+}
+
 template <typename T, int D, int QB>
 __global__ void __launch_bounds__(kDecodeThreads)
     attn_decode_kernel(const JobDesc* jobs, const SegDesc* segs, const WorkItem* items,
@@ -58,7 +101,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
                        float* part_ml) {
   using S = DecodeShape<T, D, QB>;
   extern __shared__ __align__(16) uint8_t smem[];
-  float* p_s = reinterpret_cast<float*>(smem + kDecodeStages * S::kStageBytes);  // [QB][kTile]
+  float* p_s = reinterpret_cast<float*>(smem + kDecodeStages * S::kStageBytes);  // [kTile][QB]
   float* m_s = p_s + QB * S::kTile;  // running max, sum, this tile's correction, limit
   float* l_s = m_s + QB;
   float* c_s = l_s + QB;
@@ -82,11 +125,13 @@ __global__ void __launch_bounds__(kDecodeThreads)
                           it.row_begin + s * S::kTile, it.row_end);
     cp_async_commit();
   }
-  // P.V: thread owns (query, dimension pair) slots e = threadIdx.x + i * kDecodeThreads.
-  constexpr int kSlots = (QB * D / 2 + kDecodeThreads - 1) / kDecodeThreads;
-  float2 acc[kSlots];
+  // P.V: thread (chunk j of D, row group g) accumulates every query over rows g, g + kGroups..
+  const int j = threadIdx.x % S::kChunks, g = threadIdx.x / S::kChunks;
+  float acc[QB][S::kVec];
 #pragma unroll
-  for (int i = 0; i < kSlots; ++i) acc[i] = make_float2(0.f, 0.f);
+  for (int q = 0; q < QB; ++q)
+#pragma unroll
+    for (int v = 0; v < S::kVec; ++v) acc[q][v] = 0.f;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int64_t t = 0; t < n_tiles; ++t) {
     const int64_t next = t + kDecodeStages - 1;
@@ -98,73 +143,59 @@ __global__ void __launch_bounds__(kDecodeThreads)
     __syncthreads();
     const uint8_t* ks = smem + (t % kDecodeStages) * S::kStageBytes;
     const uint8_t* vs = ks + S::kTile * S::kRow;
-    const int64_t r0 = it.row_begin + t * S::kTile;
-    // Scores: thread (row r, query slice) over D from shared memory.
-    for (int e = threadIdx.x; e < QB * S::kTile; e += kDecodeThreads) {
-      const int r = e % S::kTile, qi = e / S::kTile;
-      const float* q = q_s + qi * D;
-      float dot = 0.f;
-#pragma unroll
-      for (int c = 0; c < S::kChunks; ++c) {
-        float f[16 / sizeof(T)];
-        unpack_row<T>(*reinterpret_cast<const uint4*>(ks + r * S::kRow + c * 16), f);
-#pragma unroll
-        for (int j = 0; j < static_cast<int>(16 / sizeof(T)); ++j)
-          dot += q[c * (16 / sizeof(T)) + j] * f[j];
-      }
-      const int64_t row = r0 + r;
-      p_s[qi * S::kTile + r] =
-          (row < it.row_end && static_cast<float>(row) < lim_s[qi]) ? dot : -INFINITY;
-    }
+    tile_scores<T, D, QB>(ks, q_s, lim_s, it.row_begin + t * S::kTile, it.row_end, p_s);
     __syncthreads();
-    // Online softmax: warp qi updates query qi's state and turns its scores into weights.
-    for (int qi = warp; qi < QB; qi += kDecodeThreads / 32) {
+    // Online softmax: warp q updates query q's state and turns its scores into weights.
+    for (int q = warp; q < QB; q += kDecodeThreads / 32) {
       float mx = -INFINITY;
-      for (int r = lane; r < S::kTile; r += 32) mx = fmaxf(mx, p_s[qi * S::kTile + r]);
-      mx = fmaxf(warp_max(mx), m_s[qi]);
+      for (int r = lane; r < S::kTile; r += 32) mx = fmaxf(mx, p_s[r * QB + q]);
+      mx = fmaxf(warp_max(mx), m_s[q]);
       const float ref = mx == -INFINITY ? 0.f : mx;
       float sum = 0.f;
       for (int r = lane; r < S::kTile; r += 32) {
-        const float p = exp2f(p_s[qi * S::kTile + r] - ref);
-        p_s[qi * S::kTile + r] = p;
+        const float p = exp2f(p_s[r * QB + q] - ref);
+        p_s[r * QB + q] = p;
         sum += p;
       }
       sum = warp_sum(sum);
       if (lane == 0) {
-        const float corr = exp2f(m_s[qi] - ref);
-        c_s[qi] = corr;
-        l_s[qi] = l_s[qi] * corr + sum;
-        m_s[qi] = mx;
+        const float corr = exp2f(m_s[q] - ref);
+        c_s[q] = corr;
+        l_s[q] = l_s[q] * corr + sum;
+        m_s[q] = mx;
       }
     }
     __syncthreads();
 #pragma unroll
-    for (int i = 0; i < kSlots; ++i) {
-      const int e = threadIdx.x + i * kDecodeThreads;
-      if (e >= QB * D / 2) break;
-      const int qi = e / (D / 2), d2 = e % (D / 2);
-      const float corr = c_s[qi];
-      float2 a = make_float2(acc[i].x * corr, acc[i].y * corr);
-      const float* p = p_s + qi * S::kTile;
-#pragma unroll 8
-      for (int r = 0; r < S::kTile; ++r) {
-        const T* v = reinterpret_cast<const T*>(vs + r * S::kRow) + 2 * d2;
-        a.x += p[r] * to_f32(v[0]);
-        a.y += p[r] * to_f32(v[1]);
+    for (int q = 0; q < QB; ++q)
+#pragma unroll
+      for (int v = 0; v < S::kVec; ++v) acc[q][v] *= c_s[q];
+#pragma unroll
+    for (int r = g; r < S::kTile; r += S::kGroups) {
+      float vf[S::kVec];
+      unpack_row<T>(*reinterpret_cast<const uint4*>(vs + r * S::kRow + j * 16), vf);
+#pragma unroll
+      for (int q = 0; q < QB; ++q) {
+        const float p = p_s[r * QB + q];
+#pragma unroll
+        for (int v = 0; v < S::kVec; ++v) acc[q][v] += p * vf[v];
       }
-      acc[i] = a;
     }
     __syncthreads();
   }
   cp_async_wait<0>();
+  __syncthreads();
+  // Sum the row groups' accumulators through shared memory (the stages are free now).
+  float* red = reinterpret_cast<float*>(smem);  // [kGroups][QB][D]
 #pragma unroll
-  for (int i = 0; i < kSlots; ++i) {
-    const int e = threadIdx.x + i * kDecodeThreads;
-    if (e >= QB * D / 2) break;
-    const int qi = e / (D / 2), d2 = e % (D / 2);
-    const int64_t slot = static_cast<int64_t>(blockIdx.x) * QB + qi;
-    part_acc[slot * D + 2 * d2] = acc[i].x;
-    part_acc[slot * D + 2 * d2 + 1] = acc[i].y;
+  for (int q = 0; q < QB; ++q)
+#pragma unroll
+    for (int v = 0; v < S::kVec; ++v) red[(g * QB + q) * D + j * S::kVec + v] = acc[q][v];
+  __syncthreads();
+  for (int e = threadIdx.x; e < QB * D; e += kDecodeThreads) {
+    float a = 0.f;
+    for (int gg = 0; gg < S::kGroups; ++gg) a += red[gg * QB * D + e];
+    part_acc[static_cast<int64_t>(blockIdx.x) * QB * D + e] = a;
   }
   if (threadIdx.x < QB) {
     const int64_t slot = static_cast<int64_t>(blockIdx.x) * QB + threadIdx.x;

@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cuda/attention_plan.h"
@@ -100,6 +101,16 @@ class CudaBackend final : public Backend {
   Tensor scratch_[static_cast<int>(Slot::Count)];
   int* error_flag_ = nullptr;
   AttentionPlan plan_;
+  // What load_weight dequantises GGUF matrices to: BF16, or F32 (KVP_CUDA_WEIGHTS=f32, for
+  // comparisons with the CPU at its precision; twice the memory and bandwidth).
+  DType quantized_to_ = DType::BF16;
+  // The last few small arrays staged, for stage() to reuse while the ring still holds them.
+  struct StagedCopy {
+    std::vector<uint8_t> bytes;
+    const void* dev;
+  };
+  static constexpr size_t kStagedKept = 8;
+  std::vector<StagedCopy> staged_;
 };
 
 }  // namespace kvp::cuda

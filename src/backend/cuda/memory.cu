@@ -1,6 +1,7 @@
 // The CUDA backend's memory: the stream-ordered allocator, host<->device copies, the staging
 // ring for host arrays, weight loading and copy_rows (the KV cache's append and compaction).
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -45,15 +46,19 @@ __global__ void copy_rows_words(const uint4* src, const int64_t* idx, uint4* dst
   for (int64_t c = lane; c < words; c += 32) to[c] = from[c];
 }
 
-// A host weight as BF16 rows: dequantised or narrowed on the host, several threads at once.
-Tensor host_bf16(const Tensor& w) {
-  Tensor out = Tensor::empty(DType::BF16, w.shape(), w.ndim());
+// A host weight dequantised to `to` (BF16 or F32) on the host, several threads at once.
+Tensor host_dequantized(const Tensor& w, DType to) {
+  Tensor out = Tensor::empty(to, w.shape(), w.ndim());
   const int64_t rows = w.rows(), cols = w.cols();
   const int64_t n_threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 32);
   auto work = [&](int64_t begin, int64_t end) {
     std::vector<float> row(static_cast<size_t>(cols));
     for (int64_t r = begin; r < end; ++r) {
       ref::dequantize_row(w.dtype(), w.row_ptr(r), row.data(), cols);
+      if (to == DType::F32) {
+        std::memcpy(out.row_ptr(r), row.data(), row.size() * sizeof(float));
+        continue;
+      }
       auto* dst = reinterpret_cast<uint16_t*>(out.row_ptr(r));
       for (int64_t c = 0; c < cols; ++c) dst[c] = f32_to_bf16(row[static_cast<size_t>(c)]);
     }
@@ -93,6 +98,11 @@ CudaBackend::CudaBackend() : state_(std::make_shared<DeviceState>()) {
   check_cuda(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "pool");
   check_cublas(cublasCreate(&cublas_), "cublasCreate");
   check_cublas(cublasSetStream(cublas_, state_->stream), "cublasSetStream");
+  if (const char* w = std::getenv("KVP_CUDA_WEIGHTS")) {
+    const std::string v = w;
+    check(v == "f32" || v == "bf16", "KVP_CUDA_WEIGHTS must be f32 or bf16, not '" + v + "'");
+    quantized_to_ = v == "f32" ? DType::F32 : DType::BF16;
+  }
   check_cuda(cudaMalloc(&ring_, kRingBytes), "staging ring");
   ring_size_ = kRingBytes;
   check_cuda(cudaMalloc(&error_flag_, sizeof(int)), "error flag");
@@ -198,18 +208,35 @@ void CudaBackend::check_device_errors() {
 }
 
 const void* CudaBackend::stage(const void* host, size_t bytes) {
+  // A decode step stages the same small arrays layer after layer (positions, append rows,
+  // segment tables of equal lengths): reuse the copy still in the ring instead of another
+  // host-to-device transfer on the stream.
+  constexpr size_t kDedupBytes = 16 << 10;
+  if (bytes <= kDedupBytes) {
+    for (const StagedCopy& c : staged_)
+      if (c.bytes.size() == bytes && std::memcmp(c.bytes.data(), host, bytes) == 0) return c.dev;
+  }
   const size_t need = align_up(std::max<size_t>(bytes, 1));
   if (need > ring_size_) {  // grow; the old ring is freed after the ops that read it
     check_cuda(cudaFreeAsync(ring_, stream()), "ring");
+    staged_.clear();
     ring_size_ = std::max(need, 2 * ring_size_);
     check_cuda(cudaMallocAsync(&ring_, ring_size_, stream()), "ring");
     ring_pos_ = 0;
   }
-  if (ring_pos_ + need > ring_size_) ring_pos_ = 0;  // stream order keeps earlier readers safe
+  if (ring_pos_ + need > ring_size_) {  // stream order keeps earlier readers safe
+    ring_pos_ = 0;
+    staged_.clear();  // the copies they name will be overwritten
+  }
   void* dst = static_cast<uint8_t*>(ring_) + ring_pos_;
   ring_pos_ += need;
   if (bytes)
     check_cuda(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream()), "stage");
+  if (bytes <= kDedupBytes) {
+    if (staged_.size() == kStagedKept) staged_.erase(staged_.begin());
+    const auto* h = static_cast<const uint8_t*>(host);
+    staged_.push_back({std::vector<uint8_t>(h, h + bytes), dst});
+  }
   return dst;
 }
 
@@ -225,9 +252,11 @@ void* CudaBackend::scratch(Slot slot, size_t bytes) {
 Tensor CudaBackend::load_weight(const Tensor& host) {
   if (host.backend() == this) return host;
   check(host.backend() == nullptr, "load_weight: the tensor belongs to another backend");
-  // Matrices are read as BF16 (or their own F16/F32); vectors (norms, biases) as they are.
+  // Quantised matrices are dequantised to BF16 (or F32 under KVP_CUDA_WEIGHTS=f32); plain
+  // ones keep their type; vectors (norms, biases) are F32 already.
   const bool matrix = host.ndim() >= 2;
-  const Tensor src = matrix && is_quantized(host.dtype()) ? host_bf16(host) : host;
+  const Tensor src =
+      matrix && is_quantized(host.dtype()) ? host_dequantized(host, quantized_to_) : host;
   check(is_row_type(src.dtype()), "load_weight: unsupported weight type " +
                                       dtype_name(src.dtype()));
   Tensor dev = alloc(src.dtype(), src.shape(), src.ndim());
