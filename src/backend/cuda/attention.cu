@@ -5,7 +5,9 @@
 // heads of a kv head share each K/V load, rows are read with 16-byte loads, offsets are
 // 64-bit. Head dims other than 64 and 128 take a simple warp-per-query kernel.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/attention_decode.cuh"
@@ -164,34 +166,57 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
+constexpr int kMaxItems = 2048;  // work items one query group may be split into
+
 // Merges a query group's items: the attention output, or (lse != null) only log2-sum-exp.
-__global__ void attn_combine_kernel(const JobDesc* jobs, const CombineItem* combines, int qb,
-                                    int D, const float* part_acc, const float* part_ml,
-                                    float* lse, int64_t lse_stride) {
+// The items' weights are computed once per query into shared memory, so the sums over
+// items issue independent loads.
+__global__ void __launch_bounds__(128)
+    attn_combine_kernel(const JobDesc* jobs, const CombineItem* combines, int qb, int D,
+                        const float* part_acc, const float* part_ml, float* lse,
+                        int64_t lse_stride) {
   const CombineItem ci = combines[blockIdx.x];
   const JobDesc job = jobs[ci.job];
-  const int width = lse ? 1 : D;
-  for (int e = threadIdx.x; e < ci.qv_count * width; e += blockDim.x) {
-    const int qi = e / width, d = e % width;
+  __shared__ float w_s[kMaxItems];
+  __shared__ float red[4];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (int qi = 0; qi < ci.qv_count; ++qi) {
+    auto ml = [&](int i, int k) {
+      return part_ml[(static_cast<int64_t>(ci.item_begin + i) * qb + qi) * 2 + k];
+    };
     float mx = -INFINITY;
-    for (int i = 0; i < ci.item_count; ++i)
-      mx = fmaxf(mx, part_ml[(static_cast<int64_t>(ci.item_begin + i) * qb + qi) * 2]);
+    for (int i = threadIdx.x; i < ci.item_count; i += blockDim.x) mx = fmaxf(mx, ml(i, 0));
+    mx = warp_max(mx);
+    if (lane == 0) red[warp] = mx;
+    __syncthreads();
+    mx = fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3]));
     const float ref = mx == -INFINITY ? 0.f : mx;
-    float a = 0.f, lsum = 0.f;
-    for (int i = 0; i < ci.item_count; ++i) {
-      const int64_t slot = static_cast<int64_t>(ci.item_begin + i) * qb + qi;
-      const float w = exp2f(part_ml[slot * 2] - ref);
-      lsum += part_ml[slot * 2 + 1] * w;
-      if (!lse) a += part_acc[slot * D + d] * w;
+    __syncthreads();
+    float lsum = 0.f;
+    for (int i = threadIdx.x; i < ci.item_count; i += blockDim.x) {
+      const float w = exp2f(ml(i, 0) - ref);
+      w_s[i] = w;
+      lsum += ml(i, 1) * w;
     }
+    lsum = warp_sum(lsum);
+    if (lane == 0) red[warp] = lsum;
+    __syncthreads();
+    lsum = red[0] + red[1] + red[2] + red[3];
     const int qv = ci.qv_begin + qi;
     if (lse) {
-      lse[(job.seg_begin + ci.seg) * lse_stride + qv] = ref + log2f(lsum);
+      if (threadIdx.x == 0) lse[(job.seg_begin + ci.seg) * lse_stride + qv] = ref + log2f(lsum);
     } else {
       const int64_t t = qv / job.group;
       const int64_t h = static_cast<int64_t>(ci.seg) * job.group + qv % job.group;
-      job.out[(t * job.hq + h) * D + d] = lsum > 0.f ? a / lsum : 0.f;
+      for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float a = 0.f;
+#pragma unroll 4
+        for (int i = 0; i < ci.item_count; ++i)
+          a += part_acc[(static_cast<int64_t>(ci.item_begin + i) * qb + qi) * D + d] * w_s[i];
+        job.out[(t * job.hq + h) * D + d] = lsum > 0.f ? a / lsum : 0.f;
+      }
     }
+    __syncthreads();
   }
 }
 
@@ -323,9 +348,13 @@ void AttentionPlan::split_items(int sm_count, bool fast) {
       for (int64_t qv = 0; qv < jd.tq * jd.group; qv += qb)
         total += group_rows(jd, segs[static_cast<size_t>(jd.seg_begin + s)], qv);
   }
-  // Two resident blocks per SM, a few waves: items of whole 64-row tiles.
-  const int64_t target = 8 * static_cast<int64_t>(sm_count);
-  int64_t chunk = std::max<int64_t>(256, (total / target + 63) / 64 * 64);
+  // Three resident blocks per SM, two waves: items of whole 64-row multiples, and never more
+  // than kMaxItems of them for one query group.
+  const int64_t target = 6 * static_cast<int64_t>(sm_count);
+  int64_t longest = 1;
+  for (const SegDesc& sd : segs) longest = std::max(longest, sd.len);
+  int64_t chunk = std::max<int64_t>(64, (total / target + 63) / 64 * 64);
+  chunk = std::max(chunk, (longest + kMaxItems - 1) / kMaxItems);
   if (!fast) chunk = INT64_MAX;
   for (size_t j = 0; j < job_list.size(); ++j) {
     const JobDesc& jd = job_list[j];
@@ -378,7 +407,15 @@ AttentionPlan::Device AttentionPlan::stage(CudaBackend& be) {
 template <typename T, int D, int QB>
 void launch_split(const AttentionPlan::Device& d, unsigned n_items, bool with_v, float scale_log2,
                   float* part_acc, float* part_ml, cudaStream_t st) {
-  if (with_v) {
+  // KVP_ATTN_KERNEL=registers picks the register-tiled split kernel instead (A/B timing).
+  static const bool registers = [] {
+    const char* e = std::getenv("KVP_ATTN_KERNEL");
+    return e && std::string(e) == "registers";
+  }();
+  if (with_v && registers) {
+    attn_split_kernel<T, D, QB, true><<<n_items, kWarps * 32, 0, st>>>(
+        d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
+  } else if (with_v) {
     constexpr int smem = DecodeShape<T, D, QB>::kSmem;
     static const bool raised = [] {  // more than 48 KB of shared memory needs asking for
       check_cuda(cudaFuncSetAttribute(attn_decode_kernel<T, D, QB>,

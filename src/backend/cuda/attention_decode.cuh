@@ -28,15 +28,16 @@ template <typename T, int D, int QB>
 struct DecodeShape {
   static constexpr int kVec = 16 / static_cast<int>(sizeof(T));        // values per chunk
   static constexpr int kChunks = D / kVec;                             // 16-byte chunks a row
-  static constexpr int kTile = 128 / static_cast<int>(sizeof(T));      // rows a tile: 64 or 32
+  static constexpr int kTile = 64 / static_cast<int>(sizeof(T));       // rows a tile: 32 or 16
   static constexpr int kParts = kDecodeThreads / kTile;                // threads per row (scores)
-  static constexpr int kPad = kParts == 8 ? 16 : kParts * 16;          // keeps reads conflict-free
+  static constexpr int kPad = kParts >= 8 ? 16 : kParts * 16;          // keeps reads conflict-free
   static constexpr int kRow = D * static_cast<int>(sizeof(T)) + kPad;  // padded row bytes
   static constexpr int kStageBytes = 2 * kTile * kRow;
   static constexpr int kGroups = kDecodeThreads / kChunks;  // row groups of P.V
   static constexpr int kSmem = kDecodeStages * kStageBytes + (kTile * QB + 4 * QB + QB * D) * 4;
   static_assert(kChunks % kParts == 0 && kTile % kGroups == 0, "unsupported head_dim");
-  static_assert(kGroups * QB * D * 4 <= kDecodeStages * kStageBytes, "reduction space");
+  static constexpr int kGroupsPerWarp = 32 / kChunks;  // summed by shuffles first
+  static_assert(kDecodeThreads / 32 * QB * D * 4 <= kDecodeStages * kStageBytes, "reduction space");
 };
 
 // Loads rows [r0, r0 + kTile) of K and V (rows at or past `end` zero-filled) into a stage.
@@ -185,16 +186,26 @@ __global__ void __launch_bounds__(kDecodeThreads)
   }
   cp_async_wait<0>();
   __syncthreads();
-  // Sum the row groups' accumulators through shared memory (the stages are free now).
-  float* red = reinterpret_cast<float*>(smem);  // [kGroups][QB][D]
+  // Sum the row groups' accumulators: the groups of a warp by shuffles, then the warps'
+  // sums through shared memory (the stages are free now).
 #pragma unroll
-  for (int q = 0; q < QB; ++q)
+  for (int o = S::kChunks; o < 32; o <<= 1)
 #pragma unroll
-    for (int v = 0; v < S::kVec; ++v) red[(g * QB + q) * D + j * S::kVec + v] = acc[q][v];
+    for (int q = 0; q < QB; ++q)
+#pragma unroll
+      for (int v = 0; v < S::kVec; ++v) acc[q][v] += __shfl_xor_sync(0xffffffffu, acc[q][v], o);
+  float* red = reinterpret_cast<float*>(smem);  // [warps][QB][D]
+  if (lane < S::kChunks) {
+#pragma unroll
+    for (int q = 0; q < QB; ++q)
+#pragma unroll
+      for (int v = 0; v < S::kVec; ++v) red[(warp * QB + q) * D + j * S::kVec + v] = acc[q][v];
+  }
   __syncthreads();
   for (int e = threadIdx.x; e < QB * D; e += kDecodeThreads) {
     float a = 0.f;
-    for (int gg = 0; gg < S::kGroups; ++gg) a += red[gg * QB * D + e];
+#pragma unroll
+    for (int w = 0; w < kDecodeThreads / 32; ++w) a += red[w * QB * D + e];
     part_acc[static_cast<int64_t>(blockIdx.x) * QB * D + e] = a;
   }
   if (threadIdx.x < QB) {
