@@ -404,6 +404,21 @@ AttentionPlan::Device AttentionPlan::stage(CudaBackend& be) {
   return d;
 }
 
+template <typename T, int D, int QB, bool BIG>
+void launch_decode(const AttentionPlan::Device& d, unsigned n_items, float scale_log2,
+                   float* part_acc, float* part_ml, cudaStream_t st) {
+  constexpr int smem = DecodeShape<T, D, QB, BIG>::kSmem;
+  static const bool raised = [] {  // more than 48 KB of shared memory needs asking for
+    check_cuda(cudaFuncSetAttribute(attn_decode_kernel<T, D, QB, BIG>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+               "attention shared memory");
+    return true;
+  }();
+  (void)raised;
+  attn_decode_kernel<T, D, QB, BIG><<<n_items, kDecodeThreads, smem, st>>>(
+      d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
+}
+
 template <typename T, int D, int QB>
 void launch_split(const AttentionPlan::Device& d, unsigned n_items, bool with_v, float scale_log2,
                   float* part_acc, float* part_ml, cudaStream_t st) {
@@ -416,16 +431,15 @@ void launch_split(const AttentionPlan::Device& d, unsigned n_items, bool with_v,
     attn_split_kernel<T, D, QB, true><<<n_items, kWarps * 32, 0, st>>>(
         d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
   } else if (with_v) {
-    constexpr int smem = DecodeShape<T, D, QB>::kSmem;
-    static const bool raised = [] {  // more than 48 KB of shared memory needs asking for
-      check_cuda(cudaFuncSetAttribute(attn_decode_kernel<T, D, QB>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-                 "attention shared memory");
-      return true;
+    // KVP_ATTN_TILE=64: 64-row tiles in two stages (A/B timing of the tile shape).
+    static const bool big = [] {
+      const char* e = std::getenv("KVP_ATTN_TILE");
+      return e && std::string(e) == "64";
     }();
-    (void)raised;
-    attn_decode_kernel<T, D, QB><<<n_items, kDecodeThreads, smem, st>>>(
-        d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
+    if (big)
+      launch_decode<T, D, QB, true>(d, n_items, scale_log2, part_acc, part_ml, st);
+    else
+      launch_decode<T, D, QB, false>(d, n_items, scale_log2, part_acc, part_ml, st);
   } else
     attn_split_kernel<T, D, QB, false><<<n_items, kWarps * 32, 0, st>>>(
         d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);

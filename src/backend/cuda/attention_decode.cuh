@@ -11,7 +11,6 @@
 namespace kvp::cuda {
 
 constexpr int kDecodeThreads = 256;
-constexpr int kDecodeStages = 3;
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -24,27 +23,29 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-template <typename T, int D, int QB>
+// BIG: tiles of 64 rows (16-bit) in two stages, else 32 rows in three.
+template <typename T, int D, int QB, bool BIG>
 struct DecodeShape {
+  static constexpr int kStages = BIG ? 2 : 3;
   static constexpr int kVec = 16 / static_cast<int>(sizeof(T));        // values per chunk
   static constexpr int kChunks = D / kVec;                             // 16-byte chunks a row
-  static constexpr int kTile = 64 / static_cast<int>(sizeof(T));       // rows a tile: 32 or 16
+  static constexpr int kTile = (BIG ? 128 : 64) / static_cast<int>(sizeof(T));  // rows a tile
   static constexpr int kParts = kDecodeThreads / kTile;                // threads per row (scores)
   static constexpr int kPad = kParts >= 8 ? 16 : kParts * 16;          // keeps reads conflict-free
   static constexpr int kRow = D * static_cast<int>(sizeof(T)) + kPad;  // padded row bytes
   static constexpr int kStageBytes = 2 * kTile * kRow;
   static constexpr int kGroups = kDecodeThreads / kChunks;  // row groups of P.V
-  static constexpr int kSmem = kDecodeStages * kStageBytes + (kTile * QB + 4 * QB + QB * D) * 4;
+  static constexpr int kSmem = kStages * kStageBytes + (kTile * QB + 4 * QB + QB * D) * 4;
   static_assert(kChunks % kParts == 0 && kTile % kGroups == 0, "unsupported head_dim");
   static constexpr int kGroupsPerWarp = 32 / kChunks;  // summed by shuffles first
-  static_assert(kDecodeThreads / 32 * QB * D * 4 <= kDecodeStages * kStageBytes, "reduction space");
+  static_assert(kDecodeThreads / 32 * QB * D * 4 <= kStages * kStageBytes, "reduction space");
 };
 
 // Loads rows [r0, r0 + kTile) of K and V (rows at or past `end` zero-filled) into a stage.
-template <typename T, int D, int QB>
+template <typename T, int D, int QB, bool BIG>
 __device__ __forceinline__ void load_tile(uint8_t* stage, const JobDesc& job, const SegDesc& sd,
                                           const int32_t* prefix_rows, int64_t r0, int64_t end) {
-  using S = DecodeShape<T, D, QB>;
+  using S = DecodeShape<T, D, QB, BIG>;
   for (int e = threadIdx.x; e < S::kTile * S::kChunks * 2; e += kDecodeThreads) {
     const int part = e / (S::kTile * S::kChunks);  // 0: K, 1: V
     const int rem = e % (S::kTile * S::kChunks);
@@ -60,10 +61,10 @@ __device__ __forceinline__ void load_tile(uint8_t* stage, const JobDesc& job, co
 
 // Scores of one tile: kParts threads per row, each over every kParts-th chunk, for all QB
 // queries at once; p_s[r][q] = score (or -inf where masked).
-template <typename T, int D, int QB>
+template <typename T, int D, int QB, bool BIG>
 __device__ __forceinline__ void tile_scores(const uint8_t* ks, const float* q_s, const float* lim_s,
                                             int64_t r0, int64_t end, float* p_s) {
-  using S = DecodeShape<T, D, QB>;
+  using S = DecodeShape<T, D, QB, BIG>;
   const int r = threadIdx.x / S::kParts, part = threadIdx.x % S::kParts;
   float dot[QB];
 #pragma unroll
@@ -95,14 +96,14 @@ __device__ __forceinline__ void tile_scores(const uint8_t* ks, const float* q_s,
   }
 }
 
-template <typename T, int D, int QB>
+template <typename T, int D, int QB, bool BIG>
 __global__ void __launch_bounds__(kDecodeThreads)
     attn_decode_kernel(const JobDesc* jobs, const SegDesc* segs, const WorkItem* items,
                        const int32_t* prefix_rows, float scale_log2, float* part_acc,
                        float* part_ml) {
-  using S = DecodeShape<T, D, QB>;
+  using S = DecodeShape<T, D, QB, BIG>;
   extern __shared__ __align__(16) uint8_t smem[];
-  float* p_s = reinterpret_cast<float*>(smem + kDecodeStages * S::kStageBytes);  // [kTile][QB]
+  float* p_s = reinterpret_cast<float*>(smem + S::kStages * S::kStageBytes);  // [kTile][QB]
   float* m_s = p_s + QB * S::kTile;  // running max, sum, this tile's correction, limit
   float* l_s = m_s + QB;
   float* c_s = l_s + QB;
@@ -120,9 +121,9 @@ __global__ void __launch_bounds__(kDecodeThreads)
   }
   const int64_t n_tiles = (it.row_end - it.row_begin + S::kTile - 1) / S::kTile;
 #pragma unroll
-  for (int s = 0; s < kDecodeStages - 1; ++s) {
+  for (int s = 0; s < S::kStages - 1; ++s) {
     if (s < n_tiles)
-      load_tile<T, D, QB>(smem + s * S::kStageBytes, job, sd, prefix_rows,
+      load_tile<T, D, QB, BIG>(smem + s * S::kStageBytes, job, sd, prefix_rows,
                           it.row_begin + s * S::kTile, it.row_end);
     cp_async_commit();
   }
@@ -135,16 +136,16 @@ __global__ void __launch_bounds__(kDecodeThreads)
     for (int v = 0; v < S::kVec; ++v) acc[q][v] = 0.f;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int64_t t = 0; t < n_tiles; ++t) {
-    const int64_t next = t + kDecodeStages - 1;
+    const int64_t next = t + S::kStages - 1;
     if (next < n_tiles)
-      load_tile<T, D, QB>(smem + (next % kDecodeStages) * S::kStageBytes, job, sd, prefix_rows,
+      load_tile<T, D, QB, BIG>(smem + (next % S::kStages) * S::kStageBytes, job, sd, prefix_rows,
                           it.row_begin + next * S::kTile, it.row_end);
     cp_async_commit();
-    cp_async_wait<kDecodeStages - 1>();
+    cp_async_wait<S::kStages - 1>();
     __syncthreads();
-    const uint8_t* ks = smem + (t % kDecodeStages) * S::kStageBytes;
+    const uint8_t* ks = smem + (t % S::kStages) * S::kStageBytes;
     const uint8_t* vs = ks + S::kTile * S::kRow;
-    tile_scores<T, D, QB>(ks, q_s, lim_s, it.row_begin + t * S::kTile, it.row_end, p_s);
+    tile_scores<T, D, QB, BIG>(ks, q_s, lim_s, it.row_begin + t * S::kTile, it.row_end, p_s);
     __syncthreads();
     // Online softmax: warp q updates query q's state and turns its scores into weights.
     for (int q = warp; q < QB; q += kDecodeThreads / 32) {

@@ -36,6 +36,8 @@ class CudaBackend final : public Backend {
   // Bytes the allocator holds from the device now, and the most it has used at once.
   size_t reserved_bytes() const;
   size_t peak_used_bytes() const;
+  // Starts a new high-water mark for peak_used_bytes() at what is in use now.
+  void reset_peak();
 
   using Backend::alloc;
   Tensor alloc(DType dtype, const std::array<int64_t, 4>& shape, int ndim) override;

@@ -133,6 +133,13 @@ size_t CudaBackend::peak_used_bytes() const {
   return v;
 }
 
+void CudaBackend::reset_peak() {
+  cudaMemPool_t pool;
+  uint64_t zero = 0;
+  if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess)
+    cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero);
+}
+
 void CudaBackend::check_mine(const Tensor& t, const char* what) const {
   if (t.backend() != this)
     throw Error(std::string(what) + ": the tensor is not in this CUDA backend's memory");
