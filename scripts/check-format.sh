@@ -8,7 +8,7 @@ files=()
 while IFS= read -r f; do
   [ -f "$f" ] && files+=("$f")
 done < <(git ls-files --cached --others --exclude-standard \
-  'src/*.cpp' 'src/*.h' 'tests/*.cpp' 'tests/*.h' 'bench/*.cpp' 'fuzz/*.cpp' 'fuzz/*.h' 'examples/*.cpp')
+  'src/*.cpp' 'src/*.h' 'src/*.cu' 'src/*.cuh' 'tests/*.cpp' 'tests/*.h' 'bench/*.cpp' 'fuzz/*.cpp' 'fuzz/*.h' 'examples/*.cpp')
 if [ "${1:-}" = "--fix" ]; then
   clang-format-14 -i "${files[@]}"
   exit 0

@@ -24,7 +24,7 @@ for t in "${targets[@]}"; do
 done
 
 "$root/scripts/install-deps.sh"
-cmake -S "$root" -B "$root/build-fuzz" -DKVP_FUZZ=ON -DKVP_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+cmake -S "$root" -B "$root/build-fuzz" -DKVP_FUZZ=ON -DKVP_BENCH=OFF -DKVP_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
 cmake --build "$root/build-fuzz" -j"$jobs" --target fuzzers
 

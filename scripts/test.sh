@@ -10,18 +10,28 @@ jobs=$(nproc)
 "$root/scripts/fetch-model.sh" >/dev/null
 python3 "$root/scripts/check-layers.py"
 "$root/scripts/check-format.sh"
+# The CUDA backend is built wherever nvcc is (CMakeLists.txt); its GPU tests skip, each with
+# a message, on a machine without a GPU.
 cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$root/build" -j"$jobs"
+if grep -q '^KVP_CUDA:BOOL=ON' "$root/build/CMakeCache.txt"; then
+  if nvidia-smi >/dev/null 2>&1; then
+    echo "==== CUDA backend built; a GPU is present: its tests run ===="
+  else
+    echo "==== CUDA backend built; no GPU here: its tests skip (tools/gpu/ runs them on one) ===="
+  fi
+fi
 # The model was fetched above: a test that would skip for want of it fails instead.
 export KVP_REQUIRE_MODEL=1
 ctest --test-dir "$root/build" --output-on-failure -j"$jobs"
-# Under the sanitizers the suite runs without the press-golden cells: each is a full
+# The instrumented build leaves the CUDA backend out (the first pass compiled it; without a GPU
+# its code does not run). Under the sanitizers the suite runs without the press-golden cells: each is a full
 # 1071-token prefill of the model (10x slower instrumented). The short-context press tests,
 # the model goldens and every parser and op test still run instrumented.
 slow_under_sanitizers='EvalParity|PressGolden|PressWrappers|EvalGrid|EvalCli.Tiny|ExamplePress|HeadwiseCli|PressFramework.UniformBudget|Cli.SeveralQuestions'
 if [ "${KVP_SKIP_SANITIZERS:-0}" != 1 ]; then
   echo "==== second pass: the suite again under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/) ===="
-  cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVP_SANITIZE=ON -DKVP_BENCH=OFF >/dev/null
+  cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVP_SANITIZE=ON -DKVP_BENCH=OFF -DKVP_CUDA=OFF >/dev/null
   cmake --build "$root/build-asan" -j"$jobs"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir "$root/build-asan" --output-on-failure -j"$jobs" -E "${KVP_ASAN_EXCLUDE:-$slow_under_sanitizers}"

@@ -14,10 +14,9 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "../bench_util.h"
 #include "backend/cuda/cuda_backend.h"
@@ -85,15 +84,21 @@ json attention_case(kvp::cuda::CudaBackend& be, const std::vector<int64_t>& lens
   Tensor out = be.alloc(DType::F32, {1, Hq, D});
   int layer = 0;
   const int calls = 50;
-  const double us = bench::median_us(7, [&] {
-    for (int c = 0; c < calls; ++c) {
-      KvSegments kv{k[static_cast<size_t>(layer)], v[static_cast<size_t>(layer)], offset.data(),
-                    lens.data(), Hkv, D};
-      be.attention(q, kv, 0.088f, out);
-      layer = (layer + 1) % layers;
-    }
-    be.synchronize();
-  }) / calls;
+  const double us = bench::median_us(7,
+                                     [&] {
+                                       for (int c = 0; c < calls; ++c) {
+                                         KvSegments kv{k[static_cast<size_t>(layer)],
+                                                       v[static_cast<size_t>(layer)],
+                                                       offset.data(),
+                                                       lens.data(),
+                                                       Hkv,
+                                                       D};
+                                         be.attention(q, kv, 0.088f, out);
+                                         layer = (layer + 1) % layers;
+                                       }
+                                       be.synchronize();
+                                     }) /
+                    calls;
   const double gbs = bytes / (us * 1e-6) / 1e9;
   std::printf("attention %-10s rows/head %7lld..%-7lld  %8.1f us  %7.0f GB/s  %5.1f%% of copy\n",
               label.c_str(), static_cast<long long>(*std::min_element(lens.begin(), lens.end())),
@@ -123,7 +128,8 @@ kvp::KeepPlan keep_plan(int64_t n, int H, double ratio, bool headwise, int layer
   for (int h = 0; h < H; ++h) {
     const double f = headwise ? spread[(h + layer) % 8] : 1.0;
     const int64_t m = std::min<int64_t>(n, static_cast<int64_t>(static_cast<double>(kept) * f));
-    for (int64_t i = 0; i < m; ++i) plan[static_cast<size_t>(h)].push_back(static_cast<int32_t>(n - m + i));
+    for (int64_t i = 0; i < m; ++i)
+      plan[static_cast<size_t>(h)].push_back(static_cast<int32_t>(n - m + i));
   }
   return plan;
 }
@@ -175,19 +181,29 @@ json decode_case(kvp::Model& model, kvp::cuda::CudaBackend& be, int64_t ctx, dou
   const double kv_bytes = static_cast<double>(kv_rows) * c.head_dim * 2 * 2;  // K and V, bf16
   const double gbs = (static_cast<double>(weight_bytes) + kv_bytes) / (med * 1e-3) / 1e9;
   const bool grew = be.reserved_bytes() != reserved0 || kvp::KVCache::allocation_count() != allocs0;
-  std::printf("decode ctx %6lld ratio %.2f %-9s  %7.3f ms/token  %6.0f GB/s  %5.1f%% of copy  "
-              "peak %.2f GiB  KV %.2f GiB  compact %.1f ms  %s\n",
-              static_cast<long long>(ctx), ratio, headwise ? "headwise" : "uniform", med, gbs,
-              100 * gbs / copy_gbs, static_cast<double>(be.peak_used_bytes()) / (1 << 30),
-              kv_bytes / (1 << 30), compact_s * 1e3, grew ? "ALLOCATED during decode" : "no allocation");
-  return {{"context", ctx},         {"ratio", ratio},         {"headwise", headwise},
-          {"ms_per_token", med},    {"gbs", gbs},             {"of_copy", gbs / copy_gbs},
-          {"kv_bytes", kv_bytes},   {"weight_bytes", weight_bytes},
-          {"peak_bytes", be.peak_used_bytes()}, {"fill_s", fill_s}, {"compact_s", compact_s},
+  std::printf(
+      "decode ctx %6lld ratio %.2f %-9s  %7.3f ms/token  %6.0f GB/s  %5.1f%% of copy  "
+      "peak %.2f GiB  KV %.2f GiB  compact %.1f ms  %s\n",
+      static_cast<long long>(ctx), ratio, headwise ? "headwise" : "uniform", med, gbs,
+      100 * gbs / copy_gbs, static_cast<double>(be.peak_used_bytes()) / (1 << 30),
+      kv_bytes / (1 << 30), compact_s * 1e3, grew ? "ALLOCATED during decode" : "no allocation");
+  return {{"context", ctx},
+          {"ratio", ratio},
+          {"headwise", headwise},
+          {"ms_per_token", med},
+          {"gbs", gbs},
+          {"of_copy", gbs / copy_gbs},
+          {"kv_bytes", kv_bytes},
+          {"weight_bytes", weight_bytes},
+          {"peak_bytes", be.peak_used_bytes()},
+          {"fill_s", fill_s},
+          {"compact_s", compact_s},
           {"allocated_during_decode", grew}};
 }
 
-size_t device_weight_bytes(const kvp::Model& m) { return m.weights().nbytes(); }
+size_t device_weight_bytes(const kvp::Model& m) {
+  return m.weights().nbytes();
+}
 
 json prefill_case(kvp::Model& model, kvp::cuda::CudaBackend& be, int64_t T, const char* press_name,
                   double ratio) {
@@ -219,11 +235,16 @@ json prefill_case(kvp::Model& model, kvp::cuda::CudaBackend& be, int64_t T, cons
                        2.0 * 2 * c.n_layers * c.n_heads * c.head_dim * static_cast<double>(T) *
                            static_cast<double>(T) / 2;
   const double compress = hook ? hook->seconds() : 0;
-  std::printf("prefill T %6lld %-10s %8.3f s  %6.1f TFLOP/s  compression %.3f s (%.2f%%)  peak %.2f GiB\n",
-              static_cast<long long>(T), press_name ? press_name : "none", s, flops / s / 1e12,
-              compress, 100 * compress / s, static_cast<double>(be.peak_used_bytes()) / (1 << 30));
-  return {{"tokens", T},      {"press", press_name ? press_name : "none"}, {"ratio", ratio},
-          {"seconds", s},     {"tflops", flops / s / 1e12},               {"compress_s", compress},
+  std::printf(
+      "prefill T %6lld %-10s %8.3f s  %6.1f TFLOP/s  compression %.3f s (%.2f%%)  peak %.2f GiB\n",
+      static_cast<long long>(T), press_name ? press_name : "none", s, flops / s / 1e12, compress,
+      100 * compress / s, static_cast<double>(be.peak_used_bytes()) / (1 << 30));
+  return {{"tokens", T},
+          {"press", press_name ? press_name : "none"},
+          {"ratio", ratio},
+          {"seconds", s},
+          {"tflops", flops / s / 1e12},
+          {"compress_s", compress},
           {"peak_bytes", be.peak_used_bytes()}};
 }
 
@@ -239,8 +260,9 @@ int main(int argc, char** argv) {
   try {
     for (int i = 1; i < argc; ++i)
       if (std::string(argv[i]) == "--help") {
-        std::printf("usage: cuda_bench --config CONFIG.json [--what copy,attention,decode,prefill]\n"
-                    "       [--contexts 8192,32768] [--prefill 8192] [--steps 32] [--json FILE]\n");
+        std::printf(
+            "usage: cuda_bench --config CONFIG.json [--what copy,attention,decode,prefill]\n"
+            "       [--contexts 8192,32768] [--prefill 8192] [--steps 32] [--json FILE]\n");
         return 0;
       }
     const std::string what = arg(argc, argv, "what", "copy,attention,decode,prefill");
@@ -261,14 +283,14 @@ int main(int argc, char** argv) {
       model->set_kv_dtype(DType::BF16);
       be.synchronize();
       const size_t wbytes = device_weight_bytes(*model);
-      std::printf("model %s: random weights, %.2f GB on the GPU, loaded in %.1f s\n", config.c_str(),
-                  static_cast<double>(wbytes) / 1e9, seconds_since(t0));
+      std::printf("model %s: random weights, %.2f GB on the GPU, loaded in %.1f s\n",
+                  config.c_str(), static_cast<double>(wbytes) / 1e9, seconds_since(t0));
       out["model"] = {{"config", config}, {"weight_bytes", wbytes}};
       const int steps = std::stoi(arg(argc, argv, "steps", "32"));
       if (has("decode")) {
         for (int ctx : bench::parse_list(arg(argc, argv, "contexts", "8192,32768")))
-          for (auto [ratio, headwise] : {std::pair{0.0, false}, {0.5, false}, {0.5, true},
-                                          {0.75, false}, {0.75, true}})
+          for (auto [ratio, headwise] :
+               {std::pair{0.0, false}, {0.5, false}, {0.5, true}, {0.75, false}, {0.75, true}})
             out["decode"].push_back(
                 decode_case(*model, be, ctx, ratio, headwise, steps, copy_gbs, wbytes));
       }

@@ -58,9 +58,9 @@ inline Tensor as_dtype(const Tensor& f32, DType t) {
 
 // Skips (with the reason) a case for a backend this build has but this machine cannot run:
 // the CUDA cases on a machine without a GPU, such as CI's.
-#define KVP_SKIP_WITHOUT_DEVICE(device)                                                  \
-  do {                                                                                   \
-    if ((device) == "cuda" && ::kvp::cuda_gpus() == 0)                                   \
+#define KVP_SKIP_WITHOUT_DEVICE(device)                                                     \
+  do {                                                                                      \
+    if ((device) == "cuda" && ::kvp::cuda_gpus() == 0)                                      \
       GTEST_SKIP() << "no CUDA GPU on this machine: the cuda cases run where there is one"; \
   } while (0)
 

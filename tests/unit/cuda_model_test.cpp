@@ -18,10 +18,10 @@
 namespace kvp {
 namespace {
 
-#define KVP_REQUIRE_GPU()                                                              \
-  do {                                                                                 \
+#define KVP_REQUIRE_GPU()                                                                 \
+  do {                                                                                    \
     if (!cuda_built()) GTEST_SKIP() << "this build has no CUDA backend (-DKVP_CUDA=OFF)"; \
-    KVP_SKIP_WITHOUT_DEVICE(std::string("cuda"));                                      \
+    KVP_SKIP_WITHOUT_DEVICE(std::string("cuda"));                                         \
   } while (0)
 
 std::vector<float> read_f32(const std::string& path) {
@@ -128,10 +128,10 @@ TEST(CudaModel, SmolLM2LogitsMatchCpuAndTransformers) {
     KVCache cc = cmodel->make_cache(static_cast<int64_t>(ids.size()));
     std::vector<int32_t> pos(ids.size());
     for (size_t p = 0; p < pos.size(); ++p) pos[p] = static_cast<int32_t>(p);
-    const auto g = host_logits(*gmodel, gmodel->forward(ids.data(), pos.data(),
-                                                        static_cast<int64_t>(ids.size()), gc));
-    const auto c = host_logits(*cmodel, cmodel->forward(ids.data(), pos.data(),
-                                                        static_cast<int64_t>(ids.size()), cc));
+    const auto g = host_logits(
+        *gmodel, gmodel->forward(ids.data(), pos.data(), static_cast<int64_t>(ids.size()), gc));
+    const auto c = host_logits(
+        *cmodel, cmodel->forward(ids.data(), pos.data(), static_cast<int64_t>(ids.size()), cc));
     const float diff = max_diff(g, c);
     EXPECT_LE(diff, 0.25f) << what << " against the CPU";
     std::printf("[ info ] %s: max |cuda - cpu logit| = %.3g (bound 0.25)\n", what.c_str(), diff);
@@ -158,8 +158,8 @@ void generate_on_both(const char* weights, bool must_match) {
     for (const char* device : {"cpu", "cuda"}) {
       const test::CliRun r = test::run_kvpress(
           {"generate", "--context", context, "--question", "What is the secret passphrase?",
-           "--question", "How many steps does the tower have?", "--press", press, "--ratio",
-           "0.5", "--device", device, "--max-new-tokens", "24", "--json"});
+           "--question", "How many steps does the tower have?", "--press", press, "--ratio", "0.5",
+           "--device", device, "--max-new-tokens", "24", "--json"});
       ASSERT_EQ(r.code, 0) << press << " on " << device << ": " << r.err;
       answers[d++] = nlohmann::json::parse(r.out).at("answers").dump();
     }

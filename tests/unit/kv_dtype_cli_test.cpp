@@ -3,11 +3,10 @@
 // one-line errors.
 #include <gtest/gtest.h>
 
-#include "backend/factory.h"
-
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "backend/factory.h"
 #include "support/cli_runner.h"
 #include "support/test_paths.h"
 

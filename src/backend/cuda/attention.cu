@@ -65,13 +65,11 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int i = 0; i < NR; ++i) {
       const int64_t r = r0 + i;
       if (r < it.row_end) {
-        kraw[i] = __ldg(reinterpret_cast<const uint4*>(
-                            kv_row<T>(job.k, job.pk, sd, prefix_rows, r, D)) +
-                        li);
+        kraw[i] = __ldg(
+            reinterpret_cast<const uint4*>(kv_row<T>(job.k, job.pk, sd, prefix_rows, r, D)) + li);
         if constexpr (WITH_V)
-          vraw[i] = __ldg(reinterpret_cast<const uint4*>(
-                              kv_row<T>(job.v, job.pv, sd, prefix_rows, r, D)) +
-                          li);
+          vraw[i] = __ldg(
+              reinterpret_cast<const uint4*>(kv_row<T>(job.v, job.pv, sd, prefix_rows, r, D)) + li);
       } else {
         kraw[i] = make_uint4(0, 0, 0, 0);
         vraw[i] = make_uint4(0, 0, 0, 0);
@@ -363,8 +361,12 @@ void AttentionPlan::split_items(int sm_count, bool fast) {
       for (int64_t qv = 0; qv < jd.tq * jd.group; qv += qb) {
         const int count = static_cast<int>(std::min<int64_t>(qb, jd.tq * jd.group - qv));
         const int64_t rows = group_rows(jd, sd, qv);
-        CombineItem ci{static_cast<int32_t>(j), s, static_cast<int32_t>(qv), count,
-                       static_cast<int32_t>(items.size()), 0};
+        CombineItem ci{static_cast<int32_t>(j),
+                       s,
+                       static_cast<int32_t>(qv),
+                       count,
+                       static_cast<int32_t>(items.size()),
+                       0};
         for (int64_t r = 0; r < std::max<int64_t>(rows, 1); r += chunk) {
           items.push_back({ci.job, s, ci.qv_begin, count, r, std::min(rows, r + chunk)});
           ++ci.item_count;
@@ -448,9 +450,11 @@ void launch_split(const AttentionPlan::Device& d, unsigned n_items, bool with_v,
 template <typename T>
 void launch_split(int D, int qb, const AttentionPlan::Device& d, unsigned n_items, bool with_v,
                   float scale_log2, float* part_acc, float* part_ml, cudaStream_t st) {
-  if (D == 64 && qb == 4) return launch_split<T, 64, 4>(d, n_items, with_v, scale_log2, part_acc, part_ml, st);
+  if (D == 64 && qb == 4)
+    return launch_split<T, 64, 4>(d, n_items, with_v, scale_log2, part_acc, part_ml, st);
   if (D == 64) return launch_split<T, 64, 8>(d, n_items, with_v, scale_log2, part_acc, part_ml, st);
-  if (qb == 4) return launch_split<T, 128, 4>(d, n_items, with_v, scale_log2, part_acc, part_ml, st);
+  if (qb == 4)
+    return launch_split<T, 128, 4>(d, n_items, with_v, scale_log2, part_acc, part_ml, st);
   launch_split<T, 128, 8>(d, n_items, with_v, scale_log2, part_acc, part_ml, st);
 }
 
@@ -467,8 +471,8 @@ void run_attention(CudaBackend& be, AttentionPlan& plan, float scale, float* lse
       using T = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
       const unsigned n = static_cast<unsigned>(plan.combines.size());
       if (with_v)
-        attn_simple_kernel<T, true><<<n, 128, 0, st>>>(d.jobs, d.segs, d.combines, d.prefix,
-                                                       plan.D, scale_log2, lse, lse_stride);
+        attn_simple_kernel<T, true><<<n, 128, 0, st>>>(d.jobs, d.segs, d.combines, d.prefix, plan.D,
+                                                       scale_log2, lse, lse_stride);
       else
         attn_simple_kernel<T, false><<<n, 128, 0, st>>>(d.jobs, d.segs, d.combines, d.prefix,
                                                         plan.D, scale_log2, lse, lse_stride);
@@ -508,7 +512,8 @@ void CudaBackend::attention_batch(const std::vector<AttentionJob>& jobs, float s
     }
   }
   if (jobs.front().q->numel() == 0 && jobs.size() == 1) return;
-  plan_.build(jobs, sm_count(), AttentionPlan::fast_path(static_cast<int>(jobs.front().kv.head_dim)));
+  plan_.build(jobs, sm_count(),
+              AttentionPlan::fast_path(static_cast<int>(jobs.front().kv.head_dim)));
   run_attention(*this, plan_, scale, nullptr, 0);
 }
 

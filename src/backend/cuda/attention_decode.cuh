@@ -17,7 +17,9 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
   const int bytes = valid ? 16 : 0;  // 0: zero-fill
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
@@ -27,8 +29,8 @@ __device__ __forceinline__ void cp_async_wait() {
 template <typename T, int D, int QB, bool BIG>
 struct DecodeShape {
   static constexpr int kStages = BIG ? 2 : 3;
-  static constexpr int kVec = 16 / static_cast<int>(sizeof(T));        // values per chunk
-  static constexpr int kChunks = D / kVec;                             // 16-byte chunks a row
+  static constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // values per chunk
+  static constexpr int kChunks = D / kVec;                       // 16-byte chunks a row
   static constexpr int kTile = (BIG ? 128 : 64) / static_cast<int>(sizeof(T));  // rows a tile
   static constexpr int kParts = kDecodeThreads / kTile;                // threads per row (scores)
   static constexpr int kPad = kParts >= 8 ? 16 : kParts * 16;          // keeps reads conflict-free
@@ -117,14 +119,15 @@ __global__ void __launch_bounds__(kDecodeThreads)
     m_s[threadIdx.x] = -INFINITY;
     l_s[threadIdx.x] = 0.f;
     const int qi = threadIdx.x;
-    lim_s[qi] = qi < it.qv_count ? static_cast<float>(visible_rows(job, sd, it.qv_begin + qi)) : 0.f;
+    lim_s[qi] =
+        qi < it.qv_count ? static_cast<float>(visible_rows(job, sd, it.qv_begin + qi)) : 0.f;
   }
   const int64_t n_tiles = (it.row_end - it.row_begin + S::kTile - 1) / S::kTile;
 #pragma unroll
   for (int s = 0; s < S::kStages - 1; ++s) {
     if (s < n_tiles)
       load_tile<T, D, QB, BIG>(smem + s * S::kStageBytes, job, sd, prefix_rows,
-                          it.row_begin + s * S::kTile, it.row_end);
+                               it.row_begin + s * S::kTile, it.row_end);
     cp_async_commit();
   }
   // P.V: thread (chunk j of D, row group g) accumulates every query over rows g, g + kGroups..
@@ -139,7 +142,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
     const int64_t next = t + S::kStages - 1;
     if (next < n_tiles)
       load_tile<T, D, QB, BIG>(smem + (next % S::kStages) * S::kStageBytes, job, sd, prefix_rows,
-                          it.row_begin + next * S::kTile, it.row_end);
+                               it.row_begin + next * S::kTile, it.row_end);
     cp_async_commit();
     cp_async_wait<S::kStages - 1>();
     __syncthreads();

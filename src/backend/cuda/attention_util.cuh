@@ -8,9 +8,8 @@ namespace kvp::cuda {
 
 // Row j of a segment: a borrowed prefix row, or one of its own.
 template <typename T>
-__device__ __forceinline__ const T* kv_row(const void* own, const void* borrowed,
-                                           const SegDesc& sd, const int32_t* prefix_rows,
-                                           int64_t j, int D) {
+__device__ __forceinline__ const T* kv_row(const void* own, const void* borrowed, const SegDesc& sd,
+                                           const int32_t* prefix_rows, int64_t j, int D) {
   if (j < sd.prefix_len)
     return static_cast<const T*>(borrowed) +
            (sd.prefix_offset + prefix_rows[sd.prefix_rows_start + j]) * D;

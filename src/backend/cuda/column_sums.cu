@@ -63,8 +63,7 @@ __global__ void column_sums_kernel(const JobDesc* jobs, const SegDesc* segs, con
   }
   part[slice][r] = acc;
   __syncthreads();
-  if (slice == 0 && j < sd.len)
-    out[s * L + j] = part[0][r] + part[1][r] + part[2][r] + part[3][r];
+  if (slice == 0 && j < sd.len) out[s * L + j] = part[0][r] + part[1][r] + part[2][r] + part[3][r];
 }
 
 }  // namespace
@@ -86,8 +85,7 @@ void CudaBackend::attention_column_sums(const Tensor& q, const KvSegments& kv, f
   const int64_t L = out.dim(1), T = q.dim(0);
   int64_t max_len = 0;
   for (int s = 0; s < kv.n_segments; ++s) {
-    check(kv.len[s] >= T && kv.len[s] <= L,
-          "attention_column_sums: segment length out of range");
+    check(kv.len[s] >= T && kv.len[s] <= L, "attention_column_sums: segment length out of range");
     max_len = std::max(max_len, kv.len[s]);
   }
   check_cuda(cudaMemsetAsync(out.data(), 0, out.nbytes(), stream()), "column sums");
@@ -104,10 +102,9 @@ void CudaBackend::attention_column_sums(const Tensor& q, const KvSegments& kv, f
                   static_cast<unsigned>(kv.n_segments));
   with_row_type(kv.dtype(), [&](auto p) {
     using Tp = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
-    column_sums_kernel<Tp><<<grid, 128, 0, stream()>>>(d.jobs, d.segs, lse, n_qv,
-                                                       static_cast<int>(kv.head_dim),
-                                                       scale * 1.4426950408889634f,
-                                                       out.ptr<float>(), L);
+    column_sums_kernel<Tp>
+        <<<grid, 128, 0, stream()>>>(d.jobs, d.segs, lse, n_qv, static_cast<int>(kv.head_dim),
+                                     scale * 1.4426950408889634f, out.ptr<float>(), L);
   });
   check_launch("attention_column_sums");
 }

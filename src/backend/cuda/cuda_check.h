@@ -21,6 +21,8 @@ inline void check_cublas(cublasStatus_t s, const char* what) {
 }
 
 // After a kernel launch: a bad configuration shows up here, not at the next sync.
-inline void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), kernel); }
+inline void check_launch(const char* kernel) {
+  check_cuda(cudaGetLastError(), kernel);
+}
 
 }  // namespace kvp::cuda

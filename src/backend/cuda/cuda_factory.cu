@@ -1,6 +1,5 @@
-#include "backend/cuda/cuda_factory.h"
-
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_factory.h"
 
 namespace kvp::cuda {
 
@@ -13,6 +12,8 @@ int device_count() {
   return n;
 }
 
-std::unique_ptr<Backend> make_backend() { return std::make_unique<CudaBackend>(); }
+std::unique_ptr<Backend> make_backend() {
+  return std::make_unique<CudaBackend>();
+}
 
 }  // namespace kvp::cuda

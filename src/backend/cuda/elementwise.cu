@@ -99,8 +99,8 @@ void CudaBackend::rope(Tensor& x, const int32_t* positions, const RopeParams& pa
   rope_inv_freq(params, f.v);
   const auto* pos = static_cast<const int32_t*>(stage(positions, T * sizeof(int32_t)));
   const int64_t heads = x.rows() / T;
-  rope_kernel<<<blocks_for(T * heads * D / 2), 256, 0, stream()>>>(x.ptr<float>(), pos, f, T,
-                                                                    heads, D);
+  rope_kernel<<<blocks_for(T * heads * D / 2), 256, 0, stream()>>>(x.ptr<float>(), pos, f, T, heads,
+                                                                   D);
   check_launch("rope");
 }
 
@@ -119,8 +119,8 @@ void CudaBackend::add(Tensor& y, const Tensor& x) {
   check_f32(this, x, "add x");
   check(y.numel() == x.numel(), "add: sizes differ");
   if (y.numel() == 0) return;
-  add_kernel<<<blocks_for(y.numel()), 256, 0, stream()>>>(y.ptr<float>(), x.ptr<float>(),
-                                                          y.numel(), y.numel());
+  add_kernel<<<blocks_for(y.numel()), 256, 0, stream()>>>(y.ptr<float>(), x.ptr<float>(), y.numel(),
+                                                          y.numel());
   check_launch("add");
 }
 

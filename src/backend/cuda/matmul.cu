@@ -56,8 +56,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 #pragma unroll
         for (int j = 0; j < V / 4; ++j) {
           const float4 xv = xp[j];
-          acc[t] += wf[4 * j] * xv.x + wf[4 * j + 1] * xv.y + wf[4 * j + 2] * xv.z +
-                    wf[4 * j + 3] * xv.w;
+          acc[t] +=
+              wf[4 * j] * xv.x + wf[4 * j + 1] * xv.y + wf[4 * j + 2] * xv.z + wf[4 * j + 3] * xv.w;
         }
       }
     }
@@ -93,14 +93,22 @@ void launch_gemv(const float* x, const W* w, float* y, int64_t N, int64_t K, cud
 template <typename W>
 void gemv(int64_t T, const float* x, const W* w, float* y, int64_t N, int64_t K, cudaStream_t s) {
   switch (T) {
-    case 1: return launch_gemv<W, 1>(x, w, y, N, K, s);
-    case 2: return launch_gemv<W, 2>(x, w, y, N, K, s);
-    case 3: return launch_gemv<W, 3>(x, w, y, N, K, s);
-    case 4: return launch_gemv<W, 4>(x, w, y, N, K, s);
-    case 5: return launch_gemv<W, 5>(x, w, y, N, K, s);
-    case 6: return launch_gemv<W, 6>(x, w, y, N, K, s);
-    case 7: return launch_gemv<W, 7>(x, w, y, N, K, s);
-    default: return launch_gemv<W, 8>(x, w, y, N, K, s);
+    case 1:
+      return launch_gemv<W, 1>(x, w, y, N, K, s);
+    case 2:
+      return launch_gemv<W, 2>(x, w, y, N, K, s);
+    case 3:
+      return launch_gemv<W, 3>(x, w, y, N, K, s);
+    case 4:
+      return launch_gemv<W, 4>(x, w, y, N, K, s);
+    case 5:
+      return launch_gemv<W, 5>(x, w, y, N, K, s);
+    case 6:
+      return launch_gemv<W, 6>(x, w, y, N, K, s);
+    case 7:
+      return launch_gemv<W, 7>(x, w, y, N, K, s);
+    default:
+      return launch_gemv<W, 8>(x, w, y, N, K, s);
   }
 }
 
@@ -160,9 +168,9 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& y) {
       using W = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
       const auto* wp = static_cast<const W*>(w.data());
       if (vectors) return gemv<W>(T, x.ptr<float>(), wp, y.ptr<float>(), N, K, stream());
-      gemv_scalar_kernel<W><<<static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps),
-                              kGemvWarps * 32, 0, stream()>>>(x.ptr<float>(), wp, y.ptr<float>(),
-                                                              T, N, K);
+      gemv_scalar_kernel<W>
+          <<<static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps), kGemvWarps * 32, 0,
+             stream()>>>(x.ptr<float>(), wp, y.ptr<float>(), T, N, K);
     });
     return check_launch("gemv");
   }
@@ -179,13 +187,13 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& y) {
   void* xn = scratch(Slot::GemmInput, static_cast<size_t>(T * K) * wsize);
   with_row_type(w.dtype(), [&](auto p) {
     using W = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
-    narrow_kernel<W><<<blocks_for(T * K), 256, 0, stream()>>>(x.ptr<float>(),
-                                                              static_cast<W*>(xn), T * K);
+    narrow_kernel<W>
+        <<<blocks_for(T * K), 256, 0, stream()>>>(x.ptr<float>(), static_cast<W*>(xn), T * K);
   });
   check_launch("matmul narrow");
   check_cublas(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w.data(),
-                            cuda_type(w.dtype()), k, xn, cuda_type(w.dtype()), k, &zero,
-                            y.data(), CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                            cuda_type(w.dtype()), k, xn, cuda_type(w.dtype()), k, &zero, y.data(),
+                            CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                "matmul (16-bit)");
 }
 
@@ -194,10 +202,10 @@ std::vector<int32_t> CudaBackend::matmul_argmax(const Tensor& x, const Tensor& w
   std::vector<int32_t> out(static_cast<size_t>(T));
   if (T == 0) return out;
   check(N > 0, "matmul_argmax: w has no rows");
-  Tensor logits = Tensor::view(DType::F32, {T, N},
-                               scratch(Slot::Logits, static_cast<size_t>(T * N) * 4 + 4 * T),
-                               Device::CUDA)
-                      .adopted_by(*this, Device::CUDA);
+  Tensor logits =
+      Tensor::view(DType::F32, {T, N},
+                   scratch(Slot::Logits, static_cast<size_t>(T * N) * 4 + 4 * T), Device::CUDA)
+          .adopted_by(*this, Device::CUDA);
   matmul(x, w, logits);
   auto* idx = reinterpret_cast<int32_t*>(logits.ptr<float>() + T * N);
   argmax_kernel<<<static_cast<unsigned>(T), 1024, 0, stream()>>>(logits.ptr<float>(), N, idx);

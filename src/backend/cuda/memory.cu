@@ -19,9 +19,13 @@ namespace {
 constexpr size_t kRingBytes = size_t{16} << 20;
 constexpr size_t kAlign = 256;
 
-size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+size_t align_up(size_t n) {
+  return (n + kAlign - 1) / kAlign * kAlign;
+}
 
-bool is_row_type(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+bool is_row_type(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16;
+}
 
 // Row dst_rows[i] of dst = row src_rows[i] of src, one warp per row, converting through f32.
 template <typename S, typename D>
@@ -153,9 +157,8 @@ Tensor CudaBackend::alloc(DType dtype, const std::array<int64_t, 4>& shape, int 
   check_cuda(cudaMallocAsync(&p, std::max<size_t>(bytes, 1), stream()), "cudaMallocAsync");
   if (bytes) check_cuda(cudaMemsetAsync(p, 0, bytes, stream()), "cudaMemsetAsync");
   std::shared_ptr<DeviceState> state = state_;
-  std::shared_ptr<const void> owner(p, [state](const void* q) {
-    cudaFreeAsync(const_cast<void*>(q), state->stream);
-  });
+  std::shared_ptr<const void> owner(
+      p, [state](const void* q) { cudaFreeAsync(const_cast<void*>(q), state->stream); });
   return Tensor::view(dtype, shape, ndim, p, std::move(owner)).adopted_by(*this, Device::CUDA);
 }
 
@@ -202,7 +205,9 @@ void CudaBackend::copy(const Tensor& src, size_t src_offset, Tensor& dst, size_t
              "copy");
 }
 
-void CudaBackend::synchronize() { check_device_errors(); }
+void CudaBackend::synchronize() {
+  check_device_errors();
+}
 
 void CudaBackend::check_device_errors() {
   int flag = 0;
@@ -264,8 +269,8 @@ Tensor CudaBackend::load_weight(const Tensor& host) {
   const bool matrix = host.ndim() >= 2;
   const Tensor src =
       matrix && is_quantized(host.dtype()) ? host_dequantized(host, quantized_to_) : host;
-  check(is_row_type(src.dtype()), "load_weight: unsupported weight type " +
-                                      dtype_name(src.dtype()));
+  check(is_row_type(src.dtype()),
+        "load_weight: unsupported weight type " + dtype_name(src.dtype()));
   Tensor dev = alloc(src.dtype(), src.shape(), src.ndim());
   upload(src.data(), dev, 0, src.nbytes());
   synchronize();  // the host copy may be a temporary
@@ -301,8 +306,8 @@ void CudaBackend::copy_rows(const Tensor& src, const int64_t* src_rows, Tensor& 
                                                   static_cast<int64_t>(rb / 16));
     return check_launch("copy_rows");
   }
-  check(is_row_type(src.dtype()), "copy_rows: " + dtype_name(src.dtype()) +
-                                      " rows must be a multiple of 16 bytes");
+  check(is_row_type(src.dtype()),
+        "copy_rows: " + dtype_name(src.dtype()) + " rows must be a multiple of 16 bytes");
   with_row_type(src.dtype(), [&](auto s) {
     using S = std::remove_const_t<std::remove_pointer_t<decltype(s)>>;
     with_row_type(dst.dtype(), [&](auto d) {

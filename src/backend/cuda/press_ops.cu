@@ -14,7 +14,9 @@ namespace {
 
 constexpr int kRowWarps = 8;  // rows per block of the warp-per-row kernels
 
-unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRowWarps - 1) / kRowWarps); }
+unsigned row_blocks(int64_t rows) {
+  return static_cast<unsigned>((rows + kRowWarps - 1) / kRowWarps);
+}
 
 __device__ __forceinline__ int64_t warp_row() {
   return (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
@@ -126,7 +128,8 @@ __global__ void softmax_kernel(float* x, int64_t R, int64_t C) {
 
 __global__ void transpose_kernel(const float* x, int64_t R, int64_t C, float* out) {
   __shared__ float tile[32][33];
-  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * 32, r0 = static_cast<int64_t>(blockIdx.y) * 32;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * 32,
+                r0 = static_cast<int64_t>(blockIdx.y) * 32;
   for (int i = threadIdx.y; i < 32; i += blockDim.y) {
     const int64_t r = r0 + i, c = c0 + threadIdx.x;
     if (r < R && c < C) tile[i][threadIdx.x] = x[r * C + c];
@@ -152,8 +155,8 @@ __global__ void avg_pool_kernel(const float* src, int64_t R, int64_t C, int64_t 
 }
 
 // One block: the largest entry outside columns [begin, end), then those columns set to it + plus.
-__global__ void set_cols_to_max_kernel(float* x, int64_t R, int64_t C, int64_t begin,
-                                       int64_t end, float plus) {
+__global__ void set_cols_to_max_kernel(float* x, int64_t R, int64_t C, int64_t begin, int64_t end,
+                                       float plus) {
   float best = -INFINITY;
   for (int64_t e = threadIdx.x; e < R * C; e += blockDim.x) {
     const int64_t c = e % C;
@@ -229,8 +232,8 @@ void CudaBackend::normalize_rows(const Tensor& x, float eps, Tensor& out) {
   check(out.numel() == x.numel(), "normalize_rows: out must have x's size");
   if (x.rows() == 0 || x.cols() == 0) return;
   with_rows(x, [&](auto p) {
-    normalize_kernel<<<row_blocks(x.rows()), kRowWarps * 32, 0, stream()>>>(
-        p, x.rows(), x.cols(), eps, out.ptr<float>());
+    normalize_kernel<<<row_blocks(x.rows()), kRowWarps * 32, 0, stream()>>>(p, x.rows(), x.cols(),
+                                                                            eps, out.ptr<float>());
   });
   check_launch("normalize_rows");
 }
@@ -342,8 +345,8 @@ void CudaBackend::scatter_value(Tensor& x, const Tensor& idx, float value) {
   check(idx.numel() == 0 || idx.rows() == R, "scatter_value: idx must have x's rows");
   const int64_t k = idx.numel() == 0 ? 0 : idx.cols();
   if (R * k == 0) return;
-  scatter_kernel<<<blocks_for(R * k), 256, 0, stream()>>>(x.ptr<float>(), idx.ptr<int32_t>(), R,
-                                                          C, k, value, device_error_flag());
+  scatter_kernel<<<blocks_for(R * k), 256, 0, stream()>>>(x.ptr<float>(), idx.ptr<int32_t>(), R, C,
+                                                          k, value, device_error_flag());
   check_launch("scatter_value");
   // The indices live on the device: the range check waits for it (presses call this once a
   // layer, outside the decode path).

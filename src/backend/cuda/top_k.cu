@@ -65,14 +65,14 @@ void CudaBackend::top_k(const Tensor& x, int64_t k, Tensor& idx) {
                "top_k sort size");
     void* t = scratch(Slot::SortTemp, temp);
     for (int64_t r = 0; r < R; ++r)
-      check_cuda(cub::DeviceRadixSort::SortPairsDescending(
-                     t, temp, keys_in + r * C, keys_out + r * C, ids_in + r * C, ids_out + r * C,
-                     ci, 0, 32, stream()),
+      check_cuda(cub::DeviceRadixSort::SortPairsDescending(t, temp, keys_in + r * C,
+                                                           keys_out + r * C, ids_in + r * C,
+                                                           ids_out + r * C, ci, 0, 32, stream()),
                  "top_k sort");
   } else {
-    check_cuda(cub::DeviceSegmentedRadixSort::SortPairsDescending(
-                   nullptr, temp, keys_in, keys_out, ids_in, ids_out, ni, ri, offsets,
-                   offsets + 1, 0, 32, stream()),
+    check_cuda(cub::DeviceSegmentedRadixSort::SortPairsDescending(nullptr, temp, keys_in, keys_out,
+                                                                  ids_in, ids_out, ni, ri, offsets,
+                                                                  offsets + 1, 0, 32, stream()),
                "top_k sort size");
     void* t = scratch(Slot::SortTemp, temp);
     check_cuda(cub::DeviceSegmentedRadixSort::SortPairsDescending(t, temp, keys_in, keys_out,
