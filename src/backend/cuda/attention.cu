@@ -276,6 +276,40 @@ __global__ void attn_simple_kernel(const JobDesc* jobs, const SegDesc* segs,
 
 }  // namespace
 
+// Blocks of the split kernel (attn_split_kernel, the default) that fit on one SM at once.
+template <typename T>
+int resident_blocks_of(int D, int qb) {
+  int n = 1;
+  auto query = [&](auto kernel) {
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kWarps * 32, 0),
+               "occupancy");
+  };
+  if (D == 64 && qb == 4)
+    query(attn_split_kernel<T, 64, 4, true>);
+  else if (D == 64)
+    query(attn_split_kernel<T, 64, 8, true>);
+  else if (qb == 4)
+    query(attn_split_kernel<T, 128, 4, true>);
+  else
+    query(attn_split_kernel<T, 128, 8, true>);
+  return std::max(n, 1);
+}
+
+// Asked once per (row type, head_dim, qb).
+int resident_blocks(DType dtype, int D, int qb) {
+  if (!AttentionPlan::fast_path(D)) return 1;
+  static int known[3][2][2] = {};
+  const int t = dtype == DType::F32 ? 0 : dtype == DType::F16 ? 1 : 2;
+  int& n = known[t][D == 128][qb == 8];
+  if (n == 0) {
+    with_row_type(dtype, [&](auto p) {
+      using T = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
+      n = resident_blocks_of<T>(D, qb);
+    });
+  }
+  return n;
+}
+
 void AttentionPlan::build(const std::vector<AttentionJob>& jobs, int sm_count, bool fast) {
   job_list.clear();
   segs.clear();
@@ -287,7 +321,7 @@ void AttentionPlan::build(const std::vector<AttentionJob>& jobs, int sm_count, b
   int max_qv = 1;
   for (const AttentionJob& j : jobs) add_job(j, &max_qv);
   qb = max_qv <= 4 ? 4 : 8;
-  split_items(sm_count, fast);
+  split_items(fast ? sm_count * resident_blocks(dtype, D, qb) : 0, fast);
 }
 
 void AttentionPlan::add_job(const AttentionJob& j, int* max_qv) {
@@ -337,7 +371,7 @@ void AttentionPlan::add_job(const AttentionJob& j, int* max_qv) {
   job_list.push_back(jd);
 }
 
-void AttentionPlan::split_items(int sm_count, bool fast) {
+void AttentionPlan::split_items(int slots, bool fast) {
   // Visible rows of each query group, then a chunk size that gives every SM a few items.
   int64_t total = 0;
   for (size_t j = 0; j < job_list.size(); ++j) {
@@ -346,9 +380,10 @@ void AttentionPlan::split_items(int sm_count, bool fast) {
       for (int64_t qv = 0; qv < jd.tq * jd.group; qv += qb)
         total += group_rows(jd, segs[static_cast<size_t>(jd.seg_begin + s)], qv);
   }
-  // Three resident blocks per SM, two waves: items of whole 64-row multiples, and never more
-  // than kMaxItems of them for one query group.
-  const int64_t target = 6 * static_cast<int64_t>(sm_count);
+  // One wave: as many items as blocks fit on the GPU at once (a second, part-empty wave
+  // would cost nearly as much as the first), of whole 64-row multiples, and never more than
+  // kMaxItems of them for one query group.
+  const int64_t target = std::max(slots, 1);
   int64_t longest = 1;
   for (const SegDesc& sd : segs) longest = std::max(longest, sd.len);
   int64_t chunk = std::max<int64_t>(64, (total / target + 63) / 64 * 64);
@@ -424,10 +459,11 @@ void launch_decode(const AttentionPlan::Device& d, unsigned n_items, float scale
 template <typename T, int D, int QB>
 void launch_split(const AttentionPlan::Device& d, unsigned n_items, bool with_v, float scale_log2,
                   float* part_acc, float* part_ml, cudaStream_t st) {
-  // KVP_ATTN_KERNEL=registers picks the register-tiled split kernel instead (A/B timing).
+  // The register-tiled split kernel measured faster on the H200 than the shared-memory tile
+  // kernel (docs/benchmarks.md); KVP_ATTN_KERNEL=tiles picks the latter (A/B timing).
   static const bool registers = [] {
     const char* e = std::getenv("KVP_ATTN_KERNEL");
-    return e && std::string(e) == "registers";
+    return !(e && std::string(e) == "tiles");
   }();
   if (with_v && registers) {
     attn_split_kernel<T, D, QB, true><<<n_items, kWarps * 32, 0, st>>>(

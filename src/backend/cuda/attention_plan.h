@@ -37,7 +37,8 @@ struct AttentionPlan {
 
  private:
   void add_job(const AttentionJob& j, int* max_qv);
-  void split_items(int sm_count, bool fast);
+  // slots: work items that run at once (blocks per SM x SMs).
+  void split_items(int slots, bool fast);
   int64_t group_rows(const JobDesc& jd, const SegDesc& sd, int64_t qv_begin) const;
 };
 
