@@ -166,55 +166,63 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 constexpr int kMaxItems = 2048;  // work items one query group may be split into
 
-// Merges a query group's items: the attention output, or (lse != null) only log2-sum-exp.
-// The items' weights are computed once per query into shared memory, so the sums over
-// items issue independent loads.
+// Merges a query group's items for query vector blockIdx.y: the attention output, or (lse !=
+// null) only log2-sum-exp. The items' weights go to shared memory once; then each warp sums
+// every fourth item over all dims (independent loads) and the warps' sums are added.
 __global__ void __launch_bounds__(128)
     attn_combine_kernel(const JobDesc* jobs, const CombineItem* combines, int qb, int D,
                         const float* part_acc, const float* part_ml, float* lse,
                         int64_t lse_stride) {
   const CombineItem ci = combines[blockIdx.x];
+  const int qi = blockIdx.y;
+  if (qi >= ci.qv_count) return;
   const JobDesc job = jobs[ci.job];
   __shared__ float w_s[kMaxItems];
   __shared__ float red[4];
+  __shared__ float acc_s[4][256];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  for (int qi = 0; qi < ci.qv_count; ++qi) {
-    auto ml = [&](int i, int k) {
-      return part_ml[(static_cast<int64_t>(ci.item_begin + i) * qb + qi) * 2 + k];
-    };
-    float mx = -INFINITY;
-    for (int i = threadIdx.x; i < ci.item_count; i += blockDim.x) mx = fmaxf(mx, ml(i, 0));
-    mx = warp_max(mx);
-    if (lane == 0) red[warp] = mx;
-    __syncthreads();
-    mx = fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3]));
-    const float ref = mx == -INFINITY ? 0.f : mx;
-    __syncthreads();
-    float lsum = 0.f;
-    for (int i = threadIdx.x; i < ci.item_count; i += blockDim.x) {
-      const float w = exp2f(ml(i, 0) - ref);
-      w_s[i] = w;
-      lsum += ml(i, 1) * w;
-    }
-    lsum = warp_sum(lsum);
-    if (lane == 0) red[warp] = lsum;
-    __syncthreads();
-    lsum = red[0] + red[1] + red[2] + red[3];
-    const int qv = ci.qv_begin + qi;
-    if (lse) {
-      if (threadIdx.x == 0) lse[(job.seg_begin + ci.seg) * lse_stride + qv] = ref + log2f(lsum);
-    } else {
-      const int64_t t = qv / job.group;
-      const int64_t h = static_cast<int64_t>(ci.seg) * job.group + qv % job.group;
-      for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float a = 0.f;
-#pragma unroll 4
-        for (int i = 0; i < ci.item_count; ++i)
-          a += part_acc[(static_cast<int64_t>(ci.item_begin + i) * qb + qi) * D + d] * w_s[i];
-        job.out[(t * job.hq + h) * D + d] = lsum > 0.f ? a / lsum : 0.f;
-      }
-    }
-    __syncthreads();
+  auto slot = [&](int i) { return static_cast<int64_t>(ci.item_begin + i) * qb + qi; };
+  float mx = -INFINITY;
+  for (int i = threadIdx.x; i < ci.item_count; i += blockDim.x)
+    mx = fmaxf(mx, part_ml[slot(i) * 2]);
+  mx = warp_max(mx);
+  if (lane == 0) red[warp] = mx;
+  __syncthreads();
+  mx = fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3]));
+  const float ref = mx == -INFINITY ? 0.f : mx;
+  __syncthreads();
+  float lsum = 0.f;
+  for (int i = threadIdx.x; i < ci.item_count; i += blockDim.x) {
+    const float w = exp2f(part_ml[slot(i) * 2] - ref);
+    w_s[i] = w;
+    lsum += part_ml[slot(i) * 2 + 1] * w;
+  }
+  lsum = warp_sum(lsum);
+  if (lane == 0) red[warp] = lsum;
+  __syncthreads();
+  lsum = red[0] + red[1] + red[2] + red[3];
+  const int qv = ci.qv_begin + qi;
+  if (lse) {
+    if (threadIdx.x == 0) lse[(job.seg_begin + ci.seg) * lse_stride + qv] = ref + log2f(lsum);
+    return;
+  }
+  float a[8] = {};  // dims lane + 32 j (D <= 256)
+  for (int i = warp; i < ci.item_count; i += 4) {
+    const float* row = part_acc + slot(i) * D;
+    const float w = w_s[i];
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      if (lane + 32 * j < D) a[j] += row[lane + 32 * j] * w;
+  }
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+    if (lane + 32 * j < D) acc_s[warp][lane + 32 * j] = a[j];
+  __syncthreads();
+  const int64_t t = qv / job.group;
+  const int64_t h = static_cast<int64_t>(ci.seg) * job.group + qv % job.group;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    const float sum = acc_s[0][d] + acc_s[1][d] + acc_s[2][d] + acc_s[3][d];
+    job.out[(t * job.hq + h) * D + d] = lsum > 0.f ? sum / lsum : 0.f;
   }
 }
 
@@ -525,7 +533,7 @@ void run_attention(CudaBackend& be, AttentionPlan& plan, float scale, float* lse
     launch_split<T>(plan.D, plan.qb, d, n_items, with_v, scale_log2, part_acc, part_ml, st);
   });
   check_launch("attention (split)");
-  attn_combine_kernel<<<static_cast<unsigned>(plan.combines.size()), 128, 0, st>>>(
+  attn_combine_kernel<<<dim3(static_cast<unsigned>(plan.combines.size()), plan.qb), 128, 0, st>>>(
       d.jobs, d.combines, plan.qb, plan.D, part_acc, part_ml, lse, lse_stride);
   check_launch("attention (combine)");
 }

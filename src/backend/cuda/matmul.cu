@@ -38,15 +38,16 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
   if (o >= N) return;
   const W* row = w + o * K;
   float acc[NT] = {};
-  // Two independent 16-byte loads in flight per lane.
-  for (int64_t i = lane * V; i < K; i += 64 * V) {
-    uint4 u[2];
-    u[0] = __ldg(reinterpret_cast<const uint4*>(row + i));
-    const bool second = i + 32 * V < K;
-    if (second) u[1] = __ldg(reinterpret_cast<const uint4*>(row + i + 32 * V));
+  // Four independent 16-byte loads in flight per lane.
+  constexpr int kLoads = 4;
+  for (int64_t i = lane * V; i < K; i += kLoads * 32 * V) {
+    uint4 u[kLoads];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      if (h == 1 && !second) break;
+    for (int h = 0; h < kLoads; ++h)
+      if (i + h * 32 * V < K) u[h] = __ldg(reinterpret_cast<const uint4*>(row + i + h * 32 * V));
+#pragma unroll
+    for (int h = 0; h < kLoads; ++h) {
+      if (i + h * 32 * V >= K) break;
       float wf[V];
       unpack16(u[h], static_cast<const W*>(nullptr), wf);
       const int64_t base = i + h * 32 * V;
