@@ -137,25 +137,14 @@ int main(int argc, char** argv) {
   bool quick = false;
   std::vector<int> threads = {1, 2};
   std::vector<int> row_counts = {1, 512};
-  const auto parse_list = [](const std::string& s) {
-    std::vector<int> out;
-    size_t pos = 0;
-    while (pos < s.size()) {
-      const size_t c = s.find(',', pos);
-      out.push_back(std::atoi(s.substr(pos, c - pos).c_str()));
-      if (c == std::string::npos) break;
-      pos = c + 1;
-    }
-    return out;
-  };
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) {
       reps = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--threads" && i + 1 < argc) {
-      threads = parse_list(argv[++i]);
+      threads = bench::parse_list(argv[++i]);
     } else if (a == "--rows" && i + 1 < argc) {
-      row_counts = parse_list(argv[++i]);
+      row_counts = bench::parse_list(argv[++i]);
     } else if (a == "--quick") {
       quick = true;
     } else {
