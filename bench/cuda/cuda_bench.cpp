@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -248,6 +249,14 @@ json prefill_case(kvp::Model& model, kvp::cuda::CudaBackend& be, int64_t T, cons
           {"peak_bytes", be.peak_used_bytes()}};
 }
 
+std::vector<std::string> split_names(const std::string& list) {
+  std::vector<std::string> out;
+  std::stringstream in(list);
+  for (std::string name; std::getline(in, name, ',');)
+    if (!name.empty()) out.push_back(name);
+  return out;
+}
+
 std::string arg(int argc, char** argv, const std::string& name, const std::string& def) {
   for (int i = 1; i + 1 < argc; ++i)
     if (argv[i] == "--" + name) return argv[i + 1];
@@ -262,7 +271,8 @@ int main(int argc, char** argv) {
       if (std::string(argv[i]) == "--help") {
         std::printf(
             "usage: cuda_bench --config CONFIG.json [--what copy,attention,decode,prefill]\n"
-            "       [--contexts 8192,32768] [--prefill 8192] [--steps 32] [--json FILE]\n");
+            "       [--contexts 8192,32768] [--prefill 8192] [--presses none,snapkv,ada_snapkv]\n"
+            "       [--steps 32] [--json FILE]\n");
         return 0;
       }
     const std::string what = arg(argc, argv, "what", "copy,attention,decode,prefill");
@@ -295,9 +305,12 @@ int main(int argc, char** argv) {
                 decode_case(*model, be, ctx, ratio, headwise, steps, copy_gbs, wbytes));
       }
       if (has("prefill")) {
+        const std::vector<std::string> presses =
+            split_names(arg(argc, argv, "presses", "none,snapkv,ada_snapkv"));
         for (int T : bench::parse_list(arg(argc, argv, "prefill", "8192")))
-          for (const char* p : {static_cast<const char*>(nullptr), "snapkv", "ada_snapkv"})
-            out["prefill"].push_back(prefill_case(*model, be, T, p, 0.5));
+          for (const std::string& p : presses)
+            out["prefill"].push_back(
+                prefill_case(*model, be, T, p == "none" ? nullptr : p.c_str(), 0.5));
       }
     }
     const std::string path = arg(argc, argv, "json", "");

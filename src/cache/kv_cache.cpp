@@ -244,8 +244,9 @@ std::vector<int64_t> KVCache::kept_capacity(const Layer& source, const KeepPlan&
     const auto& rows = keep[s];
     std::vector<bool> seen(static_cast<size_t>(source.len[s]), false);
     for (int32_t r : rows) {
-      check(r >= 0 && r < source.len[s] && !seen[static_cast<size_t>(r)],
-            "KV cache: kept rows of segment " + std::to_string(s) + " must be unique and in range");
+      if (r < 0 || r >= source.len[s] || seen[static_cast<size_t>(r)])  // message built on failure
+        throw Error("KV cache: kept rows of segment " + std::to_string(s) +
+                    " must be unique and in range");
       seen[static_cast<size_t>(r)] = true;
     }
     cap[s] = static_cast<int64_t>(rows.size()) + reserve;

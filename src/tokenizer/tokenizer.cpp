@@ -133,8 +133,9 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::build(tok::TokenizerData data)
   for (size_t id = 0; id < n; ++id) {
     const std::string& text = data.tokens[id];
     const uint8_t type = impl->types[id];
-    check(type <= tok::TOKEN_BYTE, src + ": token " + std::to_string(id) +
-                                       " has an invalid token type " + std::to_string(type));
+    if (type > tok::TOKEN_BYTE)  // the message is built on failure only
+      throw Error(src + ": token " + std::to_string(id) + " has an invalid token type " +
+                  std::to_string(type));
     // On duplicates the first id wins (as in llama.cpp); unused tokens never take a text.
     if (!text.empty() && type != tok::TOKEN_UNUSED)
       impl->token_to_id.emplace(text, static_cast<int32_t>(id));
@@ -354,9 +355,9 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
   const tok::ByteAlphabet& alphabet = tok::byte_alphabet();
   std::string out;
   for (int32_t id : ids) {
-    check(id >= 0 && id < static_cast<int64_t>(m.id_to_token.size()),
-          "tokenizer: cannot decode token id " + std::to_string(id) + " (vocabulary has " +
-              std::to_string(m.id_to_token.size()) + " tokens)");
+    if (id < 0 || id >= static_cast<int64_t>(m.id_to_token.size()))  // message on failure only
+      throw Error("tokenizer: cannot decode token id " + std::to_string(id) + " (vocabulary has " +
+                  std::to_string(m.id_to_token.size()) + " tokens)");
     const std::string& text = m.id_to_token[id];
     switch (m.types[id]) {
       case tok::TOKEN_CONTROL:

@@ -38,9 +38,9 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
                                                   std::to_string(data.tokens.size()) + " tokens");
     data.types.reserve(types.size());
     for (size_t id = 0; id < types.size(); ++id) {
-      check(types[id] >= 0 && types[id] <= tok::TOKEN_BYTE, path + ": token " + std::to_string(id) +
-                                                                " has an invalid token type " +
-                                                                std::to_string(types[id]));
+      if (types[id] < 0 || types[id] > tok::TOKEN_BYTE)  // the message is built on failure only
+        throw Error(path + ": token " + std::to_string(id) + " has an invalid token type " +
+                    std::to_string(types[id]));
       data.types.push_back(static_cast<uint8_t>(types[id]));
     }
   }

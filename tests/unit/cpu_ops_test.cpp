@@ -621,6 +621,48 @@ TEST_P(Ops, AttentionLongPrefill) {
     ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], 2e-5f) << i;
 }
 
+// Long prefills over 16-bit caches, the shape the GPU's tensor-core kernel takes (at least
+// kPrefillMinQueries queries, head_dim 64 or 128): GQA, segments that also hold older rows,
+// query counts that are no multiple of a block's rows. q is rounded to the cache's type first,
+// since that kernel feeds q to the tensor cores in it. Bound: the kernel also rounds each
+// probability p to 16 bits (relative 2^-9 at most), so the output moves by at most
+// 2^-9 * max|v|; 2^-8 * max|v| on a GPU, 2e-5 * max|v| elsewhere. Off-by-one masks would fail
+// it: the first query sees a single row, so its output is that row.
+TEST_P(Ops, AttentionPrefill16Bit) {
+  struct Case {
+    DType t;
+    int D;
+    int64_t T, past;
+  };
+  for (const Case& c : {Case{DType::BF16, 128, 300, 0}, Case{DType::BF16, 128, 130, 77},
+                        Case{DType::F16, 64, 257, 40}, Case{DType::BF16, 64, 200, 0},
+                        Case{DType::F16, 128, 129, 1}}) {
+    const int Hkv = 2, Hq = 8;
+    std::vector<int64_t> len = {c.T + c.past, c.T + 2 * c.past}, offset = {5, c.T + c.past + 9};
+    const int64_t total = offset[1] + len[1] + 3;
+    Tensor v32 = random_f32(rng_, {total, c.D});
+    Tensor k = test::as_dtype(random_f32(rng_, {total, c.D}), c.t), v = test::as_dtype(v32, c.t);
+    Tensor q16 = test::as_dtype(random_f32(rng_, {c.T, Hq, c.D}), c.t);
+    Tensor q = Tensor::empty(DType::F32, {c.T, Hq, c.D});
+    for (int64_t i = 0; i < q.numel(); ++i) {
+      const uint16_t bits = static_cast<const uint16_t*>(q16.data())[i];
+      q.ptr<float>()[i] = c.t == DType::F16 ? f16_to_f32(bits) : bf16_to_f32(bits);
+    }
+    KvSegments kv{k, v, offset.data(), len.data(), Hkv, c.D};
+    KvSegments kvd{dev(k), dev(v), offset.data(), len.data(), Hkv, c.D};
+    Tensor out = dev_zeros(DType::F32, {c.T, Hq, c.D}),
+           outr = Tensor::empty(DType::F32, {c.T, Hq, c.D});
+    const float scale = 1.f / std::sqrt(static_cast<float>(c.D));
+    be_->attention(dev(q), kvd, scale, out);
+    out = host(out);
+    ref::attention(q, kv, scale, outr);
+    const float bound = (gpu() ? 0x1p-8f : 2e-5f) * max_abs(v32.ptr<float>(), v32.numel());
+    for (int64_t i = 0; i < out.numel(); ++i)
+      ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], bound)
+          << dtype_name(c.t) << " D=" << c.D << " T=" << c.T << " past=" << c.past << " at " << i;
+  }
+}
+
 // A batch of jobs (as a batched decode step or question prefill issues): each job's own
 // queries over its own cache, with mixed T, lengths and key splits, in one call.
 // Bound: as AttentionSegmentsGqa.

@@ -172,8 +172,9 @@ void embed(ThreadPool& pool, const Tensor& table, const int32_t* ids, int64_t n,
   check(out.numel() == n * D, "embed: out " + out.shape_string() + " must hold " +
                                   std::to_string(n) + " rows of " + std::to_string(D));
   for (int64_t t = 0; t < n; ++t)
-    check(ids[t] >= 0 && ids[t] < V, "embed: token id " + std::to_string(ids[t]) +
-                                         " out of range [0, " + std::to_string(V) + ")");
+    if (ids[t] < 0 || ids[t] >= V)  // the message is built on failure only
+      throw Error("embed: token id " + std::to_string(ids[t]) + " out of range [0, " +
+                  std::to_string(V) + ")");
   float* o = out.ptr<float>();
   // Row addresses by hand: Tensor::row_ptr recomputes (and checks) the row size every call.
   const auto* base = static_cast<const uint8_t*>(table.data());

@@ -12,6 +12,7 @@
 
 #include "backend/cuda/attention_decode.cuh"
 #include "backend/cuda/attention_plan.h"
+#include "backend/cuda/attention_prefill.h"
 #include "backend/cuda/attention_util.cuh"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
@@ -556,6 +557,7 @@ void CudaBackend::attention_batch(const std::vector<AttentionJob>& jobs, float s
     }
   }
   if (jobs.front().q->numel() == 0 && jobs.size() == 1) return;
+  if (jobs.size() == 1 && try_prefill_attention(*this, jobs.front(), scale)) return;
   plan_.build(jobs, sm_count(),
               AttentionPlan::fast_path(static_cast<int>(jobs.front().kv.head_dim)));
   run_attention(*this, plan_, scale, nullptr, 0);

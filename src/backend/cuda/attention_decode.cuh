@@ -7,23 +7,11 @@
 // each), then P.V with each thread owning dimension pairs. Writes the item's partial
 // (m, l, acc) in the log2 domain for attn_combine_kernel.
 #include "backend/cuda/attention_util.cuh"
+#include "backend/cuda/tensor_core.cuh"
 
 namespace kvp::cuda {
 
 constexpr int kDecodeThreads = 256;
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const int bytes = valid ? 16 : 0;  // 0: zero-fill
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
 
 // BIG: tiles of 64 rows (16-bit) in two stages, else 32 rows in three.
 template <typename T, int D, int QB, bool BIG>

@@ -1,7 +1,10 @@
 // attention_column_sums: each query's log2-sum-exp from the attention kernels' lse mode, then
-// one pass over K tiles that adds up every query's probability of each row (f32 sums).
+// one pass over K tiles that adds up every query's probability of each row (f32 sums). On
+// 16-bit caches with head_dim 64 or 128 the pass runs on tensor cores, with the queries split
+// into three 16-bit terms so the scores keep f32 precision.
 #include <vector>
 
+#include "backend/cuda/attention_mma.cuh"
 #include "backend/cuda/attention_plan.h"
 #include "backend/cuda/attention_util.cuh"
 #include "backend/cuda/cuda_backend.h"
@@ -66,6 +69,74 @@ __global__ void column_sums_kernel(const JobDesc* jobs, const SegDesc* segs, con
   if (slice == 0 && j < sd.len) out[s * L + j] = part[0][r] + part[1][r] + part[2][r] + part[3][r];
 }
 
+// Grid (64-row tiles, segments), 4 warps: the tile's K rows in shared memory; each warp
+// takes 16 query vectors at a time, scores them against the tile (three mma terms, see
+// a_fragments), and adds their probabilities per row; rows are then summed over the warps.
+template <typename T, int D>
+__global__ void __launch_bounds__(128)
+    column_sums_mma_kernel(const JobDesc* jobs, const SegDesc* segs, const float* lse,
+                           int64_t lse_stride, float scale_log2, float* out, int64_t L) {
+  const JobDesc job = jobs[0];
+  const int s = static_cast<int>(blockIdx.y);
+  const SegDesc sd = segs[s];
+  const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kKeyTile;
+  if (k0 >= sd.len) return;
+  __shared__ __align__(128) uint8_t tile[kTileBytes<D>];
+  __shared__ float part[4][kKeyTile];
+  load_tile<D, 128>(tile, static_cast<const uint8_t*>(job.k) + sd.offset * D * 2, k0, sd.len);
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
+  const int t = lane % 4;
+  const int64_t n_qv = job.tq * job.group;
+  auto q_row = [&](int64_t qv) -> const float* {
+    if (qv >= n_qv) return nullptr;
+    const int64_t h = static_cast<int64_t>(s) * job.group + qv % job.group;
+    return job.q + (qv / job.group * job.hq + h) * D;
+  };
+  float col[kKeyTile / 8][2] = {};
+  for (int64_t m0 = warp * 16; m0 < n_qv; m0 += 64) {
+    const int64_t qv[2] = {m0 + lane / 4, m0 + lane / 4 + 8};
+    float sc[kKeyTile / 8][4];
+    zero(sc);
+    for (int term = 0; term < 3; ++term) {
+      uint32_t qf[D / 16][4];
+      a_fragments<T, D>(q_row(qv[0]), q_row(qv[1]), qf, term);
+      tile_scores<T, D>(qf, shared_addr(tile), sc);
+    }
+    float l[2];
+    int64_t visible[2];
+    for (int i = 0; i < 2; ++i) {
+      const bool real = qv[i] < n_qv;
+      l[i] = real ? lse[s * lse_stride + qv[i]] : 0.f;
+      visible[i] = real ? sd.len - job.tq + qv[i] / job.group + 1 : 0;
+    }
+#pragma unroll
+    for (int n = 0; n < kKeyTile / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = k0 + n * 8 + 2 * t + (e & 1);
+        if (key < visible[e >> 1]) col[n][e & 1] += exp2f(sc[n][e] * scale_log2 - l[e >> 1]);
+      }
+  }
+#pragma unroll
+  for (int n = 0; n < kKeyTile / 8; ++n)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      float v = col[n][i];
+      v += __shfl_xor_sync(0xffffffffu, v, 4);
+      v += __shfl_xor_sync(0xffffffffu, v, 8);
+      v += __shfl_xor_sync(0xffffffffu, v, 16);
+      if (lane < 4) part[warp][n * 8 + 2 * t + i] = v;
+    }
+  __syncthreads();
+  const int64_t key = k0 + threadIdx.x;
+  if (threadIdx.x < kKeyTile && key < sd.len)
+    out[s * L + key] =
+        part[0][threadIdx.x] + part[1][threadIdx.x] + part[2][threadIdx.x] + part[3][threadIdx.x];
+}
+
 }  // namespace
 
 void CudaBackend::attention_column_sums(const Tensor& q, const KvSegments& kv, float scale,
@@ -98,13 +169,29 @@ void CudaBackend::attention_column_sums(const Tensor& q, const KvSegments& kv, f
       scratch(Slot::Misc, static_cast<size_t>(kv.n_segments * n_qv) * sizeof(float)));
   run_attention(*this, plan, scale, lse, n_qv);
   const AttentionPlan::Device d = plan.stage(*this);
+  const float scale_log2 = scale * 1.4426950408889634f;
+  const bool mma = kv.dtype() != DType::F32 && (kv.head_dim == 64 || kv.head_dim == 128);
+  if (mma) {
+    const dim3 grid(static_cast<unsigned>((max_len + kKeyTile - 1) / kKeyTile),
+                    static_cast<unsigned>(kv.n_segments));
+    auto run = [&](auto kernel) {
+      kernel<<<grid, 128, 0, stream()>>>(d.jobs, d.segs, lse, n_qv, scale_log2, out.ptr<float>(),
+                                         L);
+    };
+    if (kv.dtype() == DType::BF16)
+      kv.head_dim == 64 ? run(column_sums_mma_kernel<__nv_bfloat16, 64>)
+                        : run(column_sums_mma_kernel<__nv_bfloat16, 128>);
+    else
+      kv.head_dim == 64 ? run(column_sums_mma_kernel<__half, 64>)
+                        : run(column_sums_mma_kernel<__half, 128>);
+    return check_launch("attention_column_sums (mma)");
+  }
   const dim3 grid(static_cast<unsigned>((max_len + kTile - 1) / kTile),
                   static_cast<unsigned>(kv.n_segments));
   with_row_type(kv.dtype(), [&](auto p) {
     using Tp = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
-    column_sums_kernel<Tp>
-        <<<grid, 128, 0, stream()>>>(d.jobs, d.segs, lse, n_qv, static_cast<int>(kv.head_dim),
-                                     scale * 1.4426950408889634f, out.ptr<float>(), L);
+    column_sums_kernel<Tp><<<grid, 128, 0, stream()>>>(
+        d.jobs, d.segs, lse, n_qv, static_cast<int>(kv.head_dim), scale_log2, out.ptr<float>(), L);
   });
   check_launch("attention_column_sums");
 }

@@ -142,8 +142,9 @@ void CudaBackend::embed(const Tensor& table, const int32_t* ids, int64_t n, Tens
   check(out.numel() == n * D,
         "embed: out must hold " + std::to_string(n) + " rows of " + std::to_string(D));
   for (int64_t t = 0; t < n; ++t)
-    check(ids[t] >= 0 && ids[t] < V, "embed: token id " + std::to_string(ids[t]) +
-                                         " out of range [0, " + std::to_string(V) + ")");
+    if (ids[t] < 0 || ids[t] >= V)  // the message is built on failure only
+      throw Error("embed: token id " + std::to_string(ids[t]) + " out of range [0, " +
+                  std::to_string(V) + ")");
   if (n == 0) return;
   const auto* d_ids = static_cast<const int32_t*>(stage(ids, n * sizeof(int32_t)));
   with_row_type(table.dtype(), [&](auto p) {
