@@ -1,7 +1,8 @@
-// attention_column_sums: each query's log2-sum-exp from the attention kernels' lse mode, then
-// one pass over K tiles that adds up every query's probability of each row (f32 sums). On
-// 16-bit caches with head_dim 64 or 128 the pass runs on tensor cores, with the queries split
-// into three 16-bit terms so the scores keep f32 precision.
+// attention_column_sums: each query's log2-sum-exp, then one pass over K tiles that adds up
+// every query's probability of each row (f32 sums). On 16-bit caches with head_dim 64 or 128
+// both passes run on tensor cores (score_pass_kernel), with the queries split into three
+// 16-bit terms so the scores keep f32 precision; otherwise the lse comes from the attention
+// kernels' lse mode and the sums from column_sums_kernel.
 #include <vector>
 
 #include "backend/cuda/attention_mma.cuh"
@@ -69,21 +70,29 @@ __global__ void column_sums_kernel(const JobDesc* jobs, const SegDesc* segs, con
   if (slice == 0 && j < sd.len) out[s * L + j] = part[0][r] + part[1][r] + part[2][r] + part[3][r];
 }
 
-// Grid (64-row tiles, segments), 4 warps: the tile's K rows in shared memory; each warp
-// takes 16 query vectors at a time, scores them against the tile (three mma terms, see
-// a_fragments), and adds their probabilities per row; rows are then summed over the warps.
-template <typename T, int D>
+constexpr int kPassTiles = 2;  // 64-row tiles a block of score_pass_kernel takes
+constexpr int kPassRows = kPassTiles * kKeyTile;
+
+// The scores of every query vector against one block's rows, on tensor cores with the queries
+// in three 16-bit terms (a_fragments), so they match f32 scores. Grid (row blocks, segments),
+// 4 warps, each taking 16 query vectors at a time. LSE: each query's (max, sum of 2^(s - max))
+// over the block's visible rows, to part[(segment * gridDim.x + block) * n_qv + qv], which
+// lse_combine_kernel merges. Else: each row's sum over the queries of 2^(s - lse), the
+// column sums.
+template <typename T, int D, bool LSE>
 __global__ void __launch_bounds__(128)
-    column_sums_mma_kernel(const JobDesc* jobs, const SegDesc* segs, const float* lse,
-                           int64_t lse_stride, float scale_log2, float* out, int64_t L) {
+    score_pass_kernel(const JobDesc* jobs, const SegDesc* segs, float scale_log2, const float* lse,
+                      int64_t lse_stride, float* out, int64_t L, float2* part) {
   const JobDesc job = jobs[0];
   const int s = static_cast<int>(blockIdx.y);
   const SegDesc sd = segs[s];
-  const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kKeyTile;
-  if (k0 >= sd.len) return;
-  __shared__ __align__(128) uint8_t tile[kTileBytes<D>];
-  __shared__ float part[4][kKeyTile];
-  load_tile<D, 128>(tile, static_cast<const uint8_t*>(job.k) + sd.offset * D * 2, k0, sd.len);
+  const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kPassRows;
+  if (!LSE && k0 >= sd.len) return;
+  __shared__ __align__(128) uint8_t tiles[kPassTiles * kTileBytes<D>];
+  __shared__ float sums[LSE ? 1 : 4][kPassRows];
+  const auto* k = static_cast<const uint8_t*>(job.k) + sd.offset * D * 2;
+  for (int i = 0; i < kPassTiles; ++i)
+    load_tile<D, 128>(tiles + i * kTileBytes<D>, k, k0 + i * kKeyTile, sd.len);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
@@ -95,46 +104,116 @@ __global__ void __launch_bounds__(128)
     const int64_t h = static_cast<int64_t>(s) * job.group + qv % job.group;
     return job.q + (qv / job.group * job.hq + h) * D;
   };
-  float col[kKeyTile / 8][2] = {};
+  float col[kPassTiles][kKeyTile / 8][2] = {};
   for (int64_t m0 = warp * 16; m0 < n_qv; m0 += 64) {
     const int64_t qv[2] = {m0 + lane / 4, m0 + lane / 4 + 8};
-    float sc[kKeyTile / 8][4];
-    zero(sc);
+    float sc[kPassTiles][kKeyTile / 8][4];
+#pragma unroll
+    for (int i = 0; i < kPassTiles; ++i) zero(sc[i]);
+#pragma unroll
     for (int term = 0; term < 3; ++term) {
       uint32_t qf[D / 16][4];
       a_fragments<T, D>(q_row(qv[0]), q_row(qv[1]), qf, term);
-      tile_scores<T, D>(qf, shared_addr(tile), sc);
+#pragma unroll
+      for (int i = 0; i < kPassTiles; ++i)
+        tile_scores<T, D>(qf, shared_addr(tiles + i * kTileBytes<D>), sc[i]);
     }
-    float l[2];
+    float ref[2], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     int64_t visible[2];
     for (int i = 0; i < 2; ++i) {
       const bool real = qv[i] < n_qv;
-      l[i] = real ? lse[s * lse_stride + qv[i]] : 0.f;
+      ref[i] = !LSE && real ? lse[s * lse_stride + qv[i]] : 0.f;
       visible[i] = real ? sd.len - job.tq + qv[i] / job.group + 1 : 0;
     }
 #pragma unroll
-    for (int n = 0; n < kKeyTile / 8; ++n)
+    for (int i = 0; i < kPassTiles; ++i) {
+      const int64_t kt = k0 + i * kKeyTile;
+      float mx[2] = {m[0], m[1]};
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t key = k0 + n * 8 + 2 * t + (e & 1);
-        if (key < visible[e >> 1]) col[n][e & 1] += exp2f(sc[n][e] * scale_log2 - l[e >> 1]);
+      for (int n = 0; n < kKeyTile / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const bool seen = kt + n * 8 + 2 * t + (e & 1) < visible[e >> 1];
+          float& x = sc[i][n][e];
+          x = seen ? x * scale_log2 : -INFINITY;
+          if (LSE) mx[e >> 1] = fmaxf(mx[e >> 1], x);
+          if (!LSE) col[i][n][e & 1] += seen ? exp2f(x - ref[e >> 1]) : 0.f;
+        }
+      if (LSE) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float base = mx[r] == -INFINITY ? 0.f : mx[r];
+          l[r] *= exp2f(m[r] - base);
+          m[r] = mx[r];
+#pragma unroll
+          for (int n = 0; n < kKeyTile / 8; ++n)
+            l[r] += exp2f(sc[i][n][2 * r] - base) + exp2f(sc[i][n][2 * r + 1] - base);
+        }
       }
-  }
-#pragma unroll
-  for (int n = 0; n < kKeyTile / 8; ++n)
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      float v = col[n][i];
-      v += __shfl_xor_sync(0xffffffffu, v, 4);
-      v += __shfl_xor_sync(0xffffffffu, v, 8);
-      v += __shfl_xor_sync(0xffffffffu, v, 16);
-      if (lane < 4) part[warp][n * 8 + 2 * t + i] = v;
     }
-  __syncthreads();
-  const int64_t key = k0 + threadIdx.x;
-  if (threadIdx.x < kKeyTile && key < sd.len)
-    out[s * L + key] =
-        part[0][threadIdx.x] + part[1][threadIdx.x] + part[2][threadIdx.x] + part[3][threadIdx.x];
+    if (LSE) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mm = m[r];
+        mm = fmaxf(mm, __shfl_xor_sync(0xffffffffu, mm, 1));
+        mm = fmaxf(mm, __shfl_xor_sync(0xffffffffu, mm, 2));
+        float ll = mm == -INFINITY ? 0.f : l[r] * exp2f(m[r] - mm);
+        ll += __shfl_xor_sync(0xffffffffu, ll, 1);
+        ll += __shfl_xor_sync(0xffffffffu, ll, 2);
+        if (t == 0 && qv[r] < n_qv)
+          part[(static_cast<int64_t>(s) * gridDim.x + blockIdx.x) * n_qv + qv[r]] =
+              make_float2(mm, ll);
+      }
+    }
+  }
+  if constexpr (!LSE) {
+#pragma unroll
+    for (int i = 0; i < kPassTiles; ++i)
+#pragma unroll
+      for (int n = 0; n < kKeyTile / 8; ++n)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          float v = col[i][n][c];
+          v += __shfl_xor_sync(0xffffffffu, v, 4);
+          v += __shfl_xor_sync(0xffffffffu, v, 8);
+          v += __shfl_xor_sync(0xffffffffu, v, 16);
+          if (lane < 4) sums[warp][i * kKeyTile + n * 8 + 2 * t + c] = v;
+        }
+    __syncthreads();
+    for (int r = static_cast<int>(threadIdx.x); r < kPassRows; r += 128)
+      if (k0 + r < sd.len) out[s * L + k0 + r] = sums[0][r] + sums[1][r] + sums[2][r] + sums[3][r];
+  }
+}
+
+// lse[segment * lse_stride + qv] = log2 of the sum of 2^s over all blocks' partials.
+__global__ void lse_combine_kernel(const float2* part, int n_parts, int64_t n_qv, float* lse,
+                                   int64_t lse_stride) {
+  const int s = static_cast<int>(blockIdx.y);
+  const int64_t qv = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (qv >= n_qv) return;
+  const float2* p = part + static_cast<int64_t>(s) * n_parts * n_qv + qv;
+  float m = -INFINITY;
+  for (int i = 0; i < n_parts; ++i) m = fmaxf(m, p[i * n_qv].x);
+  float l = 0.f;
+  if (m != -INFINITY)
+    for (int i = 0; i < n_parts; ++i) l += p[i * n_qv].y * exp2f(p[i * n_qv].x - m);
+  lse[s * lse_stride + qv] = m + log2f(l);
+}
+
+template <typename T, int D>
+void column_sums_mma(CudaBackend& be, const AttentionPlan::Device& d, int n_seg, int64_t n_qv,
+                     int64_t max_len, float scale_log2, float* lse, float* out, int64_t L) {
+  const int blocks = static_cast<int>((max_len + kPassRows - 1) / kPassRows);
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(n_seg));
+  auto* part =
+      static_cast<float2*>(be.scratch(CudaBackend::Slot::AttnPartials,
+                                      static_cast<size_t>(n_seg) * blocks * n_qv * sizeof(float2)));
+  score_pass_kernel<T, D, true>
+      <<<grid, 128, 0, be.stream()>>>(d.jobs, d.segs, scale_log2, nullptr, 0, nullptr, L, part);
+  lse_combine_kernel<<<dim3(static_cast<unsigned>((n_qv + 127) / 128), n_seg), 128, 0,
+                       be.stream()>>>(part, blocks, n_qv, lse, n_qv);
+  score_pass_kernel<T, D, false>
+      <<<grid, 128, 0, be.stream()>>>(d.jobs, d.segs, scale_log2, lse, n_qv, out, L, nullptr);
 }
 
 }  // namespace
@@ -167,25 +246,24 @@ void CudaBackend::attention_column_sums(const Tensor& q, const KvSegments& kv, f
   const int64_t n_qv = T * (q.dim(1) / kv.n_segments);
   auto* lse = static_cast<float*>(
       scratch(Slot::Misc, static_cast<size_t>(kv.n_segments * n_qv) * sizeof(float)));
-  run_attention(*this, plan, scale, lse, n_qv);
-  const AttentionPlan::Device d = plan.stage(*this);
   const float scale_log2 = scale * 1.4426950408889634f;
-  const bool mma = kv.dtype() != DType::F32 && (kv.head_dim == 64 || kv.head_dim == 128);
-  if (mma) {
-    const dim3 grid(static_cast<unsigned>((max_len + kKeyTile - 1) / kKeyTile),
-                    static_cast<unsigned>(kv.n_segments));
-    auto run = [&](auto kernel) {
-      kernel<<<grid, 128, 0, stream()>>>(d.jobs, d.segs, lse, n_qv, scale_log2, out.ptr<float>(),
-                                         L);
+  if (kv.dtype() != DType::F32 && (kv.head_dim == 64 || kv.head_dim == 128)) {
+    const AttentionPlan::Device d = plan.stage(*this);
+    const int D = static_cast<int>(kv.head_dim);
+    auto run = [&](auto tag) {
+      using Tp = decltype(tag);
+      (D == 64 ? column_sums_mma<Tp, 64> : column_sums_mma<Tp, 128>)(*this, d, kv.n_segments, n_qv,
+                                                                     max_len, scale_log2, lse,
+                                                                     out.ptr<float>(), L);
     };
     if (kv.dtype() == DType::BF16)
-      kv.head_dim == 64 ? run(column_sums_mma_kernel<__nv_bfloat16, 64>)
-                        : run(column_sums_mma_kernel<__nv_bfloat16, 128>);
+      run(__nv_bfloat16{});
     else
-      kv.head_dim == 64 ? run(column_sums_mma_kernel<__half, 64>)
-                        : run(column_sums_mma_kernel<__half, 128>);
+      run(__half{});
     return check_launch("attention_column_sums (mma)");
   }
+  run_attention(*this, plan, scale, lse, n_qv);
+  const AttentionPlan::Device d = plan.stage(*this);
   const dim3 grid(static_cast<unsigned>((max_len + kTile - 1) / kTile),
                   static_cast<unsigned>(kv.n_segments));
   with_row_type(kv.dtype(), [&](auto p) {

@@ -2,10 +2,11 @@
 // The CUDA backend: every op of the seam on one GPU, on one stream. Memory comes from the
 // stream-ordered allocator (cudaMallocAsync) with a pool that keeps what it has, so a decode
 // step that reuses its scratch allocates nothing. Host arrays an op takes (positions, row
-// lists, segment tables) are staged with one asynchronous copy into a device ring; no op
-// waits for the device except download(), synchronize() and matmul_argmax (which returns
-// host tokens). One file per op family: memory.cu, elementwise.cu, matmul.cu, attention.cu,
-// press_ops.cu, top_k.cu.
+// lists, segment tables) are staged with one asynchronous copy from a pinned ring into a
+// device ring; no op waits for the device except download(), synchronize() and matmul_argmax
+// (which returns host tokens), and staging once per trip round its ring. One file per op
+// family: memory.cu, elementwise.cu, matmul.cu, attention.cu, attention_prefill.cu,
+// column_sums.cu, press_ops.cu, top_k.cu.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -98,7 +99,10 @@ class CudaBackend final : public Backend {
   cublasHandle_t cublas_ = nullptr;
   int sm_count_ = 0;
   std::string device_name_;
+  // Staging: host arrays go through a pinned ring into a device ring of the same size.
+  void grow_ring(size_t bytes);
   void* ring_ = nullptr;
+  void* pinned_ = nullptr;
   size_t ring_size_ = 0, ring_pos_ = 0;
   Tensor scratch_[static_cast<int>(Slot::Count)];
   int* error_flag_ = nullptr;

@@ -107,8 +107,7 @@ CudaBackend::CudaBackend() : state_(std::make_shared<DeviceState>()) {
     check(v == "f32" || v == "bf16", "KVP_CUDA_WEIGHTS must be f32 or bf16, not '" + v + "'");
     quantized_to_ = v == "f32" ? DType::F32 : DType::BF16;
   }
-  check_cuda(cudaMalloc(&ring_, kRingBytes), "staging ring");
-  ring_size_ = kRingBytes;
+  grow_ring(kRingBytes);
   check_cuda(cudaMalloc(&error_flag_, sizeof(int)), "error flag");
   check_cuda(cudaMemset(error_flag_, 0, sizeof(int)), "error flag");
 }
@@ -118,6 +117,7 @@ CudaBackend::~CudaBackend() {
   for (Tensor& t : scratch_) t = Tensor();
   if (cublas_) cublasDestroy(cublas_);
   cudaFree(ring_);
+  cudaFreeHost(pinned_);
   cudaFree(error_flag_);
 }
 
@@ -229,27 +229,41 @@ const void* CudaBackend::stage(const void* host, size_t bytes) {
       if (c.bytes.size() == bytes && std::memcmp(c.bytes.data(), host, bytes) == 0) return c.dev;
   }
   const size_t need = align_up(std::max<size_t>(bytes, 1));
-  if (need > ring_size_) {  // grow; the old ring is freed after the ops that read it
-    check_cuda(cudaFreeAsync(ring_, stream()), "ring");
-    staged_.clear();
-    ring_size_ = std::max(need, 2 * ring_size_);
-    check_cuda(cudaMallocAsync(&ring_, ring_size_, stream()), "ring");
-    ring_pos_ = 0;
-  }
-  if (ring_pos_ + need > ring_size_) {  // stream order keeps earlier readers safe
+  if (need > ring_size_) grow_ring(std::max(need, 2 * ring_size_));
+  if (ring_pos_ + need > ring_size_) {
+    // The pinned bytes about to be overwritten may still be queued for copying: wait for
+    // them. Once per trip round the ring; a decode step stages a few KB of a 16 MB ring.
+    check_cuda(cudaStreamSynchronize(stream()), "staging ring");
     ring_pos_ = 0;
     staged_.clear();  // the copies they name will be overwritten
   }
   void* dst = static_cast<uint8_t*>(ring_) + ring_pos_;
+  uint8_t* pinned = static_cast<uint8_t*>(pinned_) + ring_pos_;
   ring_pos_ += need;
-  if (bytes)
-    check_cuda(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream()), "stage");
+  if (bytes) {
+    // From pinned memory the copy is truly asynchronous; from pageable memory the driver may
+    // wait for the stream first.
+    std::memcpy(pinned, host, bytes);
+    check_cuda(cudaMemcpyAsync(dst, pinned, bytes, cudaMemcpyHostToDevice, stream()), "stage");
+  }
   if (bytes <= kDedupBytes) {
     if (staged_.size() == kStagedKept) staged_.erase(staged_.begin());
     const auto* h = static_cast<const uint8_t*>(host);
     staged_.push_back({std::vector<uint8_t>(h, h + bytes), dst});
   }
   return dst;
+}
+
+void CudaBackend::grow_ring(size_t bytes) {
+  check_cuda(cudaStreamSynchronize(stream()), "staging ring");  // no copy reads the old one
+  cudaFree(ring_);
+  cudaFreeHost(pinned_);
+  ring_ = pinned_ = nullptr;
+  check_cuda(cudaMalloc(&ring_, bytes), "staging ring");
+  check_cuda(cudaMallocHost(&pinned_, bytes), "staging ring (pinned)");
+  ring_size_ = bytes;
+  ring_pos_ = 0;
+  staged_.clear();
 }
 
 void* CudaBackend::scratch(Slot slot, size_t bytes) {
