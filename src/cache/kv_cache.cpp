@@ -70,8 +70,12 @@ void KVCache::reallocate(Layer& layer, const Layer& source, const std::vector<in
   }
   std::unique_ptr<int32_t[]> pos(total > 0 ? new int32_t[static_cast<size_t>(total)] : nullptr);
   allocations_ += 2;
-  // Every row that stays, as one list of moves for the backend.
-  std::vector<int64_t> from, to;
+  // Every row that stays, as one list of moves for the backend (in buffers kept between
+  // calls: fresh ones of a few MB cost more in page faults than the moves take).
+  std::vector<int64_t>& from = append_from_;
+  std::vector<int64_t>& to = append_to_;
+  from.clear();
+  to.clear();
   for (size_t s = 0; s < new_cap.size(); ++s) {
     const int32_t* src_pos = source.pos.get() + source.offset[s];
     int32_t* dst_pos = pos.get() + new_offset[s];

@@ -118,7 +118,8 @@ class KVCache {
   const Layer& segment_rows(int layer, int segment, int64_t first, int64_t n) const;
 
   Backend* backend_;
-  // append()'s row lists, kept between calls so that a decode step allocates nothing.
+  // The row lists of append() and reallocate(), kept between calls so that a decode step
+  // allocates nothing and a compaction reuses their memory.
   std::vector<int64_t> append_from_, append_to_;
   int n_segments_;
   int head_dim_;

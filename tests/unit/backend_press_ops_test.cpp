@@ -232,6 +232,28 @@ TEST_P(PressOpsAll, TopKIsExactWithTiesAndNaN) {
   EXPECT_THROW(be_->top_k(dev(random_rows(rng_, DType::F32, 1, 3)), 4, idx), Error);
 }
 
+// Rows of at least 16384 scores (a 32k context's heads), which the GPU sorts all at once as
+// (row, score) keys rather than row by row: ties, NaN and -0 as above, rows in any order.
+TEST_P(PressOpsAll, TopKWideRows) {
+  for (const Shape& s : {Shape{3, 20000}, Shape{1, 40000}})
+    for (int variant = 0; variant < 3; ++variant) {
+      Tensor x = random_rows(rng_, DType::F32, s.rows, s.cols);
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        float& v = x.ptr<float>()[i];
+        if (variant == 1) v = std::round(v);
+        if (variant == 2 && i % 5 == 0) v = std::nanf("");
+        if (variant == 2 && i % 7 == 0) v = -0.f;
+      }
+      for (int64_t k : {int64_t{1}, s.cols / 2, s.cols}) {
+        Tensor idx = dev_zeros(DType::I32, {s.rows, k});
+        Tensor want = Tensor::empty(DType::I32, {s.rows, k});
+        be_->top_k(dev(x), k, idx);
+        ref::top_k(x, k, want);
+        expect_equal_bits(host(idx), want, label(DType::F32, s) + " k " + std::to_string(k));
+      }
+    }
+}
+
 KVP_INSTANTIATE_BACKEND_OPS(PressOpsAll);
 
 }  // namespace

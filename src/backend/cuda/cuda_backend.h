@@ -117,6 +117,8 @@ class CudaBackend final : public Backend {
   };
   static constexpr size_t kStagedKept = 8;
   std::vector<StagedCopy> staged_;
+  // copy_rows' index pairs, kept between calls (a compaction's lists are megabytes).
+  std::vector<int64_t> row_lists_;
 };
 
 }  // namespace kvp::cuda

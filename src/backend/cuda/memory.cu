@@ -306,7 +306,8 @@ void CudaBackend::copy_rows(const Tensor& src, const int64_t* src_rows, Tensor& 
   check(src.dtype() == dst.dtype() || (is_row_type(src.dtype()) && is_row_type(dst.dtype())),
         "copy_rows: converts between F32, F16 and BF16 only");
   const int64_t src_n = src.rows(), dst_n = dst.rows();
-  std::vector<int64_t> idx(static_cast<size_t>(2 * n));
+  std::vector<int64_t>& idx = row_lists_;
+  idx.resize(static_cast<size_t>(2 * n));
   for (int64_t i = 0; i < n; ++i) {
     if (src_rows[i] < 0 || src_rows[i] >= src_n || dst_rows[i] < 0 || dst_rows[i] >= dst_n)
       throw Error("copy_rows: row " + std::to_string(src_rows[i]) + " -> " +
