@@ -74,26 +74,25 @@ void KVCache::reallocate(Layer& layer, const Layer& source, const std::vector<in
   // calls: fresh ones of a few MB cost more in page faults than the moves take).
   std::vector<int64_t>& from = append_from_;
   std::vector<int64_t>& to = append_to_;
-  from.clear();
-  to.clear();
+  size_t n_moves = 0;
+  for (size_t s = 0; s < new_cap.size(); ++s)
+    n_moves += keep ? (*keep)[s].size() : static_cast<size_t>(layer.own_len(s));
+  from.resize(n_moves);
+  to.resize(n_moves);
+  int64_t* f = from.data();
+  int64_t* t = to.data();
   for (size_t s = 0; s < new_cap.size(); ++s) {
     const int32_t* src_pos = source.pos.get() + source.offset[s];
     int32_t* dst_pos = pos.get() + new_offset[s];
-    if (keep) {
-      const auto& rows = (*keep)[s];
-      for (size_t i = 0; i < rows.size(); ++i) {
-        from.push_back(source.offset[s] + rows[i]);
-        to.push_back(new_offset[s] + static_cast<int64_t>(i));
-        dst_pos[i] = src_pos[rows[i]];
-      }
-      layer.len[s] = static_cast<int64_t>(rows.size());
-    } else {
-      for (int64_t i = 0; i < layer.own_len(s); ++i) {
-        from.push_back(source.offset[s] + i);
-        to.push_back(new_offset[s] + i);
-        dst_pos[i] = src_pos[i];
-      }
+    const int64_t n = keep ? static_cast<int64_t>((*keep)[s].size()) : layer.own_len(s);
+    const int32_t* rows = keep ? (*keep)[s].data() : nullptr;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t r = rows ? rows[i] : i;
+      *f++ = source.offset[s] + r;
+      *t++ = new_offset[s] + i;
+      dst_pos[i] = src_pos[r];
     }
+    if (keep) layer.len[s] = n;
   }
   if (!from.empty()) move_rows(source.k, source.v, from, fresh, to);
   layer.k = std::move(fresh.k);
