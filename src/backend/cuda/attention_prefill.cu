@@ -203,20 +203,14 @@ void launch(const PrefillArgs& a, cudaStream_t st) {
   attn_prefill_kernel<T, D, NW><<<grid, NW * 32, S::kSmem, st>>>(a);
 }
 
-// Warps per block: 4 unless KVP_PREFILL_WARPS=8 (A/B timing of the block shape).
-int prefill_warps() {
-  static const int n = [] {
-    const char* e = std::getenv("KVP_PREFILL_WARPS");
-    return e && std::string(e) == "8" ? 8 : 4;
-  }();
-  return n;
-}
+// Four warps a block: eight (128 queries a block) measured slower on the H200
+// (docs/benchmarks.md).
+constexpr int kPrefillWarps = 4;
 
 template <typename T>
 void launch_for(int D, const PrefillArgs& a, cudaStream_t st) {
-  const bool wide = prefill_warps() == 8;
-  if (D == 64) return wide ? launch<T, 64, 8>(a, st) : launch<T, 64, 4>(a, st);
-  wide ? launch<T, 128, 8>(a, st) : launch<T, 128, 4>(a, st);
+  if (D == 64) return launch<T, 64, kPrefillWarps>(a, st);
+  launch<T, 128, kPrefillWarps>(a, st);
 }
 
 }  // namespace

@@ -241,13 +241,16 @@ void CudaBackend::attention_column_sums(const Tensor& q, const KvSegments& kv, f
   check_cuda(cudaMemsetAsync(out.data(), 0, out.nbytes(), stream()), "column sums");
   if (T == 0) return;
   Tensor dummy_out = q;  // the lse pass writes no output
+  const bool mma = kv.dtype() != DType::F32 && (kv.head_dim == 64 || kv.head_dim == 128);
   AttentionPlan& plan = attention_plan();
-  plan.build({AttentionJob{&q, kv, &dummy_out}}, sm_count(), AttentionPlan::fast_path(kv.head_dim));
+  // The tensor-core passes read only the job and segment tables: no split of the rows.
+  plan.build({AttentionJob{&q, kv, &dummy_out}}, sm_count(),
+             !mma && AttentionPlan::fast_path(kv.head_dim));
   const int64_t n_qv = T * (q.dim(1) / kv.n_segments);
   auto* lse = static_cast<float*>(
       scratch(Slot::Misc, static_cast<size_t>(kv.n_segments * n_qv) * sizeof(float)));
   const float scale_log2 = scale * 1.4426950408889634f;
-  if (kv.dtype() != DType::F32 && (kv.head_dim == 64 || kv.head_dim == 128)) {
+  if (mma) {
     const AttentionPlan::Device d = plan.stage(*this);
     const int D = static_cast<int>(kv.head_dim);
     auto run = [&](auto tag) {
