@@ -1,5 +1,6 @@
 // GPU figures for docs/benchmarks.md, on the CUDA backend, in one run:
 //   copy       device-to-device copy bandwidth (bytes read + written): the ceiling
+//   gemv       the decode step's matrix-vector products alone, one shape at a time
 //   attention  varlen decode attention alone (Llama-3.1-8B shape: 32 query heads, 8 kv heads,
 //              head_dim 128, bf16 rows), uniform head lengths vs a 16:1 skew of the same total
 //   decode     a decode step of a random-weights model at each context and kept ratio:
@@ -7,8 +8,10 @@
 //   prefill    a context prefill, its TFLOP/s, and the compression time of snapkv and
 //              ada_snapkv during it
 //
-//   cuda_bench --config configs/llama-3.1-8b-instruct.json [--what copy,attention,decode,prefill]
-//              [--contexts 8192,32768] [--prefill 8192] [--steps 32] [--json FILE]
+//   cuda_bench --config configs/llama-3.1-8b-instruct.json [--what
+//   copy,gemv,attention,decode,prefill]
+//              [--contexts 8192,32768] [--ratios 0,0.5,0.75] [--prefill 8192] [--steps 32]
+//              [--json FILE]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -117,6 +120,63 @@ json attention_bench(kvp::cuda::CudaBackend& be, double copy_gbs) {
     for (int h = 0; h < 8; ++h) skew.push_back(h % 2 == 0 ? L * 32 / 17 : L * 2 / 17);
     out.push_back(attention_case(be, skew, "skew16:1", copy_gbs));
   }
+  return out;
+}
+
+// Median microseconds of y = x w^T for one token over each matrix shape of a decode step
+// (rotating through enough copies of w that it never sits in L2), and the step's matrices
+// in total: every layer's plus the vocabulary projection.
+json gemv_bench(kvp::cuda::CudaBackend& be, const kvp::ModelConfig& c, double copy_gbs) {
+  struct Shape {
+    const char* name;
+    int64_t n, k, per_layer;
+  };
+  const int64_t q = int64_t{c.n_heads} * c.head_dim, kv = int64_t{c.n_kv_heads} * c.head_dim;
+  const Shape shapes[] = {{"q", q, c.hidden, 1},
+                          {"k_v", kv, c.hidden, 2},
+                          {"o", c.hidden, q, 1},
+                          {"gate_up", c.ffn_hidden, c.hidden, 2},
+                          {"down", c.hidden, c.ffn_hidden, 1},
+                          {"vocab", c.vocab_size, c.hidden, 0}};
+  json out = json::array();
+  double step_us = 0, step_bytes = 0;
+  for (const Shape& sh : shapes) {
+    const double bytes = static_cast<double>(sh.n * sh.k) * 2;
+    const int copies = static_cast<int>(std::clamp<double>(std::ceil(600e6 / bytes), 1, 16));
+    std::vector<Tensor> w;
+    for (int i = 0; i < copies; ++i)
+      w.push_back(random_tensor(be, DType::BF16, {sh.n, sh.k}, -1, 1));
+    Tensor x = random_tensor(be, DType::F32, {1, sh.k}, -1, 1);
+    Tensor y = be.alloc(DType::F32, {1, sh.n});
+    int at = 0;
+    const int calls = 50;
+    const double us = bench::median_us(7,
+                                       [&] {
+                                         for (int i = 0; i < calls; ++i) {
+                                           be.matmul(x, w[static_cast<size_t>(at)], y);
+                                           at = (at + 1) % copies;
+                                         }
+                                         be.synchronize();
+                                       }) /
+                      calls;
+    const double gbs = bytes / (us * 1e-6) / 1e9;
+    const double times = sh.per_layer ? static_cast<double>(sh.per_layer * c.n_layers) : 1.0;
+    step_us += us * times;
+    step_bytes += bytes * times;
+    std::printf("gemv %-8s %6lld x %-6lld %8.1f us  %7.0f GB/s  %5.1f%% of copy\n", sh.name,
+                static_cast<long long>(sh.n), static_cast<long long>(sh.k), us, gbs,
+                100 * gbs / copy_gbs);
+    out.push_back({{"matrix", sh.name},
+                   {"n", sh.n},
+                   {"k", sh.k},
+                   {"us", us},
+                   {"gbs", gbs},
+                   {"of_copy", gbs / copy_gbs}});
+  }
+  const double gbs = step_bytes / (step_us * 1e-6) / 1e9;
+  std::printf("gemv a decode step's matrices: %.3f ms  %.0f GB/s  %.1f%% of copy\n", step_us / 1e3,
+              gbs, 100 * gbs / copy_gbs);
+  out.push_back({{"matrix", "step"}, {"us", step_us}, {"gbs", gbs}, {"of_copy", gbs / copy_gbs}});
   return out;
 }
 
@@ -270,8 +330,9 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i)
       if (std::string(argv[i]) == "--help") {
         std::printf(
-            "usage: cuda_bench --config CONFIG.json [--what copy,attention,decode,prefill]\n"
-            "       [--contexts 8192,32768] [--prefill 8192] [--presses none,snapkv,ada_snapkv]\n"
+            "usage: cuda_bench --config CONFIG.json [--what copy,attention,gemv,decode,prefill]\n"
+            "       [--contexts 8192,32768] [--ratios 0,0.5,0.75] [--prefill 8192]\n"
+            "       [--presses none,snapkv,ada_snapkv]\n"
             "       [--steps 32] [--json FILE]\n");
         return 0;
       }
@@ -286,6 +347,10 @@ int main(int argc, char** argv) {
                 be.sm_count(), copy_gbs);
     out["copy_gbs"] = copy_gbs;
     if (has("attention")) out["attention"] = attention_bench(be, copy_gbs);
+    if (has("gemv")) {
+      const std::string config = arg(argc, argv, "config", "configs/llama-3.1-8b-instruct.json");
+      out["gemv"] = gemv_bench(be, kvp::config_from_hf_json(config), copy_gbs);
+    }
     if (has("decode") || has("prefill")) {
       const std::string config = arg(argc, argv, "config", "configs/llama-3.1-8b-instruct.json");
       const auto t0 = std::chrono::steady_clock::now();
@@ -298,11 +363,16 @@ int main(int argc, char** argv) {
       out["model"] = {{"config", config}, {"weight_bytes", wbytes}};
       const int steps = std::stoi(arg(argc, argv, "steps", "32"));
       if (has("decode")) {
+        // Each ratio above 0 runs twice: uniform head lengths, then a head-wise spread.
+        std::vector<double> ratios;
+        for (const std::string& r : split_names(arg(argc, argv, "ratios", "0,0.5,0.75")))
+          ratios.push_back(std::stod(r));
         for (int ctx : bench::parse_list(arg(argc, argv, "contexts", "8192,32768")))
-          for (auto [ratio, headwise] :
-               {std::pair{0.0, false}, {0.5, false}, {0.5, true}, {0.75, false}, {0.75, true}})
-            out["decode"].push_back(
-                decode_case(*model, be, ctx, ratio, headwise, steps, copy_gbs, wbytes));
+          for (double ratio : ratios)
+            for (bool headwise : {false, true})
+              if (!headwise || ratio > 0)
+                out["decode"].push_back(
+                    decode_case(*model, be, ctx, ratio, headwise, steps, copy_gbs, wbytes));
       }
       if (has("prefill")) {
         const std::vector<std::string> presses =

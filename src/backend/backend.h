@@ -10,6 +10,7 @@
 // makes one by name (--device).
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "core/tensor.h"
@@ -115,6 +116,16 @@ class Backend {
 
   // y[t, o] = sum_i x[t, i] * w[o, i]. x: [T, in] F32; w: [out, in] any DType; y: [T, out] F32.
   virtual void matmul(const Tensor& x, const Tensor& w, Tensor& y) = 0;
+  // matmul(x, *o.w, *o.y) for each of several matrices that read the same x (a layer's q, k
+  // and v; its gate and up): a backend may stream them in one pass. The default runs them in
+  // turn.
+  struct MatmulOut {
+    const Tensor* w;
+    Tensor* y;
+  };
+  virtual void matmul_multi(const Tensor& x, std::span<const MatmulOut> outs) {
+    for (const MatmulOut& o : outs) matmul(x, *o.w, *o.y);
+  }
   // Per row t, argmax_o y[t, o] of matmul(x, w) (the first index on ties): the token greedy
   // decoding takes. It must pick exactly what argmax over this backend's matmul picks; a
   // backend may get there without computing every entry.

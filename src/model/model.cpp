@@ -142,9 +142,8 @@ const Tensor& Model::run(const std::vector<ForwardGroup>& groups, LayerHook* hoo
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     be.rms_norm(x, w.attn_norm, c.rms_eps, normed);
-    be.matmul(normed, w.wq, q);
-    be.matmul(normed, w.wk, k);
-    be.matmul(normed, w.wv, v);
+    const Backend::MatmulOut qkv[] = {{&w.wq, &q}, {&w.wk, &k}, {&w.wv, &v}};
+    be.matmul_multi(normed, qkv);
     if (c.qkv_bias) {
       be.add_bias(q, w.bq);
       be.add_bias(k, w.bk);
@@ -196,8 +195,8 @@ const Tensor& Model::run(const std::vector<ForwardGroup>& groups, LayerHook* hoo
     be.matmul(attn, w.wo, proj);
     be.add(x, proj);
     be.rms_norm(x, w.ffn_norm, c.rms_eps, normed);
-    be.matmul(normed, w.w_gate, gate);
-    be.matmul(normed, w.w_up, up);
+    const Backend::MatmulOut gate_up[] = {{&w.w_gate, &gate}, {&w.w_up, &up}};
+    be.matmul_multi(normed, gate_up);
     be.silu_mul(gate, up);
     be.matmul(gate, w.w_down, proj);
     be.add(x, proj);

@@ -317,6 +317,44 @@ TEST_P(Ops, MatmulEveryType) {
   }
 }
 
+// Several matrices over one x (a layer's q, k and v): each y as matmul's bound allows,
+// whether the backend streams them in one pass (a few rows of x, up to three matrices of one
+// type) or falls back to one matmul each (many rows, four matrices, mixed types, odd K).
+TEST_P(Ops, MatmulMulti) {
+  struct Case {
+    std::vector<DType> types;
+    std::vector<int64_t> n;
+    int64_t K, T;
+  };
+  for (const Case& c :
+       {Case{{DType::Q4_1, DType::Q4_1, DType::Q4_1}, {64, 16, 16}, 256, 1},
+        Case{{DType::F32, DType::F32}, {300, 300}, 96, 3},
+        Case{{DType::BF16, DType::BF16, DType::BF16}, {5, 1, 2000}, 512, 8},
+        Case{{DType::F16, DType::F16, DType::F16, DType::F16}, {7, 8, 9, 10}, 64, 2},
+        Case{{DType::Q8_0, DType::F16}, {33, 20}, 256, 1}, Case{{DType::F32}, {40}, 7, 2},
+        Case{{DType::BF16, DType::BF16}, {70, 30}, 128, 20}}) {
+    Tensor x = random_f32(rng_, {c.T, c.K});
+    std::vector<Tensor> w, wd, yd;
+    for (size_t m = 0; m < c.n.size(); ++m) {
+      w.push_back(random_weight(rng_, c.types[m], c.n[m], c.K));
+      wd.push_back(weight(w.back()));
+      yd.push_back(dev_zeros(DType::F32, {c.T, c.n[m]}));
+    }
+    std::vector<Backend::MatmulOut> outs;
+    for (size_t m = 0; m < c.n.size(); ++m) outs.push_back({&wd[m], &yd[m]});
+    be_->matmul_multi(dev(x), outs);
+    for (size_t m = 0; m < c.n.size(); ++m) {
+      Tensor y = host(yd[m]), yr = Tensor::empty(DType::F32, {c.T, c.n[m]});
+      ref::matmul(x, w[m], yr);
+      const std::vector<float> wf = dequantized(w[m]);
+      for (int64_t i = 0; i < y.numel(); ++i)
+        ASSERT_NEAR(y.ptr<float>()[i], yr.ptr<float>()[i],
+                    matmul_bound(x, wf, c.types[m], c.n[m], i))
+            << "matrix " << m << " of " << c.n.size() << ", T=" << c.T << " at " << i;
+    }
+  }
+}
+
 TEST_P(Ops, MatmulLargeT) {
   for (DType t : {DType::Q4_1, DType::Q8_0, DType::F32}) {
     const int64_t K = 576, N = 100, T = 77;
@@ -660,6 +698,65 @@ TEST_P(Ops, AttentionPrefill16Bit) {
     for (int64_t i = 0; i < out.numel(); ++i)
       ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], bound)
           << dtype_name(c.t) << " D=" << c.D << " T=" << c.T << " past=" << c.past << " at " << i;
+  }
+}
+
+// Decode and short question prefills over 16-bit caches, what the GPU's tensor-core split
+// kernel takes: head_dim 64 and 128, GQA 4, a long and a short segment (the long one split
+// into many work items), 1 to 5 new tokens (up to 20 query vectors: more than one 16-row
+// tile), and segments that start with rows borrowed from another cache in scattered order.
+// Bound as AttentionSegmentsGqa: that kernel keeps f32 accuracy (the queries enter the tensor
+// cores as three 16-bit terms, P as two), which one rounding of either would break.
+TEST_P(Ops, AttentionSplit16Bit) {
+  struct Case {
+    DType t;
+    int D;
+    int64_t T;
+    bool borrow;
+  };
+  for (const Case& c : {Case{DType::BF16, 128, 1, false}, Case{DType::F16, 64, 1, true},
+                        Case{DType::BF16, 128, 5, true}, Case{DType::F16, 128, 3, false},
+                        Case{DType::BF16, 64, 2, true}}) {
+    const int Hkv = 2, Hq = 8;
+    std::vector<int64_t> len = {3000 + c.T, 70 + c.T}, plen = {500, 40}, poff = {3, 650};
+    if (!c.borrow) plen = {0, 0};
+    std::vector<int64_t> offset = {0, len[0] - plen[0] + 9};
+    const int64_t total = offset[1] + len[1] - plen[1] + 2, borrowed_rows = 700;
+    std::vector<std::vector<int32_t>> rows(2);
+    for (size_t s = 0; s < 2; ++s)
+      for (int64_t j = 0; j < plen[s]; ++j)
+        rows[s].push_back(static_cast<int32_t>((j * 37 + 11) % (s == 0 ? 640 : 50)));
+    const int32_t* row_lists[2] = {rows[0].data(), rows[1].data()};
+    Tensor v32 = random_f32(rng_, {total, c.D}), pv32 = random_f32(rng_, {borrowed_rows, c.D});
+    Tensor k = test::as_dtype(random_f32(rng_, {total, c.D}, -2.f, 2.f), c.t);
+    Tensor pk = test::as_dtype(random_f32(rng_, {borrowed_rows, c.D}, -2.f, 2.f), c.t);
+    Tensor v = test::as_dtype(v32, c.t), pv = test::as_dtype(pv32, c.t);
+    Tensor q = random_f32(rng_, {c.T, Hq, c.D}, -2.f, 2.f);
+    KvSegments kv{k, v, offset.data(), len.data(), Hkv, c.D};
+    KvSegments kvd{dev(k), dev(v), offset.data(), len.data(), Hkv, c.D};
+    if (c.borrow) {
+      for (KvSegments* s : {&kv, &kvd}) {
+        s->prefix_offset = poff.data();
+        s->prefix_len = plen.data();
+        s->prefix_rows = row_lists;
+      }
+      kv.prefix_k = pk;
+      kv.prefix_v = pv;
+      kvd.prefix_k = dev(pk);
+      kvd.prefix_v = dev(pv);
+    }
+    Tensor out = dev_zeros(DType::F32, {c.T, Hq, c.D}),
+           outr = Tensor::empty(DType::F32, {c.T, Hq, c.D});
+    const float scale = 1.f / std::sqrt(static_cast<float>(c.D));
+    be_->attention(dev(q), kvd, scale, out);
+    out = host(out);
+    ref::attention(q, kv, scale, outr);
+    const float bound = 2e-5f * std::max(max_abs(v32.ptr<float>(), v32.numel()),
+                                         max_abs(pv32.ptr<float>(), pv32.numel()));
+    for (int64_t i = 0; i < out.numel(); ++i)
+      ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], bound)
+          << dtype_name(c.t) << " D=" << c.D << " T=" << c.T << " borrow=" << c.borrow << " at "
+          << i;
   }
 }
 

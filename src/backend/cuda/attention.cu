@@ -13,6 +13,7 @@
 #include "backend/cuda/attention_decode.cuh"
 #include "backend/cuda/attention_plan.h"
 #include "backend/cuda/attention_prefill.h"
+#include "backend/cuda/attention_split_mma.cuh"
 #include "backend/cuda/attention_util.cuh"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
@@ -285,7 +286,7 @@ __global__ void attn_simple_kernel(const JobDesc* jobs, const SegDesc* segs,
 
 }  // namespace
 
-// Blocks of the split kernel (attn_split_kernel, the default) that fit on one SM at once.
+// Blocks of the split kernel (attn_split_kernel) that fit on one SM at once.
 template <typename T>
 int resident_blocks_of(int D, int qb) {
   int n = 1;
@@ -304,22 +305,74 @@ int resident_blocks_of(int D, int qb) {
   return std::max(n, 1);
 }
 
-// Asked once per (row type, head_dim, qb).
-int resident_blocks(DType dtype, int D, int qb) {
+// Kernels with more than 48 KB of dynamic shared memory must ask for it, once each.
+template <auto Kernel>
+void allow_smem(int bytes) {
+  static const bool raised = [bytes] {
+    check_cuda(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+               "attention shared memory");
+    return true;
+  }();
+  (void)raised;
+}
+
+int mma_stages() {  // KVP_ATTN_STAGES: 2, 3 or 4 (A/B timing)
+  static const int n = [] {
+    const char* e = std::getenv("KVP_ATTN_STAGES");
+    const int v = e ? std::atoi(e) : kSplitStages;
+    return v >= 2 && v <= 4 ? v : kSplitStages;
+  }();
+  return n;
+}
+
+template <typename T, int D, int ST>
+int resident_mma_blocks_of() {
+  allow_smem<attn_split_mma_kernel<T, D, ST>>(kSplitSmem<D, ST>);
+  int n = 1;
+  check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attn_split_mma_kernel<T, D, ST>,
+                                                           kSplitWarps * 32, kSplitSmem<D, ST>),
+             "occupancy");
+  return std::max(n, 1);
+}
+
+template <typename T, int D>
+int resident_mma_blocks() {
+  const int st = mma_stages();
+  return st == 2   ? resident_mma_blocks_of<T, D, 2>()
+         : st == 4 ? resident_mma_blocks_of<T, D, 4>()
+                   : resident_mma_blocks_of<T, D, 3>();
+}
+
+// KVP_ATTN_KERNEL picks a CUDA-core kernel for 16-bit caches too (A/B timing): "registers"
+// (attn_split_kernel) or "tiles" (attn_decode_kernel).
+const char* kernel_choice() {
+  static const char* e = std::getenv("KVP_ATTN_KERNEL");
+  return e ? e : "";
+}
+
+// Asked once per (row type, head_dim, qb, kernel).
+int resident_blocks(DType dtype, int D, int qb, bool mma) {
   if (!AttentionPlan::fast_path(D)) return 1;
-  static int known[3][2][2] = {};
+  static int known[3][2][2][2] = {};
   const int t = dtype == DType::F32 ? 0 : dtype == DType::F16 ? 1 : 2;
-  int& n = known[t][D == 128][qb == 8];
+  int& n = known[t][D == 128][qb == 8][mma];
   if (n == 0) {
     with_row_type(dtype, [&](auto p) {
       using T = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
+      if constexpr (sizeof(T) == 2) {
+        if (mma) {
+          n = D == 64 ? resident_mma_blocks<T, 64>() : resident_mma_blocks<T, 128>();
+          return;
+        }
+      }
       n = resident_blocks_of<T>(D, qb);
     });
   }
   return n;
 }
 
-void AttentionPlan::build(const std::vector<AttentionJob>& jobs, int sm_count, bool fast) {
+void AttentionPlan::build(const std::vector<AttentionJob>& jobs, int sm_count, bool fast,
+                          bool with_v) {
   job_list.clear();
   segs.clear();
   items.clear();
@@ -327,13 +380,14 @@ void AttentionPlan::build(const std::vector<AttentionJob>& jobs, int sm_count, b
   prefix.clear();
   D = static_cast<int>(jobs.front().kv.head_dim);
   dtype = jobs.front().kv.dtype();
+  mma = fast && with_v && dtype != DType::F32 && kernel_choice()[0] == 0;
   int max_qv = 1;
-  for (const AttentionJob& j : jobs) add_job(j, &max_qv);
-  qb = max_qv <= 4 ? 4 : 8;
-  split_items(fast ? sm_count * resident_blocks(dtype, D, qb) : 0, fast);
+  for (const AttentionJob& j : jobs) add_job(j, &max_qv, mma ? 16 : 8);
+  qb = max_qv <= 4 ? 4 : max_qv <= 8 ? 8 : 16;
+  split_items(fast ? sm_count * resident_blocks(dtype, D, qb, mma) : 0, fast);
 }
 
-void AttentionPlan::add_job(const AttentionJob& j, int* max_qv) {
+void AttentionPlan::add_job(const AttentionJob& j, int* max_qv, int qv_cap) {
   const Tensor& q = *j.q;
   const KvSegments& kv = j.kv;
   check(q.dtype() == DType::F32 && q.ndim() == 3, "attention: q must be F32 [T, Hq, D]");
@@ -376,7 +430,7 @@ void AttentionPlan::add_job(const AttentionJob& j, int* max_qv) {
           "attention: a segment lies outside its cache");
     segs.push_back(sd);
   }
-  *max_qv = std::max<int64_t>(*max_qv, std::min<int64_t>(8, jd.tq * jd.group));
+  *max_qv = std::max<int64_t>(*max_qv, std::min<int64_t>(qv_cap, jd.tq * jd.group));
   job_list.push_back(jd);
 }
 
@@ -454,13 +508,7 @@ template <typename T, int D, int QB, bool BIG>
 void launch_decode(const AttentionPlan::Device& d, unsigned n_items, float scale_log2,
                    float* part_acc, float* part_ml, cudaStream_t st) {
   constexpr int smem = DecodeShape<T, D, QB, BIG>::kSmem;
-  static const bool raised = [] {  // more than 48 KB of shared memory needs asking for
-    check_cuda(cudaFuncSetAttribute(attn_decode_kernel<T, D, QB, BIG>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-               "attention shared memory");
-    return true;
-  }();
-  (void)raised;
+  allow_smem<attn_decode_kernel<T, D, QB, BIG>>(smem);
   attn_decode_kernel<T, D, QB, BIG><<<n_items, kDecodeThreads, smem, st>>>(
       d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
 }
@@ -470,10 +518,7 @@ void launch_split(const AttentionPlan::Device& d, unsigned n_items, bool with_v,
                   float* part_acc, float* part_ml, cudaStream_t st) {
   // The register-tiled split kernel measured faster on the H200 than the shared-memory tile
   // kernel (docs/benchmarks.md); KVP_ATTN_KERNEL=tiles picks the latter (A/B timing).
-  static const bool registers = [] {
-    const char* e = std::getenv("KVP_ATTN_KERNEL");
-    return !(e && std::string(e) == "tiles");
-  }();
+  static const bool registers = std::string(kernel_choice()) != "tiles";
   if (with_v && registers) {
     attn_split_kernel<T, D, QB, true><<<n_items, kWarps * 32, 0, st>>>(
         d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
@@ -501,6 +546,33 @@ void launch_split(int D, int qb, const AttentionPlan::Device& d, unsigned n_item
   if (qb == 4)
     return launch_split<T, 128, 4>(d, n_items, with_v, scale_log2, part_acc, part_ml, st);
   launch_split<T, 128, 8>(d, n_items, with_v, scale_log2, part_acc, part_ml, st);
+}
+
+template <typename T, int D, int ST>
+void launch_split_mma(const AttentionPlan& plan, const AttentionPlan::Device& d, unsigned n_items,
+                      float scale_log2, float* part_acc, float* part_ml, cudaStream_t st) {
+  allow_smem<attn_split_mma_kernel<T, D, ST>>(kSplitSmem<D, ST>);
+  attn_split_mma_kernel<T, D, ST><<<n_items, kSplitWarps * 32, kSplitSmem<D, ST>, st>>>(
+      d.jobs, d.segs, d.items, d.prefix, scale_log2, plan.qb, part_acc, part_ml);
+}
+
+template <typename T, int D>
+void launch_split_mma(const AttentionPlan& plan, const AttentionPlan::Device& d, unsigned n_items,
+                      float scale_log2, float* part_acc, float* part_ml, cudaStream_t st) {
+  const int stages = mma_stages();
+  if (stages == 2)
+    return launch_split_mma<T, D, 2>(plan, d, n_items, scale_log2, part_acc, part_ml, st);
+  if (stages == 4)
+    return launch_split_mma<T, D, 4>(plan, d, n_items, scale_log2, part_acc, part_ml, st);
+  launch_split_mma<T, D, 3>(plan, d, n_items, scale_log2, part_acc, part_ml, st);
+}
+
+template <typename T>
+void launch_split_mma(const AttentionPlan& plan, const AttentionPlan::Device& d, unsigned n_items,
+                      float scale_log2, float* part_acc, float* part_ml, cudaStream_t st) {
+  if (plan.D == 64)
+    return launch_split_mma<T, 64>(plan, d, n_items, scale_log2, part_acc, part_ml, st);
+  launch_split_mma<T, 128>(plan, d, n_items, scale_log2, part_acc, part_ml, st);
 }
 
 void run_attention(CudaBackend& be, AttentionPlan& plan, float scale, float* lse,
@@ -531,6 +603,9 @@ void run_attention(CudaBackend& be, AttentionPlan& plan, float scale, float* lse
   const unsigned n_items = static_cast<unsigned>(plan.items.size());
   with_row_type(plan.dtype, [&](auto p) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
+    if constexpr (sizeof(T) == 2) {
+      if (plan.mma) return launch_split_mma<T>(plan, d, n_items, scale_log2, part_acc, part_ml, st);
+    }
     launch_split<T>(plan.D, plan.qb, d, n_items, with_v, scale_log2, part_acc, part_ml, st);
   });
   check_launch("attention (split)");

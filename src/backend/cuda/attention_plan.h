@@ -14,7 +14,8 @@ class CudaBackend;
 struct AttentionPlan {
   int D = 0;
   DType dtype = DType::F32;
-  int qb = 8;  // query vectors per work item
+  int qb = 8;        // query vectors per work item
+  bool mma = false;  // the tensor-core split kernel (16-bit rows, with V) runs the items
   std::vector<JobDesc> job_list;
   std::vector<SegDesc> segs;
   std::vector<WorkItem> items;
@@ -31,12 +32,13 @@ struct AttentionPlan {
   };
 
   // fast: split rows into chunks (the split kernel); otherwise one item per query group.
-  void build(const std::vector<AttentionJob>& jobs, int sm_count, bool fast);
+  // with_v: the output is wanted (not only log-sum-exp).
+  void build(const std::vector<AttentionJob>& jobs, int sm_count, bool fast, bool with_v = true);
   Device stage(CudaBackend& be);
   static bool fast_path(int D) { return D == 64 || D == 128; }
 
  private:
-  void add_job(const AttentionJob& j, int* max_qv);
+  void add_job(const AttentionJob& j, int* max_qv, int qv_cap);
   // slots: work items that run at once (blocks per SM x SMs).
   void split_items(int slots, bool fast);
   int64_t group_rows(const JobDesc& jd, const SegDesc& sd, int64_t qv_begin) const;

@@ -40,83 +40,6 @@ struct PrefillShape {
   static constexpr int kSmem = 2 * kStage;          // two stages
 };
 
-// The online-softmax state of one warp's 16 query rows; this lane holds rows group and
-// group + 8 (index 0 and 1), with l summed over its own columns until the end.
-template <int D>
-struct RowState {
-  float o[D / 8][4] = {};
-  float m[2] = {-INFINITY, -INFINITY};
-  float l[2] = {0.f, 0.f};
-};
-
-// Scales the scores to the log2 domain, masks keys past each row's causal limit (when the
-// tile reaches past the warp's first limit), and folds the tile into the running state:
-// s becomes the tile's probabilities relative to the new maximum.
-template <int D>
-__device__ __forceinline__ void softmax_update(float (&s)[kKeyTile / 8][4], RowState<D>& st,
-                                               int64_t k0, int64_t lim0, bool mask,
-                                               float scale_log2) {
-  const int t = threadIdx.x % 4;
-  float mx[2] = {st.m[0], st.m[1]};
-#pragma unroll
-  for (int n = 0; n < kKeyTile / 8; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int64_t key = k0 + n * 8 + 2 * t + (e & 1);
-      float x = s[n][e] * scale_log2;
-      if (mask && key > lim0 + (e >> 1) * 8) x = -INFINITY;
-      s[n][e] = x;
-      mx[e >> 1] = fmaxf(mx[e >> 1], x);
-    }
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-    const float ref = mx[i] == -INFINITY ? 0.f : mx[i];
-    const float corr = exp2f(st.m[i] - ref);
-    st.m[i] = mx[i];
-    st.l[i] *= corr;
-#pragma unroll
-    for (int d = 0; d < D / 8; ++d) {
-      st.o[d][2 * i] *= corr;
-      st.o[d][2 * i + 1] *= corr;
-    }
-    mx[i] = ref;
-  }
-#pragma unroll
-  for (int n = 0; n < kKeyTile / 8; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float p = exp2f(s[n][e] - mx[e >> 1]);
-      st.l[e >> 1] += p;
-      s[n][e] = p;
-    }
-}
-
-// O += P V for one tile. The C fragments of two neighbouring 8-key score tiles are exactly
-// the A fragment of a 16-key step, so P never leaves registers.
-template <typename T, int D>
-__device__ __forceinline__ void tile_pv(const float (&s)[kKeyTile / 8][4], uint32_t vs,
-                                        RowState<D>& st) {
-  const int lane = threadIdx.x % 32;
-#pragma unroll
-  for (int kk = 0; kk < kKeyTile / 16; ++kk) {
-    const uint32_t pa[4] = {Mma<T>::pack(s[2 * kk][0], s[2 * kk][1]),
-                            Mma<T>::pack(s[2 * kk][2], s[2 * kk][3]),
-                            Mma<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                            Mma<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-    for (int dp = 0; dp < D / 16; ++dp) {
-      uint32_t b[4];
-      const int r = kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3);
-      const int c = dp * 2 + (lane >> 4);
-      ldmatrix_x4_trans(b, vs + swizzled(r, c, D / 8));
-      Mma<T>::run(st.o[2 * dp], pa, b[0], b[1]);
-      Mma<T>::run(st.o[2 * dp + 1], pa, b[2], b[3]);
-    }
-  }
-}
-
 template <int D>
 __device__ __forceinline__ void store_rows(const PrefillArgs& a, int h, int64_t row0,
                                            RowState<D>& st) {
@@ -180,7 +103,8 @@ __global__ void __launch_bounds__(NW * 32) attn_prefill_kernel(PrefillArgs a) {
       float s[kKeyTile / 8][4];
       zero(s);
       tile_scores<T, D>(qf, ks, s);
-      softmax_update<D>(s, st, k0, past + row0, k0 + kKeyTile - 1 > past + wrow, a.scale_log2);
+      const int64_t lim[2] = {past + row0 + 1, past + row0 + 9};  // causal: keys <= the row
+      softmax_update<D>(s, st, k0, lim, k0 + kKeyTile - 1 > past + wrow, a.scale_log2);
       tile_pv<T, D>(s, ks + kTileBytes<D>, st);
     }
     __syncthreads();

@@ -245,7 +245,7 @@ void CudaBackend::attention_column_sums(const Tensor& q, const KvSegments& kv, f
   AttentionPlan& plan = attention_plan();
   // The tensor-core passes read only the job and segment tables: no split of the rows.
   plan.build({AttentionJob{&q, kv, &dummy_out}}, sm_count(),
-             !mma && AttentionPlan::fast_path(kv.head_dim));
+             !mma && AttentionPlan::fast_path(kv.head_dim), /*with_v=*/false);
   const int64_t n_qv = T * (q.dim(1) / kv.n_segments);
   auto* lse = static_cast<float*>(
       scratch(Slot::Misc, static_cast<size_t>(kv.n_segments * n_qv) * sizeof(float)));

@@ -52,6 +52,7 @@ class CudaBackend final : public Backend {
                  int64_t n) override;
 
   void matmul(const Tensor& x, const Tensor& w, Tensor& y) override;
+  void matmul_multi(const Tensor& x, std::span<const MatmulOut> outs) override;
   std::vector<int32_t> matmul_argmax(const Tensor& x, const Tensor& w) override;
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override;
   void rope(Tensor& x, const int32_t* positions, const RopeParams& params) override;
@@ -94,6 +95,7 @@ class CudaBackend final : public Backend {
 
  private:
   void check_mine(const Tensor& t, const char* what) const;
+  void check_matmul(const Tensor& x, const Tensor& w, const Tensor& y);
 
   std::shared_ptr<DeviceState> state_;
   cublasHandle_t cublas_ = nullptr;
