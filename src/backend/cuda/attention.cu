@@ -3,14 +3,15 @@
 // total visible rows so every SM gets several items whatever the head lengths are; a combine
 // step merges the items' partial softmax states (m, l, acc) in the log2 domain. The G query
 // heads of a kv head share each K/V load, rows are read with 16-byte loads, offsets are
-// 64-bit. Head dims other than 64 and 128 take a simple warp-per-query kernel.
+// 64-bit. The items of a 16-bit cache run on tensor cores (attention_split_mma.cuh), an F32
+// cache's on CUDA cores (attn_split_kernel, below); head dims other than 64 and 128 take a
+// simple warp-per-query kernel.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
-#include "backend/cuda/attention_decode.cuh"
 #include "backend/cuda/attention_plan.h"
 #include "backend/cuda/attention_prefill.h"
 #include "backend/cuda/attention_split_mma.cuh"
@@ -343,8 +344,7 @@ int resident_mma_blocks() {
                    : resident_mma_blocks_of<T, D, 3>();
 }
 
-// KVP_ATTN_KERNEL picks a CUDA-core kernel for 16-bit caches too (A/B timing): "registers"
-// (attn_split_kernel) or "tiles" (attn_decode_kernel).
+// KVP_ATTN_KERNEL=registers runs 16-bit caches on the CUDA-core split kernel too (A/B timing).
 const char* kernel_choice() {
   static const char* e = std::getenv("KVP_ATTN_KERNEL");
   return e ? e : "";
@@ -504,35 +504,13 @@ AttentionPlan::Device AttentionPlan::stage(CudaBackend& be) {
   return d;
 }
 
-template <typename T, int D, int QB, bool BIG>
-void launch_decode(const AttentionPlan::Device& d, unsigned n_items, float scale_log2,
-                   float* part_acc, float* part_ml, cudaStream_t st) {
-  constexpr int smem = DecodeShape<T, D, QB, BIG>::kSmem;
-  allow_smem<attn_decode_kernel<T, D, QB, BIG>>(smem);
-  attn_decode_kernel<T, D, QB, BIG><<<n_items, kDecodeThreads, smem, st>>>(
-      d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
-}
-
 template <typename T, int D, int QB>
 void launch_split(const AttentionPlan::Device& d, unsigned n_items, bool with_v, float scale_log2,
                   float* part_acc, float* part_ml, cudaStream_t st) {
-  // The register-tiled split kernel measured faster on the H200 than the shared-memory tile
-  // kernel (docs/benchmarks.md); KVP_ATTN_KERNEL=tiles picks the latter (A/B timing).
-  static const bool registers = std::string(kernel_choice()) != "tiles";
-  if (with_v && registers) {
+  if (with_v)
     attn_split_kernel<T, D, QB, true><<<n_items, kWarps * 32, 0, st>>>(
         d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
-  } else if (with_v) {
-    // KVP_ATTN_TILE=64: 64-row tiles in two stages (A/B timing of the tile shape).
-    static const bool big = [] {
-      const char* e = std::getenv("KVP_ATTN_TILE");
-      return e && std::string(e) == "64";
-    }();
-    if (big)
-      launch_decode<T, D, QB, true>(d, n_items, scale_log2, part_acc, part_ml, st);
-    else
-      launch_decode<T, D, QB, false>(d, n_items, scale_log2, part_acc, part_ml, st);
-  } else
+  else
     attn_split_kernel<T, D, QB, false><<<n_items, kWarps * 32, 0, st>>>(
         d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
 }
