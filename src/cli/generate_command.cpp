@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -27,6 +28,10 @@ const std::vector<OptionSpec> kSpecs = {
     {"question", "TEXT", "a question about the context (required)", true},
     {"max-new-tokens", "N", "answer length limit in tokens (default 64)"},
     {"answer-prefix", "TEXT", "text the answer starts with (prefilled after the question)"},
+    {"temperature", "T", "sample at this temperature, in [0, 100] (default 0: greedy)"},
+    {"top-p", "P", "sample from the most likely tokens whose mass reaches P (default 1)"},
+    {"top-k", "K", "sample from the K most likely tokens (default 0: all)"},
+    {"seed", "N", "the sampler's seed; question i uses N + i (default 0)"},
     {"max-context-length", "N", "truncate the context to N tokens"},
     {"press", "NAME",
      "compress the context's KV cache with this press (`kvpress presses` lists them)"},
@@ -79,6 +84,14 @@ int cmd_generate(const std::vector<std::string>& argv) {
   PipelineOptions options;
   options.max_new_tokens = args.get_int("max-new-tokens", 64, 0, 1 << 20);
   options.answer_prefix = args.get("answer-prefix");
+  options.sampling.temperature = args.get_double("temperature", 0);
+  options.sampling.top_p = args.get_double("top-p", 1);
+  options.sampling.top_k = args.get_int("top-k", 0, 0, 1 << 30);
+  options.sampling.seed = static_cast<uint64_t>(args.get_int("seed", 0, 0, INT32_MAX));
+  options.sampling.validate();
+  check(
+      !options.sampling.greedy() || (!args.has("top-p") && !args.has("top-k") && !args.has("seed")),
+      "--top-p, --top-k and --seed need --temperature above 0 (0 decodes greedily)");
   options.max_context_length = args.get_int("max-context-length", 0, 1, 1 << 30);
   const int threads = args.get_int("threads", default_threads(), 1, 256);
   const std::string model_path = args.has("model") ? args.get("model") : default_model_path();
@@ -105,6 +118,10 @@ int cmd_generate(const std::vector<std::string>& argv) {
     nlohmann::json j;
     j["model"] = model_path;
     j["context_tokens"] = r.context_tokens;
+    j["sampling"] = {{"temperature", options.sampling.temperature},
+                     {"top_p", options.sampling.top_p},
+                     {"top_k", options.sampling.top_k},
+                     {"seed", options.sampling.seed}};
     j["answers"] = nlohmann::json::array();
     for (const auto& a : r.answers) {
       j["answers"].push_back(

@@ -202,8 +202,11 @@ void run_grid_stream(LoadedModel& loaded, const std::vector<GridContext>& contex
   std::map<size_t, Owner> owners;  // ticket -> the cell that asked
   const auto ask = [&](Live& l, size_t cell) {
     const GridQuestion& q = contexts[l.index].questions[l.question[cell]];
-    const size_t ticket = batcher.add({l.p.caches[cell], &l.p.prompt.question_ids[l.question[cell]],
-                                       l.p.first_positions[cell], q.max_new_tokens});
+    const size_t ticket = batcher.add({l.p.caches[cell],
+                                       &l.p.prompt.question_ids[l.question[cell]],
+                                       l.p.first_positions[cell],
+                                       q.max_new_tokens,
+                                       {}});
     owners[ticket] = {&l, cell};
   };
   // Longest answers first: a context whose cells decode many tokens then overlaps with

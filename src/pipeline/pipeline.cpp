@@ -136,7 +136,7 @@ std::vector<std::vector<int32_t>> greedy_answers_batched(
         "greedy_answers_batched: one first position per cache");
   std::vector<AnswerRequest> requests;
   for (size_t i = 0; i < caches.size(); ++i)
-    requests.push_back({caches[i], &question_ids, first_positions[i], max_new_tokens});
+    requests.push_back({caches[i], &question_ids, first_positions[i], max_new_tokens, {}});
   return greedy_answers_batched(model, requests, is_stop, prefill_seconds);
 }
 
@@ -171,6 +171,7 @@ size_t GreedyBatcher::add(const AnswerRequest& request) {
   Sequence s;
   s.request = request;
   s.ticket = ticket;
+  if (!request.sampling.greedy()) s.sampler.emplace(request.sampling);
   s.question_positions.resize(static_cast<size_t>(n));
   for (int64_t t = 0; t < n; ++t)
     s.question_positions[static_cast<size_t>(t)] = static_cast<int32_t>(request.first_position + t);
@@ -199,7 +200,7 @@ std::vector<GreedyBatcher::Finished> GreedyBatcher::step() {
                          static_cast<int64_t>(s.question_positions.size()), s.request.cache});
     }
   }
-  const std::vector<int32_t>& next = model_.forward_batch_greedy(groups_);
+  const std::vector<int32_t> next = next_tokens();
   size_t kept = 0;
   for (size_t g = 0; g < active_.size(); ++g) {
     Sequence& s = active_[g];
@@ -223,6 +224,22 @@ std::vector<GreedyBatcher::Finished> GreedyBatcher::step() {
   }
   active_.resize(kept);
   return done;
+}
+
+std::vector<int32_t> GreedyBatcher::next_tokens() {
+  const bool sampling = std::any_of(active_.begin(), active_.end(),
+                                    [](const Sequence& s) { return s.sampler.has_value(); });
+  if (!sampling) return model_.forward_batch_greedy(groups_);
+  const Tensor& logits = model_.forward_batch(groups_);  // [groups, vocab]
+  logits_.resize(static_cast<size_t>(logits.numel()));
+  logits.backend()->download(logits, 0, logits_.data(), logits.nbytes());
+  const size_t vocab = static_cast<size_t>(logits.cols());
+  std::vector<int32_t> next(active_.size());
+  for (size_t g = 0; g < active_.size(); ++g) {
+    const std::span<const float> row(logits_.data() + g * vocab, vocab);
+    next[g] = active_[g].sampler ? active_[g].sampler->next(row) : argmax_token(row);
+  }
+  return next;
 }
 
 PipelineResult Pipeline::run(const std::string& context, const std::vector<std::string>& questions,
@@ -267,9 +284,12 @@ PipelineResult Pipeline::run(const std::string& context, const std::vector<std::
     answer.question = questions[qi];
     const auto& qids = prompt.question_ids[qi];
     t0 = std::chrono::steady_clock::now();
-    answer.tokens = greedy_answer(
-        model, cache, qids, first_position, options.max_new_tokens,
-        [&](int32_t id) { return tok.is_end_of_generation(id); }, &answer.prefill_s);
+    // Question i draws from seed + i: each answer reproducible on its own.
+    AnswerRequest request{&cache, &qids, first_position, options.max_new_tokens, options.sampling};
+    request.sampling.seed += qi;
+    answer.tokens = greedy_answers_batched(
+        model, {request}, [&](int32_t id) { return tok.is_end_of_generation(id); },
+        &answer.prefill_s)[0];
     answer.decode_s = seconds_since(t0) - answer.prefill_s;
     answer.text = tok.decode(answer.tokens);
     result.answers.push_back(std::move(answer));

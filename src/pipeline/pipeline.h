@@ -7,10 +7,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "model/model.h"
+#include "pipeline/sampler.h"
 #include "presses/press.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -31,6 +33,7 @@ LoadedModel load(const std::string& path, Backend& backend, bool use_chat_templa
 
 struct PipelineOptions {
   int max_new_tokens = 64;
+  SamplingParams sampling;  // greedy by default (temperature 0)
   std::string answer_prefix;
   int64_t max_context_length = 0;  // 0: no truncation (beyond the model's own limit)
 };
@@ -120,6 +123,7 @@ struct AnswerRequest {
   const std::vector<int32_t>* question_ids = nullptr;
   int64_t first_position = 0;
   int max_new_tokens = 0;
+  SamplingParams sampling;  // each request draws from its own seeded generator
 };
 
 // greedy_answer for several caches at once, each with its own question (the eval grid's
@@ -167,12 +171,17 @@ class GreedyBatcher {
     int32_t next = 0;      // the last token taken, fed by the next step
     int32_t position = 0;  // its position
     bool prefilled = false;
+    std::optional<Sampler> sampler;  // null: greedy
   };
+  // The next token of every active sequence: one device-side argmax when all decode
+  // greedily, else the logits on the host, greedy or sampled per sequence.
+  std::vector<int32_t> next_tokens();
   Model& model_;
   std::function<bool(int32_t)> is_stop_;
   std::vector<Sequence> active_;
   std::vector<Finished> finished_;
   std::vector<ForwardGroup> groups_;
+  std::vector<float> logits_;
   size_t next_ticket_ = 0;
 };
 

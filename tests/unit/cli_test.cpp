@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "support/cli_runner.h"
 #include "support/test_paths.h"
@@ -121,6 +122,35 @@ TEST(Cli, AnswersTheSecretCodeQuestionAsJson) {
   EXPECT_GT(j.at("context_tokens").get<int>(), 10);
   EXPECT_GT(j.at("timing").at("prefill_s").get<double>(), 0);
   EXPECT_GT(j.at("timing").at("decode_tokens_per_s").get<double>(), 0);
+}
+
+// Sampling: temperature 0 is the greedy answer; a seed gives the same answer twice; the
+// sampler's parameters are checked.
+TEST(Cli, SamplingIsSeededAndGreedyAtZero) {
+  KVP_REQUIRE_DEFAULT_MODEL();
+  auto answer = [](std::vector<std::string> extra) {
+    std::vector<std::string> args = {
+        "generate", "--context",        kSecret, "--question", "Write a short poem about the code.",
+        "--json",   "--max-new-tokens", "16",    "--threads",  "2"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const CliRun r = run(args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    return nlohmann::json::parse(r.out).at("answers")[0].at("answer").get<std::string>();
+  };
+  const std::string greedy = answer({});
+  EXPECT_EQ(answer({"--temperature", "0"}), greedy);
+  const std::string hot = answer({"--temperature", "1.5", "--seed", "11"});
+  EXPECT_EQ(answer({"--temperature", "1.5", "--seed", "11"}), hot);
+  std::set<std::string> seen;
+  for (const char* seed : {"1", "2", "3"})
+    seen.insert(answer({"--temperature", "1.5", "--top-k", "50", "--seed", seed}));
+  EXPECT_GT(seen.size(), 1u) << "three seeds at temperature 1.5 gave one answer";
+  EXPECT_EQ(answer({"--temperature", "1.5", "--top-k", "1", "--seed", "4"}), greedy);
+  expect_error(run({"generate", "--context", kSecret, "--question", "q", "--temperature", "1",
+                    "--top-p", "0"}),
+               "top_p must be in (0, 1]");
+  expect_error(run({"generate", "--context", kSecret, "--question", "q", "--seed", "3"}),
+               "need --temperature above 0");
 }
 
 TEST(Cli, SeveralQuestionsShareOneContext) {

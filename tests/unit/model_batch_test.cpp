@@ -126,7 +126,7 @@ TEST(ModelBatch, RequestsJoiningMidwayAnswerAsAlone) {
   std::vector<bool> finished(lengths.size(), false);
   size_t added = 0;
   const auto add = [&] {
-    const AnswerRequest r{&batched[added], &questions[added], lengths[added], limits[added]};
+    const AnswerRequest r{&batched[added], &questions[added], lengths[added], limits[added], {}};
     EXPECT_EQ(batcher.add(r), added);
     ++added;
   };
@@ -153,15 +153,50 @@ TEST(ModelBatch, RequestsJoiningMidwayAnswerAsAlone) {
   EXPECT_EQ(batched[3].length(0, 0), lengths[3]);
 }
 
+// Sampled and greedy requests in one batch: the batch then takes the logits to the host, and
+// each request still gets what it gets alone (the greedy one the device argmax's tokens, the
+// sampled ones their own seed's draws, whatever else is in the batch).
+TEST(ModelBatch, SampledAndGreedyRequestsAnswerAsAlone) {
+  auto backend = make_backend("cpu", 2);
+  auto model = load_model(test::source_path("tests/models/tiny-llama"), *backend);
+  const int32_t vocab = static_cast<int32_t>(model->config().vocab_size);
+  const std::vector<SamplingParams> sampling = {
+      {}, {1.3, 1, 0, 5}, {0.8, 0.9, 20, 6}, {1.3, 1, 0, 7}};
+  const std::vector<int32_t> question = {4, 9, 2};
+  const int64_t n = 11;
+  const Sequence c = make_sequence(n, 3, 0, vocab);
+  std::vector<KVCache> batched, alone;
+  for (size_t i = 0; i < sampling.size(); ++i) {
+    for (auto* caches : {&batched, &alone}) {
+      caches->push_back(model->make_cache(n + 40));
+      model->forward(c.ids.data(), c.positions.data(), n, caches->back());
+    }
+  }
+  const auto is_stop = [](int32_t) { return false; };
+  std::vector<AnswerRequest> requests;
+  for (size_t i = 0; i < sampling.size(); ++i)
+    requests.push_back({&batched[i], &question, n, 24, sampling[i]});
+  const auto got = greedy_answers_batched(*model, requests, is_stop);
+  for (size_t i = 0; i < sampling.size(); ++i) {
+    const auto one = greedy_answers_batched(
+        *model, {AnswerRequest{&alone[i], &question, n, 24, sampling[i]}}, is_stop)[0];
+    EXPECT_EQ(got[i], one) << "request " << i;
+  }
+  KVCache fresh = model->make_cache(n + 40);  // alone[0] now holds its answer's rows
+  model->forward(c.ids.data(), c.positions.data(), n, fresh);
+  EXPECT_EQ(got[0], greedy_answer(*model, fresh, question, n, 24, is_stop));
+  EXPECT_NE(got[1], got[3]) << "seeds 5 and 7 drew the same 24 tokens";
+}
+
 TEST(ModelBatch, BatcherRejectsBadRequests) {
   auto backend = make_backend("cpu", 1);
   auto model = load_model(test::source_path("tests/models/tiny-llama"), *backend);
   KVCache cache = model->make_cache(8);
   const std::vector<int32_t> empty, question = {1};
   GreedyBatcher batcher(*model, [](int32_t) { return false; });
-  EXPECT_THROW(batcher.add({nullptr, &question, 0, 4}), Error);
-  EXPECT_THROW(batcher.add({&cache, nullptr, 0, 4}), Error);
-  EXPECT_THROW(batcher.add({&cache, &empty, 0, 4}), Error);
+  EXPECT_THROW(batcher.add({nullptr, &question, 0, 4, {}}), Error);
+  EXPECT_THROW(batcher.add({&cache, nullptr, 0, 4, {}}), Error);
+  EXPECT_THROW(batcher.add({&cache, &empty, 0, 4, {}}), Error);
   EXPECT_FALSE(batcher.busy());
   EXPECT_TRUE(batcher.step().empty());
 }
