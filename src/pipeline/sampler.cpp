@@ -35,11 +35,21 @@ double Sampler::uniform() {
 int32_t Sampler::next(std::span<const float> logits) {
   if (p_.greedy()) return argmax_token(logits);
   check(!logits.empty(), "sampling: no logits");
-  // Candidates in descending order of logit, ties to the lower index; NaN logits never.
+  // Candidates in descending order of logit, ties to the lower index; NaN logits never, nor
+  // logits so far below the top that exp() of their distance underflows a double's share of
+  // the total (all of them together weigh less than 2^-60 of it), so that only the plausible
+  // few hundred are sorted, not the whole vocabulary.
+  float top = -INFINITY;
+  for (float x : logits)
+    if (x > top) top = x;
+  check(top > -INFINITY ||
+            std::any_of(logits.begin(), logits.end(), [](float x) { return x == -INFINITY; }),
+        "sampling: every logit is NaN");
+  if (top == -INFINITY) return argmax_token(logits);  // nothing has any weight
+  const double floor = top - 80.0 * p_.temperature;
   candidates_.clear();
   for (size_t i = 0; i < logits.size(); ++i)
-    if (!std::isnan(logits[i])) candidates_.push_back({logits[i], static_cast<int32_t>(i)});
-  check(!candidates_.empty(), "sampling: every logit is NaN");
+    if (logits[i] >= floor) candidates_.push_back({logits[i], static_cast<int32_t>(i)});
   auto before = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
@@ -54,7 +64,6 @@ int32_t Sampler::next(std::span<const float> logits) {
   // Softmax of logit / temperature over the candidates, then the nucleus: the shortest
   // prefix whose mass reaches top_p (at least one token).
   weights_.resize(n);
-  const double top = candidates_[0].first;
   double total = 0;
   for (size_t i = 0; i < n; ++i) {
     weights_[i] = std::exp((static_cast<double>(candidates_[i].first) - top) / p_.temperature);

@@ -84,6 +84,7 @@ TEST(Sampler, RejectsBadParameters) {
   Sampler s({1.0, 1, 0, 0});
   EXPECT_THROW(s.next(std::vector<float>{}), Error);
   EXPECT_THROW(s.next(std::vector<float>{NAN, NAN}), Error);
+  EXPECT_EQ(s.next(std::vector<float>{-INFINITY, -INFINITY, NAN}), 0);  // nothing weighs: greedy
 }
 
 }  // namespace
