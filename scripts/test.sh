@@ -27,8 +27,9 @@ ctest --test-dir "$root/build" --output-on-failure -j"$jobs"
 # The instrumented build leaves the CUDA backend out (the first pass compiled it; without a GPU
 # its code does not run). Under the sanitizers the suite runs without the press-golden cells: each is a full
 # 1071-token prefill of the model (10x slower instrumented). The short-context press tests,
-# the model goldens and every parser and op test still run instrumented.
-slow_under_sanitizers='EvalParity|PressGolden|PressWrappers|EvalGrid|EvalCli.Tiny|ExamplePress|HeadwiseCli|PressFramework.UniformBudget|Cli.SeveralQuestions'
+# the model goldens and every parser and op test still run instrumented (the sampler too:
+# sampler_test and model_batch_test; its eight-answer CLI test runs in the first pass).
+slow_under_sanitizers='EvalParity|PressGolden|PressWrappers|EvalGrid|EvalCli.Tiny|ExamplePress|HeadwiseCli|PressFramework.UniformBudget|Cli.SeveralQuestions|Cli.Sampling'
 if [ "${KVP_SKIP_SANITIZERS:-0}" != 1 ]; then
   echo "==== second pass: the suite again under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/) ===="
   cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVP_SANITIZE=ON -DKVP_BENCH=OFF -DKVP_CUDA=OFF >/dev/null
