@@ -11,6 +11,7 @@
 #include <numbers>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -127,6 +128,17 @@ class Ops : public test::BackendOps {
     const bool rounded = is_quantized(t) || (t != DType::F32 && T > 8);
     if (!gpu() || !rounded) return f32_bound;
     return static_cast<float>(std::ldexp(abs_dot, -6)) + 1e-5f;
+  }
+
+  // attention(q) over kvd on the backend, and the reference's over kv (the same rows in host
+  // memory): {ours, the reference's}, both on the host, [T, Hq, D].
+  std::pair<Tensor, Tensor> attention_and_reference(const Tensor& q, const KvSegments& kv,
+                                                    const KvSegments& kvd, float scale) {
+    Tensor out = dev_zeros(DType::F32, {q.dim(0), q.dim(1), q.dim(2)});
+    Tensor outr = Tensor::empty(DType::F32, {q.dim(0), q.dim(1), q.dim(2)});
+    be_->attention(dev(q), kvd, scale, out);
+    ref::attention(q, kv, scale, outr);
+    return {host(out), outr};
   }
 };
 
@@ -596,11 +608,8 @@ TEST_P(Ops, AttentionSegmentsGqa) {
       Tensor q = random_f32(rng_, {T, Hq, D}, -2.f, 2.f);
       KvSegments kv{k, v, offset.data(), len.data(), Hkv, D};
       KvSegments kvd{dev(k), dev(v), offset.data(), len.data(), Hkv, D};
-      Tensor out = dev_zeros(DType::F32, {T, Hq, D}), outr = Tensor::empty(DType::F32, {T, Hq, D});
       const float scale = 1.f / std::sqrt(static_cast<float>(D));
-      be_->attention(dev(q), kvd, scale, out);
-      out = host(out);
-      ref::attention(q, kv, scale, outr);
+      const auto [out, outr] = attention_and_reference(q, kv, kvd, scale);
       const float bound = 2e-5f * max_abs(v32.ptr<float>(), v32.numel());
       for (int64_t i = 0; i < out.numel(); ++i)
         ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], bound)
@@ -631,12 +640,8 @@ TEST_P(Ops, AttentionShapes) {
     Tensor q = random_f32(rng_, {c.T, c.Hq, c.D}, -2.f, 2.f);
     KvSegments kv{k, v, offset.data(), len.data(), c.Hkv, c.D};
     KvSegments kvd{dev(k), dev(v), offset.data(), len.data(), c.Hkv, c.D};
-    Tensor out = dev_zeros(DType::F32, {c.T, c.Hq, c.D}),
-           outr = Tensor::empty(DType::F32, {c.T, c.Hq, c.D});
     const float scale = 1.f / std::sqrt(static_cast<float>(c.D));
-    be_->attention(dev(q), kvd, scale, out);
-    out = host(out);
-    ref::attention(q, kv, scale, outr);
+    const auto [out, outr] = attention_and_reference(q, kv, kvd, scale);
     for (int64_t i = 0; i < out.numel(); ++i)
       ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], 2e-5f)
           << "D=" << c.D << " Hq=" << c.Hq << " at " << i;
@@ -651,10 +656,7 @@ TEST_P(Ops, AttentionLongPrefill) {
   Tensor q = random_f32(rng_, {T, Hq, D}, -1.f, 1.f);
   KvSegments kv{k, v, offset.data(), len.data(), Hkv, D};
   KvSegments kvd{dev(k), dev(v), offset.data(), len.data(), Hkv, D};
-  Tensor out = dev_zeros(DType::F32, {T, Hq, D}), outr = Tensor::empty(DType::F32, {T, Hq, D});
-  be_->attention(dev(q), kvd, 0.125f, out);
-  out = host(out);
-  ref::attention(q, kv, 0.125f, outr);
+  const auto [out, outr] = attention_and_reference(q, kv, kvd, 0.125f);
   for (int64_t i = 0; i < out.numel(); ++i)
     ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], 2e-5f) << i;
 }
@@ -688,12 +690,8 @@ TEST_P(Ops, AttentionPrefill16Bit) {
     }
     KvSegments kv{k, v, offset.data(), len.data(), Hkv, c.D};
     KvSegments kvd{dev(k), dev(v), offset.data(), len.data(), Hkv, c.D};
-    Tensor out = dev_zeros(DType::F32, {c.T, Hq, c.D}),
-           outr = Tensor::empty(DType::F32, {c.T, Hq, c.D});
     const float scale = 1.f / std::sqrt(static_cast<float>(c.D));
-    be_->attention(dev(q), kvd, scale, out);
-    out = host(out);
-    ref::attention(q, kv, scale, outr);
+    const auto [out, outr] = attention_and_reference(q, kv, kvd, scale);
     const float bound = (gpu() ? 0x1p-8f : 2e-5f) * max_abs(v32.ptr<float>(), v32.numel());
     for (int64_t i = 0; i < out.numel(); ++i)
       ASSERT_NEAR(out.ptr<float>()[i], outr.ptr<float>()[i], bound)
@@ -745,12 +743,8 @@ TEST_P(Ops, AttentionSplit16Bit) {
       kvd.prefix_k = dev(pk);
       kvd.prefix_v = dev(pv);
     }
-    Tensor out = dev_zeros(DType::F32, {c.T, Hq, c.D}),
-           outr = Tensor::empty(DType::F32, {c.T, Hq, c.D});
     const float scale = 1.f / std::sqrt(static_cast<float>(c.D));
-    be_->attention(dev(q), kvd, scale, out);
-    out = host(out);
-    ref::attention(q, kv, scale, outr);
+    const auto [out, outr] = attention_and_reference(q, kv, kvd, scale);
     const float bound = 2e-5f * std::max(max_abs(v32.ptr<float>(), v32.numel()),
                                          max_abs(pv32.ptr<float>(), pv32.numel()));
     for (int64_t i = 0; i < out.numel(); ++i)
