@@ -33,13 +33,15 @@ LAYERS = {
     "presses": {"core", "io", "backend", "cache", "model"},
     "pipeline": {"core", "io", "backend", "cache", "model", "presses", "tokenizer"},
     "eval": {"core", "io", "backend", "cache", "model", "presses", "tokenizer", "pipeline"},
-    "cli": {"core", "io", "backend", "cache", "model", "presses", "tokenizer", "pipeline", "eval"},
+    "server": {"core", "io", "backend", "cache", "model", "presses", "tokenizer", "pipeline"},
+    "cli": {"core", "io", "backend", "cache", "model", "presses", "tokenizer", "pipeline", "eval",
+            "server"},
 }
 # Files that may include a concrete backend (besides the backends themselves and a backend
 # whose LAYERS entry names another).
 FACTORY = {"backend/factory.cpp"}
 # Layers above the model that must not open model files themselves.
-NO_MODEL_FILES = {"presses", "pipeline", "eval"}
+NO_MODEL_FILES = {"presses", "pipeline", "eval", "server"}
 MODEL_FILE_HEADERS = {"io/gguf.h", "io/safetensors.h", "io/mapped_file.h"}
 
 # Raw data access: a Tensor's typed pointers (.ptr<T>(), .row_ptr()) or a KvSegments

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build needs. Idempotent: does nothing when all are present.
 set -euo pipefail
-pkgs=(cmake g++ make libgtest-dev libbenchmark-dev nlohmann-json3-dev libpcre2-dev python3 python3-pip unzip
+pkgs=(cmake g++ make libgtest-dev libbenchmark-dev nlohmann-json3-dev libpcre2-dev libcpp-httplib-dev curl python3 python3-pip unzip
   clang-14 libclang-rt-14-dev clang-format-14)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -30,6 +30,7 @@ const char* kTopHelp =
     "  generate    answer questions about a context (optionally with a compressed cache)\n"
     "  presses     list the presses and their parameters\n"
     "  eval        score presses and ratios on long-context tasks (built-in RULER-style or JSONL)\n"
+    "  serve       an OpenAI-compatible HTTP server with a press per request and stored contexts\n"
     "  help        show this help, or `kvpress help <command>` for one command\n\n"
     "options: --version prints the version; -h or --help after a command shows its options\n\n"
     "The default model is SmolLM2-135M-Instruct (Q4_1 GGUF), fetched by scripts/fetch-model.sh\n"
@@ -106,7 +107,8 @@ int run_cli(int argc, char** argv) {
     if (command == "generate") return cmd_generate(args);
     if (command == "presses") return cmd_presses(args);
     if (command == "eval") return cmd_eval(args);
-    const std::string near = closest(command, {"generate", "presses", "eval", "help"});
+    if (command == "serve") return cmd_serve(args);
+    const std::string near = closest(command, {"generate", "presses", "eval", "serve", "help"});
     throw Error("unknown command '" + command + "'" +
                 (near.empty() ? "" : " (did you mean '" + near + "'?)") + "; see kvpress --help");
   } catch (const Error& e) {

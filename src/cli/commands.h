@@ -11,6 +11,7 @@ namespace kvp {
 int cmd_generate(const std::vector<std::string>& args);
 int cmd_presses(const std::vector<std::string>& args);
 int cmd_eval(const std::vector<std::string>& args);
+int cmd_serve(const std::vector<std::string>& args);
 
 // Shared helpers for commands.
 std::string default_model_path();

@@ -197,7 +197,7 @@ void run_grid_stream(LoadedModel& loaded, const std::vector<GridContext>& contex
     size_t cell;
   };
   const Tokenizer& tok = *loaded.tokenizer;
-  GreedyBatcher batcher(*loaded.model, [&](int32_t id) { return tok.is_end_of_generation(id); });
+  DecodeBatcher batcher(*loaded.model, [&](int32_t id) { return tok.is_end_of_generation(id); });
   std::list<Live> live;
   std::map<size_t, Owner> owners;  // ticket -> the cell that asked
   const auto ask = [&](Live& l, size_t cell) {
@@ -241,17 +241,17 @@ void run_grid_stream(LoadedModel& loaded, const std::vector<GridContext>& contex
     // Each step's time goes to the contexts in proportion to the rows they fed.
     std::map<Live*, int64_t> rows;
     int64_t total_rows = 0;
-    for (const GreedyBatcher::Planned& r : batcher.planned()) {
+    for (const DecodeBatcher::Planned& r : batcher.planned()) {
       rows[owners.at(r.ticket).live] += r.rows;
       total_rows += r.rows;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    std::vector<GreedyBatcher::Finished> finished = batcher.step();
+    std::vector<DecodeBatcher::Finished> finished = batcher.step();
     const double step_s = seconds_since(t0);
     for (const auto& [l, n] : rows) {
       l->result.answer_s += step_s * static_cast<double>(n) / static_cast<double>(total_rows);
     }
-    for (GreedyBatcher::Finished& f : finished) {
+    for (DecodeBatcher::Finished& f : finished) {
       const Owner o = owners.at(f.ticket);
       owners.erase(f.ticket);
       Live& l = *o.live;

@@ -7,7 +7,7 @@
 // full cache, KVCache::borrow_kept; see docs/architecture.md), the full cache stays
 // uncompressed for the baseline, and a press that changes the forward pass itself
 // (Press::needs_own_prefill) gets its own prefill. Then the cells answer in batched forwards
-// shared with the other live contexts' cells (GreedyBatcher, run_grid_stream).
+// shared with the other live contexts' cells (DecodeBatcher, run_grid_stream).
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -52,7 +52,7 @@ GridContextResult run_grid_context(LoadedModel& loaded, const std::string& conte
 
 // run_grid_context for several contexts, with continuous batching: at most `live_contexts`
 // contexts are answering at a time; each is prefilled on its own when a place is free, then
-// its cells' questions join the batched forwards (GreedyBatcher) in which the cells of the
+// its cells' questions join the batched forwards (DecodeBatcher) in which the cells of the
 // other live contexts decode. A decode step of 8 contexts x 25 cells is one 200-row matmul
 // instead of eight 25-row ones, and the step stays that full while a few cells of one
 // context still decode a long answer. on_done(index, result) is called as each context

@@ -42,23 +42,30 @@ double PipelineResult::decode_s() const {
 
 PromptParts split_prompt(const ChatTemplate& chat, const Tokenizer& tokenizer,
                          const std::string& context) {
+  (void)tokenizer;
+  return split_conversation(chat, {{"user", context}});
+}
+
+PromptParts split_conversation(const ChatTemplate& chat, std::vector<ChatMessage> messages) {
+  check(!messages.empty() && messages.back().role == "user",
+        "the conversation must end with a user message");
   PromptParts parts;
   if (chat.format() == ChatFormat::NONE) {
     // As kvpress: without a template, BOS (when the model has one it adds) starts the context
     // and a newline separates the question from the answer.
-    parts.context = context;
+    parts.context = chat.render(messages, true);
     parts.question_suffix = "\n";
     return parts;
   }
-  // Render the conversation with a marker after the context, then cut at the marker: the
+  // Render the conversation with a marker after the last message, then cut at the marker: the
   // text before is the context prefix, the text after is what follows every question.
   const std::string marker = "\n\x01kvpress-split\x01";
-  const std::string rendered = chat.render({{"user", context + marker}}, true);
+  messages.back().content += marker;
+  const std::string rendered = chat.render(messages, true);
   const size_t at = rendered.rfind(marker);
   check(at != std::string::npos, "chat template dropped the context");
   parts.context = rendered.substr(0, at);
   parts.question_suffix = rendered.substr(at + marker.size());
-  (void)tokenizer;
   return parts;
 }
 
@@ -144,21 +151,21 @@ std::vector<std::vector<int32_t>> greedy_answers_batched(
     Model& model, const std::vector<AnswerRequest>& requests,
     const std::function<bool(int32_t)>& is_stop, double* prefill_seconds) {
   std::vector<std::vector<int32_t>> answers(requests.size());
-  GreedyBatcher batcher(model, is_stop);
+  DecodeBatcher batcher(model, is_stop);
   for (const AnswerRequest& r : requests) batcher.add(r);
   for (bool first = true; batcher.busy(); first = false) {
     const auto t0 = std::chrono::steady_clock::now();
-    for (GreedyBatcher::Finished& f : batcher.step()) answers[f.ticket] = std::move(f.tokens);
+    for (DecodeBatcher::Finished& f : batcher.step()) answers[f.ticket] = std::move(f.tokens);
     // Every question is prefilled by the first step, which decodes nothing yet.
     if (first && prefill_seconds) *prefill_seconds = seconds_since(t0);
   }
   return answers;
 }
 
-GreedyBatcher::GreedyBatcher(Model& model, std::function<bool(int32_t)> is_stop)
+DecodeBatcher::DecodeBatcher(Model& model, std::function<bool(int32_t)> is_stop)
     : model_(model), is_stop_(std::move(is_stop)) {}
 
-size_t GreedyBatcher::add(const AnswerRequest& request) {
+size_t DecodeBatcher::add(const AnswerRequest& request) {
   check(request.cache && request.question_ids,
         "greedy_answers_batched: a request without cache or question");
   const size_t ticket = next_ticket_++;
@@ -179,7 +186,7 @@ size_t GreedyBatcher::add(const AnswerRequest& request) {
   return ticket;
 }
 
-std::vector<GreedyBatcher::Planned> GreedyBatcher::planned() const {
+std::vector<DecodeBatcher::Planned> DecodeBatcher::planned() const {
   std::vector<Planned> rows;
   for (const Sequence& s : active_) {
     rows.push_back({s.ticket, s.prefilled ? 1 : static_cast<int64_t>(s.question_positions.size())});
@@ -187,9 +194,10 @@ std::vector<GreedyBatcher::Planned> GreedyBatcher::planned() const {
   return rows;
 }
 
-std::vector<GreedyBatcher::Finished> GreedyBatcher::step() {
+std::vector<DecodeBatcher::Finished> DecodeBatcher::step() {
   std::vector<Finished> done;
   std::swap(done, finished_);
+  emitted_.clear();
   if (active_.empty()) return done;
   groups_.clear();
   for (Sequence& s : active_) {
@@ -213,6 +221,7 @@ std::vector<GreedyBatcher::Finished> GreedyBatcher::step() {
     }
     s.next = next[g];
     s.tokens.push_back(s.next);
+    emitted_.push_back({s.ticket, s.next});
     // The first token is always taken; a later stop token ends the answer (kept, not fed back).
     const size_t n = s.tokens.size();
     if ((n > 1 && is_stop_(s.next)) || n == static_cast<size_t>(s.request.max_new_tokens)) {
@@ -226,7 +235,15 @@ std::vector<GreedyBatcher::Finished> GreedyBatcher::step() {
   return done;
 }
 
-std::vector<int32_t> GreedyBatcher::next_tokens() {
+bool DecodeBatcher::cancel(size_t ticket) {
+  const auto it = std::find_if(active_.begin(), active_.end(),
+                               [&](const Sequence& s) { return s.ticket == ticket; });
+  if (it == active_.end()) return false;
+  active_.erase(it);
+  return true;
+}
+
+std::vector<int32_t> DecodeBatcher::next_tokens() {
   const bool sampling = std::any_of(active_.begin(), active_.end(),
                                     [](const Sequence& s) { return s.sampler.has_value(); });
   if (!sampling) return model_.forward_batch_greedy(groups_);

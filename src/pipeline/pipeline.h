@@ -71,6 +71,10 @@ struct PromptParts {
 };
 PromptParts split_prompt(const ChatTemplate& chat, const Tokenizer& tokenizer,
                          const std::string& context);
+// The same cut for a whole conversation (the server's): everything up to the end of the last
+// message, which must be the user's, is the context; the template's text after it (the
+// assistant header) is the suffix. split_prompt(c) is split_conversation({{"user", c}}).
+PromptParts split_conversation(const ChatTemplate& chat, std::vector<ChatMessage> messages);
 
 // One question of a prompt: the question, the answer prefix that follows it and the most
 // tokens its answer may take.
@@ -140,9 +144,9 @@ std::vector<std::vector<int32_t>> greedy_answers_batched(
 // batched forward over every active request, the question rows of a request added since
 // the last step or one decoded token for the others. A request's tokens do not depend on
 // what else is in the batch (up to summation order, as above).
-class GreedyBatcher {
+class DecodeBatcher {
  public:
-  GreedyBatcher(Model& model, std::function<bool(int32_t)> is_stop);
+  DecodeBatcher(Model& model, std::function<bool(int32_t)> is_stop);
   // Queues a request (its cache and question must outlive it) and returns its ticket: 0, 1,
   // ... in the order of the calls. A request with max_new_tokens <= 0 finishes at the next
   // step without a forward and without tokens.
@@ -161,6 +165,16 @@ class GreedyBatcher {
   };
   // One forward over the active requests; returns the requests that finished.
   std::vector<Finished> step();
+  // The token every request took in the last step (finished ones included), for callers
+  // that stream or check stop strings as tokens come.
+  struct Emitted {
+    size_t ticket;
+    int32_t token;
+  };
+  const std::vector<Emitted>& emitted() const { return emitted_; }
+  // Drops an active request (a stop string matched, its client left): it takes no further
+  // step and is not reported as finished. False when the ticket is not active.
+  bool cancel(size_t ticket);
 
  private:
   struct Sequence {
@@ -180,6 +194,7 @@ class GreedyBatcher {
   std::function<bool(int32_t)> is_stop_;
   std::vector<Sequence> active_;
   std::vector<Finished> finished_;
+  std::vector<Emitted> emitted_;
   std::vector<ForwardGroup> groups_;
   std::vector<float> logits_;
   size_t next_ticket_ = 0;

@@ -121,7 +121,7 @@ TEST(ModelBatch, RequestsJoiningMidwayAnswerAsAlone) {
   const std::vector<std::vector<int32_t>> questions = {
       {4, 9, 2, 7}, {5}, {1, 2, 3, 4, 5, 6}, {8, 8}, {2, 6}};
   const auto is_stop = [](int32_t id) { return id == 3; };
-  GreedyBatcher batcher(*model, is_stop);
+  DecodeBatcher batcher(*model, is_stop);
   std::vector<std::vector<int32_t>> got(lengths.size());
   std::vector<bool> finished(lengths.size(), false);
   size_t added = 0;
@@ -135,7 +135,7 @@ TEST(ModelBatch, RequestsJoiningMidwayAnswerAsAlone) {
   // One more request joins after each of the first steps.
   for (int step = 0; batcher.busy() || added < lengths.size(); ++step) {
     if (step > 0 && added < lengths.size()) add();
-    for (GreedyBatcher::Finished& f : batcher.step()) {
+    for (DecodeBatcher::Finished& f : batcher.step()) {
       ASSERT_LT(f.ticket, got.size());
       EXPECT_FALSE(finished[f.ticket]) << "request " << f.ticket << " finished twice";
       finished[f.ticket] = true;
@@ -193,7 +193,7 @@ TEST(ModelBatch, BatcherRejectsBadRequests) {
   auto model = load_model(test::source_path("tests/models/tiny-llama"), *backend);
   KVCache cache = model->make_cache(8);
   const std::vector<int32_t> empty, question = {1};
-  GreedyBatcher batcher(*model, [](int32_t) { return false; });
+  DecodeBatcher batcher(*model, [](int32_t) { return false; });
   EXPECT_THROW(batcher.add({nullptr, &question, 0, 4, {}}), Error);
   EXPECT_THROW(batcher.add({&cache, nullptr, 0, 4, {}}), Error);
   EXPECT_THROW(batcher.add({&cache, &empty, 0, 4, {}}), Error);
