@@ -24,6 +24,11 @@ fi
 # The model was fetched above: a test that would skip for want of it fails instead.
 export KVP_REQUIRE_MODEL=1
 ctest --test-dir "$root/build" --output-on-failure -j"$jobs"
+# The server end to end: real clients (the pinned openai SDK, curl) against `kvpress serve`.
+echo "==== kvpress serve end to end: the openai SDK and curl on a loopback port ===="
+server_python=$("$root/scripts/setup-server-tests.sh")
+"$server_python" "$root/tests/server/test_server.py" --kvpress "$root/build/kvpress" \
+  --model "$root/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 # The instrumented build leaves the CUDA backend out (the first pass compiled it; without a GPU
 # its code does not run). Under the sanitizers the suite runs without the press-golden cells: each is a full
 # 1071-token prefill of the model (10x slower instrumented). The short-context press tests,
@@ -36,6 +41,8 @@ if [ "${KVP_SKIP_SANITIZERS:-0}" != 1 ]; then
   cmake --build "$root/build-asan" -j"$jobs"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir "$root/build-asan" --output-on-failure -j"$jobs" -E "${KVP_ASAN_EXCLUDE:-$slow_under_sanitizers}"
+  echo "==== the instrumented server against 10,000 malformed and hostile requests ===="
+  "$root/scripts/server-fuzz.sh" "$root/build-asan" 10000
 fi
 # Third pass: every libFuzzer target for a bounded time on its committed corpus (scripts/fuzz.sh).
 if [ "${KVP_SKIP_FUZZ:-0}" != 1 ]; then

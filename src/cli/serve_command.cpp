@@ -35,7 +35,8 @@ const std::vector<OptionSpec> kSpecs = {
     {"max-tokens-limit", "N", "largest max_tokens a request may ask for (default 1024)"},
     {"budget-rounding", "nearest|kvpress", "how presses round their budgets (default nearest)"},
     {"kv-dtype", "f32|f16|bf16", "how KV caches store rows (default f32)"},
-    {"device", "NAME", "where the model runs: cpu (default; `kvpress --version` lists this build's)"},
+    {"device", "NAME",
+     "where the model runs: cpu (default; `kvpress --version` lists this build's)"},
     {"threads", "N", "CPU threads (default: all cores)"},
     {"help", "", "show this help"},
 };
@@ -67,7 +68,8 @@ int cmd_serve(const std::vector<std::string>& argv) {
   const char* env_key = std::getenv("KVPRESS_API_KEY");
   http.api_key = args.has("api-key") ? args.get("api-key") : (env_key ? env_key : "");
   http.read_timeout_s = args.get_int("read-timeout-s", 10, 1, 3600);
-  http.limits.max_body_bytes = static_cast<size_t>(args.get_int("max-body-kib", 1024, 1, 1 << 20)) << 10;
+  http.limits.max_body_bytes = static_cast<size_t>(args.get_int("max-body-kib", 1024, 1, 1 << 20))
+                               << 10;
   http.limits.max_tokens = args.get_int("max-tokens-limit", 1024, 1, 1 << 20);
   http.limits.default_tokens = std::min(http.limits.default_tokens, http.limits.max_tokens);
   const std::string model_path = args.has("model") ? args.get("model") : default_model_path();
@@ -81,7 +83,8 @@ int cmd_serve(const std::vector<std::string>& argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a client that left is a failed write, not the end of the server
 
-  auto backend = make_backend(args.get("device", "cpu"), args.get_int("threads", default_threads(), 1, 256));
+  auto backend =
+      make_backend(args.get("device", "cpu"), args.get_int("threads", default_threads(), 1, 256));
   LoadedModel loaded = load(model_path, *backend);
   loaded.model->set_kv_dtype(parse_kv_dtype(args.get("kv-dtype", "f32")));
   server::Engine engine(loaded, engine_options);

@@ -92,8 +92,8 @@ int64_t get_integer(const json& v, const std::string& param, int64_t lo, int64_t
     bad(param, "'" + param + "' must be at most " + std::to_string(hi));
   const int64_t x = v.get<int64_t>();
   if (x < lo || x > hi)
-    bad(param, "'" + param + "' must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                   "]");
+    bad(param,
+        "'" + param + "' must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
   return x;
 }
 
@@ -149,7 +149,8 @@ std::optional<PressSpec> parse_press(const json& body, const Limits& limits) {
   const auto it = body.find("kv_press");
   if (it == body.end() || it->is_null()) return std::nullopt;
   const json& v = *it;
-  if (!v.is_object()) bad("kv_press", "'kv_press' must be an object {\"press\", \"ratio\", \"args\"}");
+  if (!v.is_object())
+    bad("kv_press", "'kv_press' must be an object {\"press\", \"ratio\", \"args\"}");
   for (const auto& [key, value] : v.items()) {
     if (key != "press" && key != "ratio" && key != "args")
       bad("kv_press", "unknown field 'kv_press." + key + "'");
@@ -185,7 +186,8 @@ std::vector<std::string> parse_stop(const json& v, const Limits& limits) {
     bad("stop", "at most " + std::to_string(limits.max_stops) + " stop strings");
   for (const std::string& s : stops) {
     if (s.empty() || s.size() > limits.max_stop_bytes)
-      bad("stop", "stop strings must have 1 to " + std::to_string(limits.max_stop_bytes) + " bytes");
+      bad("stop",
+          "stop strings must have 1 to " + std::to_string(limits.max_stop_bytes) + " bytes");
   }
   return stops;
 }
@@ -198,7 +200,8 @@ void parse_sampling(const json& body, GenerationRequest& r) {
   if (body.contains("top_k") && !body["top_k"].is_null())
     r.sampling.top_k = static_cast<int>(get_integer(body["top_k"], "top_k", 0, 1 << 30));
   if (body.contains("seed") && !body["seed"].is_null())
-    r.sampling.seed = static_cast<uint64_t>(get_integer(body["seed"], "seed", INT64_MIN, INT64_MAX));
+    r.sampling.seed =
+        static_cast<uint64_t>(get_integer(body["seed"], "seed", INT64_MIN, INT64_MAX));
   try {
     r.sampling.validate();
   } catch (const Error& e) {
@@ -209,14 +212,42 @@ void parse_sampling(const json& body, GenerationRequest& r) {
 // Fields OpenAI defines that change nothing here at their default values; any other value
 // (or any unknown field) is refused rather than silently ignored.
 void check_known_fields(const json& body, Endpoint endpoint) {
-  static const std::set<std::string> chat = {
-      "model", "messages", "max_tokens", "max_completion_tokens", "stop", "temperature", "top_p",
-      "top_k", "seed", "stream", "stream_options", "kv_press", "context_id", "user", "n",
-      "presence_penalty", "frequency_penalty", "logprobs"};
-  static const std::set<std::string> completions = {
-      "model", "prompt", "max_tokens", "stop", "temperature", "top_p", "top_k", "seed", "stream",
-      "stream_options", "kv_press", "context_id", "user", "n", "presence_penalty",
-      "frequency_penalty", "logprobs", "echo"};
+  static const std::set<std::string> chat = {"model",
+                                             "messages",
+                                             "max_tokens",
+                                             "max_completion_tokens",
+                                             "stop",
+                                             "temperature",
+                                             "top_p",
+                                             "top_k",
+                                             "seed",
+                                             "stream",
+                                             "stream_options",
+                                             "kv_press",
+                                             "context_id",
+                                             "user",
+                                             "n",
+                                             "presence_penalty",
+                                             "frequency_penalty",
+                                             "logprobs"};
+  static const std::set<std::string> completions = {"model",
+                                                    "prompt",
+                                                    "max_tokens",
+                                                    "stop",
+                                                    "temperature",
+                                                    "top_p",
+                                                    "top_k",
+                                                    "seed",
+                                                    "stream",
+                                                    "stream_options",
+                                                    "kv_press",
+                                                    "context_id",
+                                                    "user",
+                                                    "n",
+                                                    "presence_penalty",
+                                                    "frequency_penalty",
+                                                    "logprobs",
+                                                    "echo"};
   const auto& known = endpoint == Endpoint::Chat ? chat : completions;
   for (const auto& [key, value] : body.items()) {
     if (!known.count(key)) bad(key, "unknown parameter '" + key + "'");
@@ -284,7 +315,8 @@ GenerationRequest parse_generation(const json& body, Endpoint endpoint, const Li
     const json& o = body["stream_options"];
     if (!o.is_object()) bad("stream_options", "'stream_options' must be an object");
     for (const auto& [key, value] : o.items()) {
-      if (key != "include_usage") bad("stream_options", "unknown field 'stream_options." + key + "'");
+      if (key != "include_usage")
+        bad("stream_options", "unknown field 'stream_options." + key + "'");
       if (!value.is_boolean()) bad("stream_options", "'include_usage' must be a boolean");
       r.include_usage = value.get<bool>();
     }

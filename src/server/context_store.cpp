@@ -7,11 +7,12 @@ namespace kvp::server {
 void ContextStore::put(std::shared_ptr<StoredContext> context) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (context->bytes > budget_) {
-    throw ApiError(413,
-                   "the context's KV cache takes " + std::to_string(context->bytes) +
-                       " bytes, more than the store's whole budget of " + std::to_string(budget_) +
-                       " (compress it more, or start the server with a larger --context-budget-mib)",
-                   "", "context_budget_exceeded");
+    throw ApiError(
+        413,
+        "the context's KV cache takes " + std::to_string(context->bytes) +
+            " bytes, more than the store's whole budget of " + std::to_string(budget_) +
+            " (compress it more, or start the server with a larger --context-budget-mib)",
+        "", "context_budget_exceeded");
   }
   while (!lru_.empty() && bytes_ + context->bytes > budget_) {
     drop(std::prev(lru_.end()));

@@ -20,8 +20,8 @@ namespace kvp::server {
 struct StoredContext {
   std::string id;
   std::unique_ptr<KVCache> cache;
-  int64_t tokens = 0;          // the context's tokens as prefilled
-  int64_t first_position = 0;  // where a question's positions start
+  int64_t tokens = 0;           // the context's tokens as prefilled
+  int64_t first_position = 0;   // where a question's positions start
   std::string question_suffix;  // the chat template's text after a question
   std::string press;            // "" : none
   double ratio = 0;             // the press's requested ratio

@@ -95,16 +95,19 @@ Engine::Engine(LoadedModel& loaded, EngineOptions options)
     : loaded_(loaded),
       options_(options),
       store_(options.context_budget_bytes),
-      batcher_(*loaded.model, [&loaded](int32_t id) {
-        return loaded.tokenizer->is_end_of_generation(id);
-      }) {
+      batcher_(*loaded.model,
+               [&loaded](int32_t id) { return loaded.tokenizer->is_end_of_generation(id); }) {
   check(options_.max_batch >= 1 && options_.max_queue >= 1, "engine: batch and queue must be >= 1");
   thread_ = std::thread([this] { run(); });
 }
 
-Engine::~Engine() { drain(); }
+Engine::~Engine() {
+  drain();
+}
 
-int64_t Engine::prompt_limit() const { return loaded_.model->config().max_positions; }
+int64_t Engine::prompt_limit() const {
+  return loaded_.model->config().max_positions;
+}
 
 std::shared_ptr<Job> Engine::prepare(const GenerationRequest& r) const {
   auto job = std::make_shared<Job>();
@@ -117,9 +120,8 @@ std::shared_ptr<Job> Engine::prepare(const GenerationRequest& r) const {
     if (!stored)
       throw ApiError(404, "no context '" + r.context_id + "' (deleted, evicted or never made)",
                      "context_id", "context_not_found");
-    const std::string text = r.endpoint == Endpoint::Chat
-                                 ? r.messages[0].content + stored->question_suffix
-                                 : r.prompt;
+    const std::string text =
+        r.endpoint == Endpoint::Chat ? r.messages[0].content + stored->question_suffix : r.prompt;
     job->question_ids_ = tok.encode(text, true, false);
     before_question = stored->first_position;
     job->stored_ = std::move(stored);
@@ -144,15 +146,16 @@ std::shared_ptr<Job> Engine::prepare(const GenerationRequest& r) const {
       before_question + static_cast<int64_t>(job->question_ids_.size()) + r.max_tokens;
   if (need > prompt_limit())
     throw ApiError(400,
-                   "the prompt (" + std::to_string(need - r.max_tokens) + " tokens) + max_tokens (" +
-                       std::to_string(r.max_tokens) + ") exceeds the model's " +
-                       std::to_string(prompt_limit()) + " positions",
+                   "the prompt (" + std::to_string(need - r.max_tokens) +
+                       " tokens) + max_tokens (" + std::to_string(r.max_tokens) +
+                       ") exceeds the model's " + std::to_string(prompt_limit()) + " positions",
                    "max_tokens", "context_length_exceeded");
   if (r.press) job->press_ = build_press(*r.press, options_.rounding);
   job->max_tokens_ = r.max_tokens;
   job->sampling_ = r.sampling;
   job->stop_ = r.stop;
-  job->deadline_ = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(options_.timeout_s * 1e3));
+  job->deadline_ =
+      Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(options_.timeout_s * 1e3));
   return job;
 }
 
@@ -162,18 +165,20 @@ std::shared_ptr<Job> Engine::prepare(const ContextRequest& r) const {
   const PromptParts parts = r.messages.empty()
                                 ? split_prompt(loaded_.chat, *loaded_.tokenizer, r.text)
                                 : split_conversation(loaded_.chat, r.messages);
-  job->context_ids_ = loaded_.tokenizer->encode(parts.context, true,
-                                                loaded_.chat.format() == ChatFormat::NONE);
+  job->context_ids_ =
+      loaded_.tokenizer->encode(parts.context, true, loaded_.chat.format() == ChatFormat::NONE);
   job->question_suffix_ = parts.question_suffix;
   const int64_t T = static_cast<int64_t>(job->context_ids_.size());
   if (T == 0) throw ApiError(400, "the context is empty after tokenisation", "text");
   if (T + 1 > prompt_limit())
     throw ApiError(400,
-                   "the context (" + std::to_string(T) + " tokens) leaves no room for a question in the model's " +
+                   "the context (" + std::to_string(T) +
+                       " tokens) leaves no room for a question in the model's " +
                        std::to_string(prompt_limit()) + " positions",
                    "text", "context_length_exceeded");
   if (r.press) job->press_ = build_press(*r.press, options_.rounding);
-  job->deadline_ = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(options_.timeout_s * 1e3));
+  job->deadline_ =
+      Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(options_.timeout_s * 1e3));
   return job;
 }
 
@@ -183,8 +188,9 @@ void Engine::submit(const std::shared_ptr<Job>& job) {
     if (draining_) throw ApiError(503, "the server is shutting down", "", "shutting_down");
     if (queue_.size() >= options_.max_queue) {
       ++counters_.rejected_busy;
-      throw ApiError(503, "the server is busy: " + std::to_string(queue_.size()) +
-                              " requests are waiting; retry later",
+      throw ApiError(503,
+                     "the server is busy: " + std::to_string(queue_.size()) +
+                         " requests are waiting; retry later",
                      "", "queue_full");
     }
     queue_.push_back(job);
@@ -265,7 +271,8 @@ void Engine::start(const std::shared_ptr<Job>& job_ptr) {
     job.cache_ = std::make_unique<KVCache>(model.make_cache(reserve));
     const auto lengths = ctx.cache->lengths();
     for (int layer = 0; layer < ctx.cache->n_layers(); ++layer)
-      job.cache_->borrow_kept(layer, *ctx.cache, all_rows(lengths[static_cast<size_t>(layer)]), reserve);
+      job.cache_->borrow_kept(layer, *ctx.cache, all_rows(lengths[static_cast<size_t>(layer)]),
+                              reserve);
     first_position = ctx.first_position;
     prompt_tokens += ctx.tokens;
     report = {ctx.press, ctx.ratio, ctx.achieved_ratio, ctx.tokens, ctx.bytes_uncompressed,
@@ -324,8 +331,8 @@ void Engine::create_context(Job& job) {
     ctx->press = job.press_->name();
     ctx->ratio = job.press_->compression_ratio();
   }
-  ctx->achieved_ratio =
-      1.0 - static_cast<double>(ctx->cache->used_bytes()) / static_cast<double>(ctx->bytes_uncompressed);
+  ctx->achieved_ratio = 1.0 - static_cast<double>(ctx->cache->used_bytes()) /
+                                  static_cast<double>(ctx->bytes_uncompressed);
   ctx->created = unix_seconds();
   store_.put(ctx);
   {
@@ -369,8 +376,8 @@ void Engine::step() {
     if (it == running_.end()) continue;  // already ended by a stop string
     const auto job = it->second;
     running_.erase(it);
-    const bool by_token = job->tokens_.size() > 1 &&
-                          loaded_.tokenizer->is_end_of_generation(job->tokens_.back());
+    const bool by_token =
+        job->tokens_.size() > 1 && loaded_.tokenizer->is_end_of_generation(job->tokens_.back());
     finish(job, by_token ? "stop" : "length");
   }
 }

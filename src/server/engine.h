@@ -25,10 +25,10 @@
 namespace kvp::server {
 
 struct EngineOptions {
-  int max_batch = 16;       // jobs decoding together
-  size_t max_queue = 64;    // jobs waiting to start; more get 503
+  int max_batch = 16;     // jobs decoding together
+  size_t max_queue = 64;  // jobs waiting to start; more get 503
   size_t context_budget_bytes = size_t{2} << 30;
-  double timeout_s = 600;   // from submission to the last token
+  double timeout_s = 600;  // from submission to the last token
   BudgetRounding rounding = BudgetRounding::Nearest;
 };
 

@@ -43,7 +43,8 @@ bool equal_constant_time(const std::string& a, const std::string& b) {
 // The metrics label for a path: known routes only, so that a scan of random paths cannot
 // grow the label set.
 std::string route_label(const std::string& path) {
-  static const char* known[] = {"/health", "/metrics", "/v1/models", "/v1/chat/completions",
+  static const char* known[] = {"/health",         "/metrics",
+                                "/v1/models",      "/v1/chat/completions",
                                 "/v1/completions", "/v1/contexts"};
   for (const char* k : known) {
     if (path == k) return path;
@@ -52,15 +53,20 @@ std::string route_label(const std::string& path) {
   return "other";
 }
 
-bool known_route(const std::string& path) { return route_label(path) != "other"; }
+bool known_route(const std::string& path) {
+  return route_label(path) != "other";
+}
 
-std::string sse(const json& j) { return "data: " + wire(j) + "\n\n"; }
+std::string sse(const json& j) {
+  return "data: " + wire(j) + "\n\n";
+}
 
 }  // namespace
 
 HttpServer::HttpServer(Engine& engine, HttpOptions options)
     : engine_(engine), options_(std::move(options)), http_(std::make_unique<httplib::Server>()) {
-  const size_t threads = engine_.options().max_queue + static_cast<size_t>(engine_.options().max_batch) + 8;
+  const size_t threads =
+      engine_.options().max_queue + static_cast<size_t>(engine_.options().max_batch) + 8;
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http_->set_payload_max_length(options_.limits.max_body_bytes);
   http_->set_read_timeout(options_.read_timeout_s, 0);
@@ -81,7 +87,9 @@ int HttpServer::bind() {
   return port;
 }
 
-void HttpServer::serve() { http_->listen_after_bind(); }
+void HttpServer::serve() {
+  http_->listen_after_bind();
+}
 
 void HttpServer::shutdown() {
   if (shutting_down_.exchange(true)) return;
@@ -103,7 +111,8 @@ void HttpServer::routes() {
   using httplib::Request;
   using httplib::Response;
   http_->set_pre_routing_handler([this](const Request& req, Response& res) {
-    if (req.path == "/health" || authorized(req)) return httplib::Server::HandlerResponse::Unhandled;
+    if (req.path == "/health" || authorized(req))
+      return httplib::Server::HandlerResponse::Unhandled;
     send_error(res, ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)", "",
                              "invalid_api_key"));
     return httplib::Server::HandlerResponse::Handled;
@@ -134,7 +143,8 @@ void HttpServer::routes() {
       send_error(res, ApiError(500, "internal error"));
     }
   });
-  http_->set_logger([this](const Request& req, const Response& res) { count(req.path, res.status); });
+  http_->set_logger(
+      [this](const Request& req, const Response& res) { count(req.path, res.status); });
 
   http_->Get("/health", [this](const Request&, Response& res) {
     if (shutting_down_) return send_json(res, 503, {{"status", "draining"}});
@@ -151,13 +161,13 @@ void HttpServer::routes() {
                                       {"created", 0},
                                       {"owned_by", "kvpress"}}})}});
   });
-  http_->Post("/v1/chat/completions", [this](const Request& req, Response& res) {
-    generation(req, res, Endpoint::Chat);
-  });
+  http_->Post("/v1/chat/completions",
+              [this](const Request& req, Response& res) { generation(req, res, Endpoint::Chat); });
   http_->Post("/v1/completions", [this](const Request& req, Response& res) {
     generation(req, res, Endpoint::Completions);
   });
-  http_->Post("/v1/contexts", [this](const Request& req, Response& res) { create_context(req, res); });
+  http_->Post("/v1/contexts",
+              [this](const Request& req, Response& res) { create_context(req, res); });
   http_->Get("/v1/contexts", [this](const Request&, Response& res) {
     json data = json::array();
     for (const auto& c : engine_.contexts().list()) data.push_back(context_json(*c));
@@ -173,7 +183,8 @@ void HttpServer::routes() {
   http_->Get(R"(/v1/contexts/([^/]+))", [this](const Request& req, Response& res) {
     const std::string id = req.matches[1];
     const auto c = valid_context_id(id) ? engine_.contexts().get(id) : nullptr;
-    if (!c) return send_error(res, ApiError(404, "no context '" + id + "'", "", "context_not_found"));
+    if (!c)
+      return send_error(res, ApiError(404, "no context '" + id + "'", "", "context_not_found"));
     send_json(res, 200, context_json(*c));
   });
   http_->Delete(R"(/v1/contexts/([^/]+))", [this](const Request& req, Response& res) {
@@ -205,9 +216,8 @@ void HttpServer::generation(const httplib::Request& req, httplib::Response& res,
     s = job->wait(false, 0, false, kProbe);
   } while (!s.started && !s.done);
   if (s.error) throw *s.error;
-  const ResponseMeta meta =
-      make_meta(endpoint, r.model.empty() ? options_.model_id : r.model,
-                r.press.has_value() || !r.context_id.empty());
+  const ResponseMeta meta = make_meta(endpoint, r.model.empty() ? options_.model_id : r.model,
+                                      r.press.has_value() || !r.context_id.empty());
   if (r.stream) {
     stream(res, job, meta, r.include_usage);
   } else {
@@ -284,8 +294,8 @@ std::string HttpServer::metrics() const {
   {
     std::lock_guard<std::mutex> lock(count_mutex_);
     for (const auto& [key, n] : requests_)
-      m << "kvpress_requests_total{route=\"" << key.first << "\",status=\"" << key.second
-        << "\"} " << n << "\n";
+      m << "kvpress_requests_total{route=\"" << key.first << "\",status=\"" << key.second << "\"} "
+        << n << "\n";
   }
   const Engine::Counters c = engine_.counters();
   const auto value = [&](const char* name, const char* type, const char* help, auto v) {
@@ -296,10 +306,12 @@ std::string HttpServer::metrics() const {
   m << "kvpress_jobs_total{outcome=\"done\"} " << c.jobs_done << "\n"
     << "kvpress_jobs_total{outcome=\"failed\"} " << c.jobs_failed << "\n"
     << "kvpress_jobs_total{outcome=\"cancelled\"} " << c.jobs_cancelled << "\n";
-  value("kvpress_rejected_busy_total", "counter", "Requests refused with 503: queue full.", c.rejected_busy);
+  value("kvpress_rejected_busy_total", "counter", "Requests refused with 503: queue full.",
+        c.rejected_busy);
   value("kvpress_queue_length", "gauge", "Jobs waiting to start.", c.queued);
   value("kvpress_running_jobs", "gauge", "Jobs prefilling or decoding.", c.running);
-  value("kvpress_prompt_tokens_total", "counter", "Prompt tokens of finished jobs.", c.prompt_tokens);
+  value("kvpress_prompt_tokens_total", "counter", "Prompt tokens of finished jobs.",
+        c.prompt_tokens);
   value("kvpress_completion_tokens_total", "counter", "Tokens generated.", c.completion_tokens);
   value("kvpress_decode_steps_total", "counter", "Batched forward steps.", c.steps);
   const auto t = engine_.contexts().totals();
@@ -308,7 +320,8 @@ std::string HttpServer::metrics() const {
   value("kvpress_context_kv_bytes_uncompressed", "gauge",
         "K and V bytes the stored contexts would hold uncompressed.", t.bytes_uncompressed);
   value("kvpress_context_budget_bytes", "gauge", "The store's budget.", t.budget);
-  value("kvpress_context_evictions_total", "counter", "Contexts evicted to stay in budget.", t.evictions);
+  value("kvpress_context_evictions_total", "counter", "Contexts evicted to stay in budget.",
+        t.evictions);
   return m.str();
 }
 

@@ -22,7 +22,7 @@ namespace kvp::server {
 
 struct HttpOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;  // 0: any free port
+  int port = 8080;      // 0: any free port
   std::string api_key;  // "" : no authentication
   Limits limits;
   int read_timeout_s = 10;  // a client that sends nothing for this long is cut off

@@ -91,6 +91,8 @@ json context_json(const StoredContext& c) {
           {"ratio", c.ratio}};
 }
 
-std::string wire(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string wire(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 }  // namespace kvp::server

@@ -62,31 +62,49 @@ TEST(ServerApi, DefaultsAreGreedyAndBounded) {
 
 TEST(ServerApi, MalformedBodiesAre400) {
   EXPECT_EQ(status_of(kChat), 200);
-  for (const char* body : {"", "{", "[]", "3", "null", R"({"messages":[{"role":"user","content":"hi"}])",
-                           R"({"messages":"hi"})", R"({"messages":[]})", R"({"messages":[1]})",
-                           R"({"messages":[{"role":"robot","content":"x"}]})",
-                           R"({"messages":[{"role":"user","content":5}]})",
-                           R"({"messages":[{"role":"user"}]})",
-                           R"({"messages":[{"role":"assistant","content":"x"}]})",
-                           R"({"messages":[{"role":"user","content":"x","extra":1}]})"}) {
+  for (const char* body :
+       {"", "{", "[]", "3", "null", R"({"messages":[{"role":"user","content":"hi"}])",
+        R"({"messages":"hi"})", R"({"messages":[]})", R"({"messages":[1]})",
+        R"({"messages":[{"role":"robot","content":"x"}]})",
+        R"({"messages":[{"role":"user","content":5}]})", R"({"messages":[{"role":"user"}]})",
+        R"({"messages":[{"role":"assistant","content":"x"}]})",
+        R"({"messages":[{"role":"user","content":"x","extra":1}]})"}) {
     EXPECT_EQ(status_of(body), 400) << body;
   }
 }
 
 TEST(ServerApi, WrongTypesAndRangesAre400) {
   const std::string head = R"({"messages":[{"role":"user","content":"hi"}],)";
-  for (const char* field :
-       {R"("max_tokens":0)", R"("max_tokens":"5")", R"("max_tokens":1e30)",
-        R"("max_tokens":99999999999999999999)", R"("max_tokens":2.5)", R"("temperature":-1)",
-        R"("temperature":1e308)", R"("temperature":"hot")", R"("top_p":2)", R"("top_k":-1)",
-        R"("seed":1.5)", R"("stop":5)", R"("stop":[""])", R"("stop":["a","b","c","d","e"])",
-        R"("stream":"yes")", R"("stream_options":{"x":true})", R"("n":2)", R"("logprobs":true)",
-        R"("presence_penalty":1)", R"("unknown":1)", R"("kv_press":[])", R"("kv_press":{})",
-        R"("kv_press":{"press":"snapkv","ratio":"half"})", R"("kv_press":{"press":"snapkv","ratio":1})",
-        R"("kv_press":{"press":"snapkv","other":1})", R"("kv_press":{"press":"snapkv","args":[1]})",
-        R"("kv_press":{"press":"snapkv","args":{"a=b":1}})",
-        R"("kv_press":{"press":"snapkv","args":{"w":{"x":1}}})", R"("context_id":7)",
-        R"("context_id":"ctx-0","kv_press":{"press":"knorm"})"}) {
+  for (const char* field : {R"("max_tokens":0)",
+                            R"("max_tokens":"5")",
+                            R"("max_tokens":1e30)",
+                            R"("max_tokens":99999999999999999999)",
+                            R"("max_tokens":2.5)",
+                            R"("temperature":-1)",
+                            R"("temperature":1e308)",
+                            R"("temperature":"hot")",
+                            R"("top_p":2)",
+                            R"("top_k":-1)",
+                            R"("seed":1.5)",
+                            R"("stop":5)",
+                            R"("stop":[""])",
+                            R"("stop":["a","b","c","d","e"])",
+                            R"("stream":"yes")",
+                            R"("stream_options":{"x":true})",
+                            R"("n":2)",
+                            R"("logprobs":true)",
+                            R"("presence_penalty":1)",
+                            R"("unknown":1)",
+                            R"("kv_press":[])",
+                            R"("kv_press":{})",
+                            R"("kv_press":{"press":"snapkv","ratio":"half"})",
+                            R"("kv_press":{"press":"snapkv","ratio":1})",
+                            R"("kv_press":{"press":"snapkv","other":1})",
+                            R"("kv_press":{"press":"snapkv","args":[1]})",
+                            R"("kv_press":{"press":"snapkv","args":{"a=b":1}})",
+                            R"("kv_press":{"press":"snapkv","args":{"w":{"x":1}}})",
+                            R"("context_id":7)",
+                            R"("context_id":"ctx-0","kv_press":{"press":"knorm"})"}) {
     EXPECT_EQ(status_of(head + field + "}"), 400) << field;
   }
   // Huge numbers overflow in the parser itself: still a 400.
@@ -97,8 +115,10 @@ TEST(ServerApi, DeepNestingIsRefusedBeforeParsing) {
   const std::string deep = std::string(100000, '[') + std::string(100000, ']');
   EXPECT_EQ(status_of(deep), 400);
   // Brackets inside strings do not count.
-  EXPECT_EQ(status_of(R"({"messages":[{"role":"user","content":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}]})"),
-            200);
+  EXPECT_EQ(
+      status_of(
+          R"({"messages":[{"role":"user","content":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}]})"),
+      200);
 }
 
 TEST(ServerApi, InvalidUtf8IsRefused) {

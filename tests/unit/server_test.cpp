@@ -77,7 +77,9 @@ TEST(ServerEngine, StoredContextAnswersAsThePipeline) {
            {"", 0.0}, {"snapkv", 0.5}, {"knorm", 0.25}, {"ada_snapkv", 0.5}}) {
     const auto ctx = store(engine, press, ratio);
     ASSERT_NE(ctx, nullptr);
-    if (!press.empty()) EXPECT_LT(ctx->bytes, ctx->bytes_uncompressed) << press;
+    if (!press.empty()) {
+      EXPECT_LT(ctx->bytes, ctx->bytes_uncompressed) << press;
+    }
     GenerationRequest r = chat(kQuestion, 12);
     r.context_id = ctx->id;
     const Job::State s = run(engine, r);
@@ -181,8 +183,14 @@ TEST(ServerEngine, BadRequestsFailBeforeQueueing) {
   } catch (const ApiError& e) {
     EXPECT_EQ(e.status(), 404);
   }
-  GenerationRequest big = chat(std::string(30000, 'a'), 4);  // past the model's positions
-  EXPECT_THROW(engine.prepare(big), ApiError);
+  std::string words;
+  for (int i = 0; i < 5000; ++i) words += " red blue";  // 10,000 tokens: past 8,192 positions
+  try {
+    engine.prepare(chat(words, 4));
+    FAIL() << "a prompt longer than the model's positions was accepted";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.code(), "context_length_exceeded");
+  }
 }
 
 namespace {
@@ -245,9 +253,8 @@ TEST(ServerHttp, RoutesAnswerAndRefuseAsDocumented) {
   error_of(c.Post("/v1/chat/completions", std::string(5000, ' '), "application/json"), 413);
   error_of(c.Get("/v1/contexts/ctx-0123456789abcdef01234567"), 404);
 
-  const std::string body = json{{"messages", {{{"role", "user"}, {"content", kQuestion}}}},
-                                {"max_tokens", 6}}
-                               .dump();
+  const std::string body =
+      json{{"messages", {{{"role", "user"}, {"content", kQuestion}}}}, {"max_tokens", 6}}.dump();
   const auto res = c.Post("/v1/chat/completions", body, "application/json");
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
@@ -258,9 +265,9 @@ TEST(ServerHttp, RoutesAnswerAndRefuseAsDocumented) {
   EXPECT_FALSE(answer.contains("kv_press"));
 
   // The same request streamed: the deltas join to the same text, then [DONE].
-  const auto streamed = c.Post("/v1/chat/completions",
-                               json::parse(body).update({{"stream", true}}).dump(),
-                               "application/json");
+  json stream_body = json::parse(body);
+  stream_body["stream"] = true;
+  const auto streamed = c.Post("/v1/chat/completions", stream_body.dump(), "application/json");
   ASSERT_TRUE(streamed);
   ASSERT_EQ(streamed->status, 200);
   std::string joined;
@@ -286,10 +293,10 @@ TEST(ServerHttp, ContextsResource) {
   KVP_REQUIRE_DEFAULT_MODEL();
   LiveServer s(options_with_key());
   auto c = s.client("sesame");
-  const auto made = c.Post(
-      "/v1/contexts",
-      json{{"text", kContext}, {"kv_press", {{"press", "knorm"}, {"ratio", 0.5}}}}.dump(),
-      "application/json");
+  const auto made =
+      c.Post("/v1/contexts",
+             json{{"text", kContext}, {"kv_press", {{"press", "knorm"}, {"ratio", 0.5}}}}.dump(),
+             "application/json");
   ASSERT_TRUE(made);
   ASSERT_EQ(made->status, 200) << made->body;
   const json ctx = json::parse(made->body);
@@ -297,9 +304,10 @@ TEST(ServerHttp, ContextsResource) {
   EXPECT_LT(ctx["kv_bytes"].get<size_t>(), ctx["kv_bytes_uncompressed"].get<size_t>());
   EXPECT_EQ(json::parse(c.Get("/v1/contexts/" + id)->body)["id"], id);
 
-  const auto asked = c.Post("/v1/completions",
-                            json{{"context_id", id}, {"prompt", " The code is"}, {"max_tokens", 4}}.dump(),
-                            "application/json");
+  const auto asked =
+      c.Post("/v1/completions",
+             json{{"context_id", id}, {"prompt", " The code is"}, {"max_tokens", 4}}.dump(),
+             "application/json");
   ASSERT_TRUE(asked);
   ASSERT_EQ(asked->status, 200) << asked->body;
   const json answer = json::parse(asked->body);
@@ -309,14 +317,16 @@ TEST(ServerHttp, ContextsResource) {
 
   const std::string metrics = c.Get("/metrics")->body;
   EXPECT_NE(metrics.find("kvpress_contexts_stored 1\n"), std::string::npos) << metrics;
-  EXPECT_NE(metrics.find("kvpress_context_kv_bytes " + std::to_string(ctx["kv_bytes"].get<size_t>())),
-            std::string::npos);
+  EXPECT_NE(
+      metrics.find("kvpress_context_kv_bytes " + std::to_string(ctx["kv_bytes"].get<size_t>())),
+      std::string::npos);
   EXPECT_EQ(c.Delete("/v1/contexts/" + id)->status, 200);
   error_of(c.Get("/v1/contexts/" + id), 404);
-  error_of(c.Post("/v1/chat/completions",
-                  json{{"context_id", id}, {"messages", {{{"role", "user"}, {"content", "q"}}}}}.dump(),
-                  "application/json"),
-           404);
+  error_of(
+      c.Post("/v1/chat/completions",
+             json{{"context_id", id}, {"messages", {{{"role", "user"}, {"content", "q"}}}}}.dump(),
+             "application/json"),
+      404);
 }
 
 }  // namespace kvp::server
