@@ -271,6 +271,8 @@ void check_known_fields(const json& body, Endpoint endpoint) {
 json parse_body(const std::string& body, const Limits& limits) {
   if (body.size() > limits.max_body_bytes)
     throw ApiError(413, "the body exceeds " + std::to_string(limits.max_body_bytes) + " bytes");
+  // nlohmann stops at a NUL byte: what follows would be ignored, not refused.
+  if (body.find('\0') != std::string::npos) bad("", "the body holds a NUL byte");
   if (nesting_depth(body, limits.max_json_depth) > limits.max_json_depth)
     bad("", "JSON nested deeper than " + std::to_string(limits.max_json_depth) + " levels");
   json j;
@@ -337,6 +339,7 @@ ContextRequest parse_context(const json& body, const Limits& limits) {
       bad(key, "unknown parameter '" + key + "'");
   }
   ContextRequest r;
+  if (body.contains("model") && !body["model"].is_null()) get_string(body["model"], "model");
   const bool has_text = body.contains("text") && !body["text"].is_null();
   const bool has_messages = body.contains("messages") && !body["messages"].is_null();
   if (has_text == has_messages) bad("text", "give either 'text' or 'messages'");

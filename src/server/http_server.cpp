@@ -2,8 +2,11 @@
 
 #include <httplib.h>
 
+#include <cctype>
 #include <chrono>
+#include <optional>
 #include <sstream>
+#include <string_view>
 
 #include "core/error.h"
 #include "server/responses.h"
@@ -55,6 +58,42 @@ std::string route_label(const std::string& path) {
 
 bool known_route(const std::string& path) {
   return route_label(path) != "other";
+}
+
+bool is_token(const std::string& name) {
+  if (name.empty()) return false;
+  for (const char c : name) {
+    const bool ok = std::isalnum(static_cast<unsigned char>(c)) ||
+                    std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// What RFC 9112 makes a 400 but cpp-httplib 0.11 reads leniently (a Content-Length of "+80"
+// or "44.0", two differing ones, an unknown transfer coding, no Host): refused here, before
+// the request can mean two things to two parsers.
+std::optional<ApiError> framing_error(const httplib::Request& req) {
+  for (const auto& [name, value] : req.headers) {
+    if (!is_token(name)) return ApiError(400, "malformed header name");
+  }
+  const size_t lengths = req.get_header_value_count("Content-Length");
+  if (lengths > 1) return ApiError(400, "more than one Content-Length");
+  if (lengths == 1) {
+    const std::string v = req.get_header_value("Content-Length");
+    if (v.empty() || v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos)
+      return ApiError(400, "malformed Content-Length");
+  }
+  const size_t codings = req.get_header_value_count("Transfer-Encoding");
+  if (codings > 1 || (codings == 1 && req.get_header_value("Transfer-Encoding") != "chunked"))
+    return ApiError(501, "only the chunked transfer coding is supported");
+  if (codings == 1 && lengths == 1)
+    return ApiError(400, "both Content-Length and Transfer-Encoding");
+  if (req.version == "HTTP/1.1" && req.get_header_value_count("Host") != 1)
+    return ApiError(400, "an HTTP/1.1 request needs exactly one Host header");
+  if (req.method == "POST" && lengths == 0 && codings == 0)
+    return ApiError(411, "a POST needs a Content-Length (or chunked transfer coding)");
+  return std::nullopt;
 }
 
 std::string sse(const json& j) {
@@ -111,6 +150,11 @@ void HttpServer::routes() {
   using httplib::Request;
   using httplib::Response;
   http_->set_pre_routing_handler([this](const Request& req, Response& res) {
+    if (const auto error = framing_error(req)) {
+      res.set_header("Connection", "close");
+      send_error(res, *error);
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (req.path == "/health" || authorized(req))
       return httplib::Server::HandlerResponse::Unhandled;
     send_error(res, ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)", "",

@@ -126,6 +126,12 @@ TEST(ServerApi, InvalidUtf8IsRefused) {
   EXPECT_EQ(status_of(body), 400);
 }
 
+TEST(ServerApi, NulBytesAreRefused) {
+  // nlohmann would stop at the NUL and ignore the rest.
+  const std::string body = std::string(kChat) + std::string(1, '\0') + "garbage";
+  EXPECT_EQ(status_of(body), 400);
+}
+
 TEST(ServerApi, OversizedBodyIs413) {
   Limits limits;
   limits.max_body_bytes = 16;
@@ -156,8 +162,9 @@ TEST(ServerApi, AQuestionOnAContextIsOneUserMessage) {
 TEST(ServerApi, ContextRequests) {
   const Limits limits;
   EXPECT_EQ(parse_context(parse_body(R"({"text":"abc"})", limits), limits).text, "abc");
-  for (const char* body : {R"({})", R"({"text":""})", R"({"text":"a","messages":[]})",
-                           R"({"text":1})", R"({"text":"a","x":1})"}) {
+  for (const char* body :
+       {R"({})", R"({"text":""})", R"({"text":"a","messages":[]})", R"({"text":1})",
+        R"({"text":"a","x":1})", R"({"text":"a","model":true})"}) {
     EXPECT_THROW(parse_context(parse_body(body, limits), limits), ApiError) << body;
   }
 }
