@@ -1,6 +1,7 @@
 #include "server/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <cctype>
 #include <chrono>
@@ -107,6 +108,11 @@ HttpServer::HttpServer(Engine& engine, HttpOptions options)
   const size_t threads =
       engine_.options().max_queue + static_cast<size_t>(engine_.options().max_batch) + 8;
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // The library's own options (address reuse), and a note of the socket for bind().
+  http_->set_socket_options([this](int sock) {
+    httplib::default_socket_options(sock);
+    listen_socket_ = sock;
+  });
   http_->set_payload_max_length(options_.limits.max_body_bytes);
   http_->set_read_timeout(options_.read_timeout_s, 0);
   http_->set_write_timeout(options_.read_timeout_s, 0);
@@ -123,6 +129,9 @@ int HttpServer::bind() {
     port = -1;
   }
   check(port > 0, "cannot listen on " + options_.host + ":" + std::to_string(options_.port));
+  // cpp-httplib 0.11 listens with a backlog of 5: a burst of clients overflows it and some
+  // connections are reset. listen() again on a listening socket only resizes its backlog.
+  if (listen_socket_ >= 0) ::listen(listen_socket_, SOMAXCONN);
   return port;
 }
 
@@ -133,7 +142,26 @@ void HttpServer::serve() {
 void HttpServer::shutdown() {
   if (shutting_down_.exchange(true)) return;
   engine_.drain();
+  {
+    // Every job is done; their responses need at most a probe interval and a write each.
+    std::unique_lock<std::mutex> lock(open_mutex_);
+    open_changed_.wait_for(lock, std::chrono::seconds(options_.read_timeout_s + 5),
+                           [&] { return open_responses_ == 0; });
+  }
   http_->stop();
+}
+
+void HttpServer::response_opened() {
+  std::lock_guard<std::mutex> lock(open_mutex_);
+  ++open_responses_;
+}
+
+void HttpServer::response_closed() {
+  {
+    std::lock_guard<std::mutex> lock(open_mutex_);
+    --open_responses_;
+  }
+  open_changed_.notify_all();
 }
 
 bool HttpServer::authorized(const httplib::Request& req) const {
@@ -253,6 +281,17 @@ void HttpServer::generation(const httplib::Request& req, httplib::Response& res,
   const GenerationRequest r =
       parse_generation(parse_body(req.body, options_.limits), endpoint, options_.limits);
   const auto job = engine_.prepare(r);
+  // Counted from before the job queues, so that shutdown() cannot stop the server between
+  // the job's end and its response; the content provider's releaser closes it from then on.
+  response_opened();
+  bool handed_over = false;
+  struct Close {
+    HttpServer* self;
+    const bool* handed_over;
+    ~Close() {
+      if (!*handed_over) self->response_closed();
+    }
+  } close{this, &handed_over};
   engine_.submit(job);
   // The status line waits for the prefill: a request that fails there still gets its 4xx.
   Job::State s;
@@ -267,6 +306,7 @@ void HttpServer::generation(const httplib::Request& req, httplib::Response& res,
   } else {
     respond_when_done(res, job, meta);
   }
+  handed_over = true;
 }
 
 // The answer as one JSON object, sent once the job is done. Until then the response is open
@@ -287,7 +327,10 @@ void HttpServer::respond_when_done(httplib::Response& res, std::shared_ptr<Job> 
         sink.done();
         return true;
       },
-      [job](bool) { job->cancel(); });  // a no-op once done; stops the work otherwise
+      [this, job](bool) {
+        job->cancel();  // a no-op once done; stops the work otherwise
+        response_closed();
+      });
 }
 
 // Server-sent events in OpenAI's chunk format; a comment line probes an idle connection.
@@ -326,7 +369,10 @@ void HttpServer::stream(httplib::Response& res, std::shared_ptr<Job> job, const 
         if (s.done) sink.done();
         return true;
       },
-      [job](bool) { job->cancel(); });
+      [this, job](bool) {
+        job->cancel();
+        response_closed();
+      });
 }
 
 std::string HttpServer::metrics() const {

@@ -3,6 +3,7 @@
 // and Prometheus metrics, an optional bearer key, and OpenAI-style error objects for every
 // failure, including the ones the HTTP library itself answers (oversized body, bad request).
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -58,6 +59,14 @@ class HttpServer {
   mutable std::mutex count_mutex_;
   std::map<std::pair<std::string, int>, uint64_t> requests_;  // (route, status) -> count
   std::atomic<bool> shutting_down_{false};
+  // Responses whose last byte is not written yet: shutdown() waits for them before stopping
+  // the HTTP server, which would otherwise cut a stream short of its [DONE].
+  std::mutex open_mutex_;
+  std::condition_variable open_changed_;
+  int open_responses_ = 0;
+  void response_opened();
+  void response_closed();
+  int listen_socket_ = -1;  // the listening socket, seen through the socket-options hook
 };
 
 }  // namespace kvp::server
