@@ -54,8 +54,9 @@ def metric(text, name):
 
 def texts(n, tokens):
     words = (ROOT / "src" / "eval" / "default_haystack.txt").read_text().split()
-    # ~0.75 words per token for this English filler; each context starts elsewhere.
-    per = int(tokens * 0.75)
+    # ~1.13 tokens per word of this filler (measured), so a context lands near `tokens`
+    # (the chat template adds a few); each context starts at another word.
+    per = int(tokens / 1.13)
     return [" ".join((words * 4)[i * 997 % len(words):][:per]) for i in range(n)]
 
 
