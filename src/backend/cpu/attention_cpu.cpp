@@ -183,8 +183,8 @@ void attend_block(const float* q, int64_t Hq, int64_t G, int64_t T, const KvSegm
   for (int64_t j0 = it.k0; j0 < kend; j0 += kBK) {
     const int64_t nk = std::min(kBK, kend - j0);
     for (int64_t j = 0; j < nk; ++j) {
-      krow[j] = f32_row(kv, kv.k_row(it.g, j0 + j), kconv.data() + j * D);
-      vrow[j] = f32_row(kv, kv.v_row(it.g, j0 + j), vconv.data() + j * D);
+      krow[j] = f32_row(kv, kv.k_row(it.g, j0 + j), kconv, j);
+      vrow[j] = f32_row(kv, kv.v_row(it.g, j0 + j), vconv, j);
     }
     if (M <= kMaxDotRows) {
       // S as dot products; keys past nk repeat a real row (finite, and masked below).
@@ -320,8 +320,8 @@ void attend_block_scalar(const float* q, int64_t Hq, int64_t G, int64_t T, const
   for (int64_t j0 = it.k0; j0 < kend; j0 += kBK) {
     const int64_t nk = std::min(kBK, kend - j0);
     for (int64_t j = 0; j < nk; ++j) {
-      krow[j] = f32_row(kv, kv.k_row(it.g, j0 + j), kconv.data() + j * D);
-      vrow[j] = f32_row(kv, kv.v_row(it.g, j0 + j), vconv.data() + j * D);
+      krow[j] = f32_row(kv, kv.k_row(it.g, j0 + j), kconv, j);
+      vrow[j] = f32_row(kv, kv.v_row(it.g, j0 + j), vconv, j);
     }
     for (int64_t t = it.t0; t < it.t1; ++t) {
       const int64_t end = std::min(nk, len - T + t + 1 - j0);  // visible keys of this block

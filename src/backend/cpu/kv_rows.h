@@ -15,6 +15,14 @@ inline const float* f32_row(const KvSegments& kv, const void* row, float* scratc
   return scratch;
 }
 
+// The same with the scratch as slot j of a buffer of rows, whose address is formed only when
+// a conversion needs it (an F32 cache leaves the buffer empty, and null + offset is undefined).
+inline const float* f32_row(const KvSegments& kv, const void* row, std::vector<float>& scratch,
+                            int64_t j) {
+  if (kv.dtype() == DType::F32) return static_cast<const float*>(row);
+  return f32_row(kv, row, scratch.data() + j * kv.head_dim);
+}
+
 // Rows [0, kv.len[s]) of K (values = false) or V of segment s, which has no borrowed
 // prefix, as F32 [len, head_dim]; buf holds the converted copy when one is needed.
 inline const float* f32_segment(const KvSegments& kv, int64_t s, bool values,
