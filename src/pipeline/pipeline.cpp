@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <numeric>
 
 #include "core/error.h"
 
@@ -69,13 +70,25 @@ PromptParts split_conversation(const ChatTemplate& chat, std::vector<ChatMessage
   return parts;
 }
 
-namespace {
-
 std::vector<int32_t> encode_context(const LoadedModel& m, const PromptParts& parts) {
   return m.tokenizer->encode(parts.context, true, m.chat.format() == ChatFormat::NONE);
 }
 
-}  // namespace
+int64_t prefill_context(Model& model, const std::vector<int32_t>& ids, KVCache& cache, Press* press,
+                        int64_t reserve, double* compress_seconds) {
+  const auto T = static_cast<int64_t>(ids.size());
+  std::vector<int32_t> positions(ids.size());
+  std::iota(positions.begin(), positions.end(), 0);
+  std::unique_ptr<PressHook> hook;
+  if (press) hook = std::make_unique<PressHook>(*press, reserve);
+  if (T > 0) model.forward(ids.data(), positions.data(), T, cache, hook.get());
+  if (compress_seconds) *compress_seconds = hook ? hook->seconds() : 0;
+  return question_position(press, cache, T);
+}
+
+int64_t question_position(const Press* press, const KVCache& cache, int64_t context_tokens) {
+  return press && press->rerotates_keys() ? cache.length(0, 0) : context_tokens;
+}
 
 std::vector<int32_t> Prompt::context_positions() const {
   std::vector<int32_t> positions(context_ids.size());
@@ -84,7 +97,7 @@ std::vector<int32_t> Prompt::context_positions() const {
 }
 
 int64_t Prompt::first_position(const Press* press, const KVCache& cache) const {
-  return press && press->rerotates_keys() ? cache.length(0, 0) : context_tokens();
+  return question_position(press, cache, context_tokens());
 }
 
 Prompt build_prompt(const LoadedModel& loaded, const std::string& context,
@@ -276,13 +289,10 @@ PipelineResult Pipeline::run(const std::string& context, const std::vector<std::
   KVCache cache = model.make_cache(T + reserve);
   result.context_bytes_before = cache.bytes_for_rows(T);
 
-  const std::vector<int32_t> positions = prompt.context_positions();
   auto t0 = std::chrono::steady_clock::now();
-  std::unique_ptr<PressHook> hook;
-  if (press) hook = std::make_unique<PressHook>(*press, reserve);
-  model.forward(prompt.context_ids.data(), positions.data(), T, cache, hook.get());
+  const int64_t first_position =
+      prefill_context(model, prompt.context_ids, cache, press, reserve, &result.compress_s);
   result.context_prefill_s = seconds_since(t0);
-  result.compress_s = hook ? hook->seconds() : 0;
   result.allocated_bytes = cache.allocated_bytes();
   result.context_bytes_after = cache.used_bytes();
   result.head_lens = cache.lengths();
@@ -294,7 +304,6 @@ PipelineResult Pipeline::run(const std::string& context, const std::vector<std::
   result.achieved_ratio = 1.0 - static_cast<double>(kept) / static_cast<double>(rows);
   result.reserve_bytes = cache.bytes_for_rows(reserve);
   const auto context_lengths = cache.lengths();
-  const int64_t first_position = prompt.first_position(press, cache);
 
   for (size_t qi = 0; qi < questions.size(); ++qi) {
     Answer answer;

@@ -97,9 +97,7 @@ struct Prompt {
   int64_t context_tokens() const { return static_cast<int64_t>(context_ids.size()); }
   // The context's positions: 0, 1, ..., T - 1.
   std::vector<int32_t> context_positions() const;
-  // The first position of every question on `cache` once `press` (nullptr: none) has
-  // compressed the context: kvpress continues from the original context length T, except
-  // after key re-rotation, where the kept keys sit at 0..n_kept-1 (layer 0's length).
+  // question_position() for this prompt's context.
   int64_t first_position(const Press* press, const KVCache& cache) const;
 };
 
@@ -111,6 +109,20 @@ Prompt build_prompt(const LoadedModel& loaded, const std::string& context,
 
 // Tokens the context prefix takes (the chat template's included), as build_prompt counts them.
 int64_t context_token_count(const LoadedModel& loaded, const std::string& context);
+// The ids of a context prefix (split_prompt's or split_conversation's): BOS as the template
+// wants, special tokens parsed.
+std::vector<int32_t> encode_context(const LoadedModel& loaded, const PromptParts& parts);
+
+// Prefills `ids` at positions 0, 1, ... into `cache`, compressed by `press` (nullptr: none)
+// with `reserve` free rows left after each segment, as the pipeline reads its context.
+// Returns where a question's positions start (question_position); compress_seconds gets the
+// press's time.
+int64_t prefill_context(Model& model, const std::vector<int32_t>& ids, KVCache& cache, Press* press,
+                        int64_t reserve, double* compress_seconds = nullptr);
+// The first position of a question on `cache` once `press` (nullptr: none) has compressed a
+// context of `context_tokens`: kvpress continues from the original context length, except
+// after key re-rotation, where the kept keys sit at 0..n_kept-1 (layer 0's length).
+int64_t question_position(const Press* press, const KVCache& cache, int64_t context_tokens);
 
 // Greedy answer to one question on a prefilled (possibly compressed) cache, as kvpress
 // decodes: question ids prefilled at positions first_position.., then up to max_new_tokens

@@ -66,10 +66,16 @@ int nesting_depth(const std::string& text, int limit) {
   throw ApiError(400, message, param);
 }
 
+// The field, or null when it is absent or JSON null (OpenAI's clients send null for "unset").
+const json* given(const json& object, const char* key) {
+  const auto it = object.find(key);
+  return it == object.end() || it->is_null() ? nullptr : &*it;
+}
+
 const json& need(const json& body, const char* key) {
-  const auto it = body.find(key);
-  if (it == body.end() || it->is_null()) bad(key, std::string("'") + key + "' is required");
-  return *it;
+  const json* v = given(body, key);
+  if (!v) bad(key, std::string("'") + key + "' is required");
+  return *v;
 }
 
 std::string get_string(const json& v, const std::string& param) {
@@ -146,9 +152,9 @@ std::string arg_text(const json& v, const std::string& param) {
 }
 
 std::optional<PressSpec> parse_press(const json& body, const Limits& limits) {
-  const auto it = body.find("kv_press");
-  if (it == body.end() || it->is_null()) return std::nullopt;
-  const json& v = *it;
+  const json* press = given(body, "kv_press");
+  if (!press) return std::nullopt;
+  const json& v = *press;
   if (!v.is_object())
     bad("kv_press", "'kv_press' must be an object {\"press\", \"ratio\", \"args\"}");
   for (const auto& [key, value] : v.items()) {
@@ -158,7 +164,7 @@ std::optional<PressSpec> parse_press(const json& body, const Limits& limits) {
   PressSpec spec;
   spec.name = get_string(need(v, "press"), "kv_press.press");
   if (v.contains("ratio")) spec.ratio = get_number(v["ratio"], "kv_press.ratio", 0, 0.999999);
-  if (v.contains("args") && !v["args"].is_null()) {
+  if (given(v, "args")) {
     const json& args = v["args"];
     if (!args.is_object()) bad("kv_press.args", "'kv_press.args' must be an object");
     if (args.size() > limits.max_press_args)
@@ -193,13 +199,12 @@ std::vector<std::string> parse_stop(const json& v, const Limits& limits) {
 }
 
 void parse_sampling(const json& body, GenerationRequest& r) {
-  if (body.contains("temperature") && !body["temperature"].is_null())
+  if (given(body, "temperature"))
     r.sampling.temperature = get_number(body["temperature"], "temperature", 0, 2);
-  if (body.contains("top_p") && !body["top_p"].is_null())
-    r.sampling.top_p = get_number(body["top_p"], "top_p", 0, 1);
-  if (body.contains("top_k") && !body["top_k"].is_null())
+  if (given(body, "top_p")) r.sampling.top_p = get_number(body["top_p"], "top_p", 0, 1);
+  if (given(body, "top_k"))
     r.sampling.top_k = static_cast<int>(get_integer(body["top_k"], "top_k", 0, 1 << 30));
-  if (body.contains("seed") && !body["seed"].is_null())
+  if (given(body, "seed"))
     r.sampling.seed =
         static_cast<uint64_t>(get_integer(body["seed"], "seed", INT64_MIN, INT64_MAX));
   try {
@@ -212,51 +217,22 @@ void parse_sampling(const json& body, GenerationRequest& r) {
 // Fields OpenAI defines that change nothing here at their default values; any other value
 // (or any unknown field) is refused rather than silently ignored.
 void check_known_fields(const json& body, Endpoint endpoint) {
-  static const std::set<std::string> chat = {"model",
-                                             "messages",
-                                             "max_tokens",
-                                             "max_completion_tokens",
-                                             "stop",
-                                             "temperature",
-                                             "top_p",
-                                             "top_k",
-                                             "seed",
-                                             "stream",
-                                             "stream_options",
-                                             "kv_press",
-                                             "context_id",
-                                             "user",
-                                             "n",
-                                             "presence_penalty",
-                                             "frequency_penalty",
-                                             "logprobs"};
-  static const std::set<std::string> completions = {"model",
-                                                    "prompt",
-                                                    "max_tokens",
-                                                    "stop",
-                                                    "temperature",
-                                                    "top_p",
-                                                    "top_k",
-                                                    "seed",
-                                                    "stream",
-                                                    "stream_options",
-                                                    "kv_press",
-                                                    "context_id",
-                                                    "user",
-                                                    "n",
-                                                    "presence_penalty",
-                                                    "frequency_penalty",
-                                                    "logprobs",
-                                                    "echo"};
-  const auto& known = endpoint == Endpoint::Chat ? chat : completions;
+  static const std::set<std::string> shared = {
+      "model",      "max_tokens", "stop",   "temperature",      "top_p",
+      "top_k",      "seed",       "stream", "stream_options",   "kv_press",
+      "context_id", "user",       "n",      "presence_penalty", "frequency_penalty",
+      "logprobs"};
+  static const std::set<std::string> chat_only = {"messages", "max_completion_tokens"};
+  static const std::set<std::string> completions_only = {"prompt", "echo"};
+  const auto& own = endpoint == Endpoint::Chat ? chat_only : completions_only;
   for (const auto& [key, value] : body.items()) {
-    if (!known.count(key)) bad(key, "unknown parameter '" + key + "'");
+    if (!shared.count(key) && !own.count(key)) bad(key, "unknown parameter '" + key + "'");
   }
-  if (body.contains("user") && !body["user"].is_null()) get_string(body["user"], "user");
-  if (body.contains("n") && !body["n"].is_null() && get_integer(body["n"], "n", 1, 1) != 1)
+  if (given(body, "user")) get_string(body["user"], "user");
+  if (given(body, "n") && get_integer(body["n"], "n", 1, 1) != 1)
     bad("n", "only n = 1 is supported");
   for (const char* key : {"presence_penalty", "frequency_penalty"}) {
-    if (body.contains(key) && !body[key].is_null() && get_number(body[key], key, -2, 2) != 0)
+    if (given(body, key) && get_number(body[key], key, -2, 2) != 0)
       bad(key, std::string("'") + key + "' is not supported (only 0)");
   }
   for (const char* key : {"logprobs", "echo"}) {
@@ -289,8 +265,7 @@ GenerationRequest parse_generation(const json& body, Endpoint endpoint, const Li
   check_known_fields(body, endpoint);
   GenerationRequest r;
   r.endpoint = endpoint;
-  if (body.contains("model") && !body["model"].is_null())
-    r.model = get_string(body["model"], "model");
+  if (given(body, "model")) r.model = get_string(body["model"], "model");
   if (endpoint == Endpoint::Chat) {
     r.messages = parse_messages(need(body, "messages"), limits);
   } else {
@@ -304,16 +279,16 @@ GenerationRequest parse_generation(const json& body, Endpoint endpoint, const Li
   }
   r.max_tokens = limits.default_tokens;
   for (const char* key : {"max_tokens", "max_completion_tokens"}) {
-    if (body.contains(key) && !body[key].is_null())
+    if (given(body, key))
       r.max_tokens = static_cast<int>(get_integer(body[key], key, 1, limits.max_tokens));
   }
   if (body.contains("stop")) r.stop = parse_stop(body["stop"], limits);
   parse_sampling(body, r);
-  if (body.contains("stream") && !body["stream"].is_null()) {
+  if (given(body, "stream")) {
     if (!body["stream"].is_boolean()) bad("stream", "'stream' must be a boolean");
     r.stream = body["stream"].get<bool>();
   }
-  if (body.contains("stream_options") && !body["stream_options"].is_null()) {
+  if (given(body, "stream_options")) {
     const json& o = body["stream_options"];
     if (!o.is_object()) bad("stream_options", "'stream_options' must be an object");
     for (const auto& [key, value] : o.items()) {
@@ -324,7 +299,7 @@ GenerationRequest parse_generation(const json& body, Endpoint endpoint, const Li
     }
   }
   r.press = parse_press(body, limits);
-  if (body.contains("context_id") && !body["context_id"].is_null()) {
+  if (given(body, "context_id")) {
     r.context_id = get_string(body["context_id"], "context_id");
     if (r.press) bad("kv_press", "a request on a stored context cannot take its own press");
     if (endpoint == Endpoint::Chat && (r.messages.size() != 1 || r.messages[0].role != "user"))
@@ -339,9 +314,9 @@ ContextRequest parse_context(const json& body, const Limits& limits) {
       bad(key, "unknown parameter '" + key + "'");
   }
   ContextRequest r;
-  if (body.contains("model") && !body["model"].is_null()) get_string(body["model"], "model");
-  const bool has_text = body.contains("text") && !body["text"].is_null();
-  const bool has_messages = body.contains("messages") && !body["messages"].is_null();
+  if (given(body, "model")) get_string(body["model"], "model");
+  const bool has_text = given(body, "text") != nullptr;
+  const bool has_messages = given(body, "messages") != nullptr;
   if (has_text == has_messages) bad("text", "give either 'text' or 'messages'");
   if (has_text) {
     r.text = get_string(body["text"], "text");

@@ -105,18 +105,20 @@ Engine::~Engine() {
   drain();
 }
 
+std::chrono::steady_clock::time_point Engine::deadline() const {
+  return Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(options_.timeout_s * 1e3));
+}
+
 int64_t Engine::prompt_limit() const {
   return loaded_.model->config().max_positions;
 }
 
-std::shared_ptr<Job> Engine::prepare(const GenerationRequest& r) const {
+std::shared_ptr<Job> Engine::prepare(const GenerationRequest& r) {
   auto job = std::make_shared<Job>();
   const Tokenizer& tok = *loaded_.tokenizer;
   int64_t before_question = 0;
   if (!r.context_id.empty()) {
-    auto stored = valid_context_id(r.context_id)
-                      ? const_cast<ContextStore&>(store_).get(r.context_id)
-                      : nullptr;
+    auto stored = valid_context_id(r.context_id) ? store_.get(r.context_id) : nullptr;
     if (!stored)
       throw ApiError(404, "no context '" + r.context_id + "' (deleted, evicted or never made)",
                      "context_id", "context_not_found");
@@ -129,7 +131,7 @@ std::shared_ptr<Job> Engine::prepare(const GenerationRequest& r) const {
     // As the pipeline: the conversation up to the end of the last user message is the
     // context (pressed); the assistant header after it is the question.
     const PromptParts parts = split_conversation(loaded_.chat, r.messages);
-    job->context_ids_ = tok.encode(parts.context, true, loaded_.chat.format() == ChatFormat::NONE);
+    job->context_ids_ = encode_context(loaded_, parts);
     job->question_ids_ = tok.encode(parts.question_suffix, true, false);
   } else {
     // A raw prompt: every token but the last is the context; the last starts the answer.
@@ -154,19 +156,17 @@ std::shared_ptr<Job> Engine::prepare(const GenerationRequest& r) const {
   job->max_tokens_ = r.max_tokens;
   job->sampling_ = r.sampling;
   job->stop_ = r.stop;
-  job->deadline_ =
-      Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(options_.timeout_s * 1e3));
+  job->deadline_ = deadline();
   return job;
 }
 
-std::shared_ptr<Job> Engine::prepare(const ContextRequest& r) const {
+std::shared_ptr<Job> Engine::prepare(const ContextRequest& r) {
   auto job = std::make_shared<Job>();
   job->kind_ = Job::Kind::CreateContext;
   const PromptParts parts = r.messages.empty()
                                 ? split_prompt(loaded_.chat, *loaded_.tokenizer, r.text)
                                 : split_conversation(loaded_.chat, r.messages);
-  job->context_ids_ =
-      loaded_.tokenizer->encode(parts.context, true, loaded_.chat.format() == ChatFormat::NONE);
+  job->context_ids_ = encode_context(loaded_, parts);
   job->question_suffix_ = parts.question_suffix;
   const int64_t T = static_cast<int64_t>(job->context_ids_.size());
   if (T == 0) throw ApiError(400, "the context is empty after tokenisation", "text");
@@ -177,8 +177,7 @@ std::shared_ptr<Job> Engine::prepare(const ContextRequest& r) const {
                        std::to_string(prompt_limit()) + " positions",
                    "text", "context_length_exceeded");
   if (r.press) job->press_ = build_press(*r.press, options_.rounding);
-  job->deadline_ =
-      Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(options_.timeout_s * 1e3));
+  job->deadline_ = deadline();
   return job;
 }
 
@@ -280,26 +279,8 @@ void Engine::start(const std::shared_ptr<Job>& job_ptr) {
   } else {
     const int64_t T = static_cast<int64_t>(job.context_ids_.size());
     job.cache_ = std::make_unique<KVCache>(model.make_cache(T + reserve));
-    report.context_tokens = T;
-    report.bytes_before = job.cache_->bytes_for_rows(T);
-    if (T > 0) {
-      std::vector<int32_t> positions(static_cast<size_t>(T));
-      std::iota(positions.begin(), positions.end(), 0);
-      std::unique_ptr<PressHook> hook;
-      if (job.press_) hook = std::make_unique<PressHook>(*job.press_, reserve);
-      model.forward(job.context_ids_.data(), positions.data(), T, *job.cache_, hook.get());
-    }
-    first_position = job.press_ && job.press_->rerotates_keys() ? job.cache_->length(0, 0) : T;
+    report = prefill(job, *job.cache_, reserve, &first_position);
     prompt_tokens += T;
-    report.bytes_after = job.cache_->used_bytes();
-    if (job.press_) {
-      report.press = job.press_->name();
-      report.ratio = job.press_->compression_ratio();
-      report.achieved_ratio = report.bytes_before
-                                  ? 1.0 - static_cast<double>(report.bytes_after) /
-                                              static_cast<double>(report.bytes_before)
-                                  : 0;
-    }
   }
   job.ticket_ = batcher_.add(
       {job.cache_.get(), &job.question_ids_, first_position, job.max_tokens_, job.sampling_});
@@ -311,6 +292,23 @@ void Engine::start(const std::shared_ptr<Job>& job_ptr) {
   });
 }
 
+CompressionReport Engine::prefill(Job& job, KVCache& cache, int64_t reserve,
+                                  int64_t* first_position) {
+  CompressionReport report;
+  report.context_tokens = static_cast<int64_t>(job.context_ids_.size());
+  report.bytes_before = cache.bytes_for_rows(report.context_tokens);
+  *first_position =
+      prefill_context(*loaded_.model, job.context_ids_, cache, job.press_.get(), reserve);
+  report.bytes_after = cache.used_bytes();
+  if (job.press_) {
+    report.press = job.press_->name();
+    report.ratio = job.press_->compression_ratio();
+    report.achieved_ratio = 1.0 - static_cast<double>(report.bytes_after) /
+                                      static_cast<double>(std::max<size_t>(report.bytes_before, 1));
+  }
+  return report;
+}
+
 void Engine::create_context(Job& job) {
   Model& model = *loaded_.model;
   const int64_t T = static_cast<int64_t>(job.context_ids_.size());
@@ -318,21 +316,13 @@ void Engine::create_context(Job& job) {
   ctx->id = new_context_id();
   ctx->cache = std::make_unique<KVCache>(model.make_cache(T));
   ctx->tokens = T;
-  ctx->bytes_uncompressed = ctx->cache->bytes_for_rows(T);
-  std::vector<int32_t> positions(static_cast<size_t>(T));
-  std::iota(positions.begin(), positions.end(), 0);
-  std::unique_ptr<PressHook> hook;
-  if (job.press_) hook = std::make_unique<PressHook>(*job.press_, 0);
-  model.forward(job.context_ids_.data(), positions.data(), T, *ctx->cache, hook.get());
-  ctx->first_position = job.press_ && job.press_->rerotates_keys() ? ctx->cache->length(0, 0) : T;
+  const CompressionReport report = prefill(job, *ctx->cache, 0, &ctx->first_position);
   ctx->question_suffix = job.question_suffix_;
-  ctx->bytes = ctx->cache->allocated_bytes();
-  if (job.press_) {
-    ctx->press = job.press_->name();
-    ctx->ratio = job.press_->compression_ratio();
-  }
-  ctx->achieved_ratio = 1.0 - static_cast<double>(ctx->cache->used_bytes()) /
-                                  static_cast<double>(ctx->bytes_uncompressed);
+  ctx->bytes_uncompressed = report.bytes_before;
+  ctx->bytes = ctx->cache->allocated_bytes();  // no reserve: the kept rows exactly
+  ctx->press = report.press;
+  ctx->ratio = report.ratio;
+  ctx->achieved_ratio = report.achieved_ratio;
   ctx->created = unix_seconds();
   store_.put(ctx);
   {

@@ -100,8 +100,8 @@ class Engine {
 
   // Request -> job, checked: the press built, the context found, the prompt tokenised and
   // fitted to the model. Throws ApiError (400, 404) on anything wrong. Thread-safe.
-  std::shared_ptr<Job> prepare(const GenerationRequest& request) const;
-  std::shared_ptr<Job> prepare(const ContextRequest& request) const;
+  std::shared_ptr<Job> prepare(const GenerationRequest& request);
+  std::shared_ptr<Job> prepare(const ContextRequest& request);
   // Queues a prepared job; throws ApiError 503 when the queue is full or the engine drains.
   void submit(const std::shared_ptr<Job>& job);
   // Refuses new jobs, lets the queued and running ones finish, then stops the thread.
@@ -124,6 +124,11 @@ class Engine {
   void admit();
   void start(const std::shared_ptr<Job>& job);
   void create_context(Job& job);
+  // Prefills the job's context into `cache` with the job's press (reserve: free rows left
+  // after each segment); what the press did. first_position: where a question's positions
+  // start.
+  CompressionReport prefill(Job& job, KVCache& cache, int64_t reserve, int64_t* first_position);
+  std::chrono::steady_clock::time_point deadline() const;
   void step();
   void on_token(Job& job);
   void finish(const std::shared_ptr<Job>& job, const std::string& reason);

@@ -1086,31 +1086,17 @@ class Gen:
         r = self.rng
         ep = r.choice(["chat", "completions", "contexts"])
         path = PATHS[ep]
-        variants = ["CL 0", "no CL", "spaces", "CRLF", "tab", "{}", "chunked empty", "no content-type",
-                    "text/plain empty", "{ }", "NUL"]
+        # variant -> (body, req() options); the list keeps the variants' order for the draw.
+        table = {"CL 0": (b"", {"cl": 0}), "no CL": (b"", {"cl": None}), "spaces": (b"     ", {}),
+                 "CRLF": (b"\r\n", {}), "tab": (b"\t\n ", {}), "{}": (b"{}", {}),
+                 "chunked empty": (b"0\r\n\r\n", {"cl": None, "headers": ["Transfer-Encoding: chunked"]}),
+                 "no content-type": (b"", {"ctype": None, "cl": 0}),
+                 "text/plain empty": (b"", {"ctype": "text/plain", "cl": 0}),
+                 "{ }": (b"{ \n }", {}), "NUL": (b"\x00", {})}
+        variants = list(table)
         variant = r.choices(variants, weights=[1 if v == "no CL" else 3 for v in variants])[0]
-        if variant == "CL 0":
-            data = self.req("POST", path, b"", cl=0)
-        elif variant == "no CL":
-            data = self.req("POST", path, b"", cl=None)
-        elif variant == "spaces":
-            data = self.req("POST", path, b"     ")
-        elif variant == "CRLF":
-            data = self.req("POST", path, b"\r\n")
-        elif variant == "tab":
-            data = self.req("POST", path, b"\t\n ")
-        elif variant == "{}":
-            data = self.req("POST", path, b"{}")
-        elif variant == "{ }":
-            data = self.req("POST", path, b"{ \n }")
-        elif variant == "NUL":
-            data = self.req("POST", path, b"\x00")
-        elif variant == "chunked empty":
-            data = self.req("POST", path, b"0\r\n\r\n", cl=None, headers=["Transfer-Encoding: chunked"])
-        elif variant == "no content-type":
-            data = self.req("POST", path, b"", ctype=None, cl=0)
-        else:
-            data = self.req("POST", path, b"", ctype="text/plain", cl=0)
+        body, options = table[variant]
+        data = self.req("POST", path, body, **options)
         return self.case("empty_body", "%s %s" % (ep, variant), data,
                          allow_reset=variant == "chunked empty", allow_close=variant == "chunked empty")
 
