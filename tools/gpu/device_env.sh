@@ -10,3 +10,5 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/lib $(python3 -c 'import nvidia, 
 done
 export OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
+# Last, so that the device's own libraries come first for everything else (python).
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:/tmp/kvp/lib"
