@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -23,6 +24,8 @@
 #include <vector>
 
 #include "../bench_util.h"
+#include <cuda_profiler_api.h>
+
 #include "backend/cuda/cuda_backend.h"
 #include "backend/factory.h"
 #include "model/model.h"
@@ -195,13 +198,40 @@ kvp::KeepPlan keep_plan(int64_t n, int H, double ratio, bool headwise, int layer
   return plan;
 }
 
+// A decode step's time on the device alone, without the host's launch and wait costs: the
+// device first copies for ~20 ms, so the whole step is queued before it can start; timed with
+// events from the end of the copies to the end of the step (the token's download). The
+// difference from the step's wall time is what launches and the host cost it.
+template <typename Step>
+double queued_step_ms(kvp::cuda::CudaBackend& be, Step step) {
+  Tensor a = be.alloc(DType::F32, {int64_t{1} << 28}), b = be.alloc(DType::F32, {int64_t{1} << 28});
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<double> ms;
+  for (int r = 0; r < 9; ++r) {
+    for (int i = 0; i < 40; ++i) be.copy(a, 0, b, 0, a.nbytes());
+    cudaEventRecord(e0, be.stream());
+    step();  // ends by waiting for its token
+    cudaEventRecord(e1, be.stream());
+    cudaEventSynchronize(e1);
+    float t = 0;
+    cudaEventElapsedTime(&t, e0, e1);
+    ms.push_back(t);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
 json decode_case(kvp::Model& model, kvp::cuda::CudaBackend& be, int64_t ctx, double ratio,
                  bool headwise, int steps, double copy_gbs, size_t weight_bytes) {
   const kvp::ModelConfig& c = model.config();
   const int64_t chunk = std::min<int64_t>(ctx, 2048);
   Tensor k = random_tensor(be, DType::F32, {chunk, c.n_kv_heads, c.head_dim}, -1, 1);
   Tensor v = random_tensor(be, DType::F32, {chunk, c.n_kv_heads, c.head_dim}, -1, 1);
-  kvp::KVCache cache = model.make_cache(ctx + steps + 8);
+  kvp::KVCache cache = model.make_cache(ctx + steps + 24);  // room for the queued steps too
   std::vector<int32_t> pos(static_cast<size_t>(chunk));
   const auto t_fill = std::chrono::steady_clock::now();
   double compact_s = 0;
@@ -216,7 +246,7 @@ json decode_case(kvp::Model& model, kvp::cuda::CudaBackend& be, int64_t ctx, dou
     if (ratio > 0) {
       be.synchronize();
       const auto t0 = std::chrono::steady_clock::now();
-      cache.compact(l, keep_plan(ctx, c.n_kv_heads, ratio, headwise, l), steps + 8);
+      cache.compact(l, keep_plan(ctx, c.n_kv_heads, ratio, headwise, l), steps + 24);
       be.synchronize();
       compact_s += seconds_since(t0);
     }
@@ -231,32 +261,42 @@ json decode_case(kvp::Model& model, kvp::cuda::CudaBackend& be, int64_t ctx, dou
   be.reset_peak();  // the peak of the decode steps alone (the cache was filled uncompressed)
   const size_t reserved0 = be.reserved_bytes();
   const uint64_t allocs0 = kvp::KVCache::allocation_count();
+  // KVP_PROFILE_STEP: the last step alone in a profiler range (ncu --profile-from-start off).
+  static const bool profile = std::getenv("KVP_PROFILE_STEP") != nullptr;
   for (int s = 0; s < steps; ++s) {
+    if (profile && s + 1 == steps) cudaProfilerStart();
     const auto t0 = std::chrono::steady_clock::now();
     tok = model.forward_batch_greedy({kvp::ForwardGroup{&tok, &p, 1, &cache}})[0];
     ms.push_back(seconds_since(t0) * 1e3);
+    if (profile && s + 1 == steps) cudaProfilerStop();
     ++p;
   }
   std::sort(ms.begin() + 1, ms.end());
   const double med = ms[1 + (ms.size() - 1) / 2];
+  const bool grew = be.reserved_bytes() != reserved0 || kvp::KVCache::allocation_count() != allocs0;
+  const size_t peak = be.peak_used_bytes();
+  const double gpu_ms = queued_step_ms(be, [&] {
+    tok = model.forward_batch_greedy({kvp::ForwardGroup{&tok, &p, 1, &cache}})[0];
+    ++p;
+  });
   const double kv_bytes = static_cast<double>(kv_rows) * c.head_dim * 2 * 2;  // K and V, bf16
   const double gbs = (static_cast<double>(weight_bytes) + kv_bytes) / (med * 1e-3) / 1e9;
-  const bool grew = be.reserved_bytes() != reserved0 || kvp::KVCache::allocation_count() != allocs0;
   std::printf(
       "decode ctx %6lld ratio %.2f %-9s  %7.3f ms/token  %6.0f GB/s  %5.1f%% of copy  "
-      "peak %.2f GiB  KV %.2f GiB  compact %.1f ms  %s\n",
+      "queued %.3f ms (launch share %.1f%%)  peak %.2f GiB  KV %.2f GiB  compact %.1f ms  %s\n",
       static_cast<long long>(ctx), ratio, headwise ? "headwise" : "uniform", med, gbs,
-      100 * gbs / copy_gbs, static_cast<double>(be.peak_used_bytes()) / (1 << 30),
+      100 * gbs / copy_gbs, gpu_ms, 100 * (med - gpu_ms) / med, static_cast<double>(peak) / (1 << 30),
       kv_bytes / (1 << 30), compact_s * 1e3, grew ? "ALLOCATED during decode" : "no allocation");
   return {{"context", ctx},
           {"ratio", ratio},
           {"headwise", headwise},
           {"ms_per_token", med},
+          {"queued_ms_per_token", gpu_ms},
           {"gbs", gbs},
           {"of_copy", gbs / copy_gbs},
           {"kv_bytes", kv_bytes},
           {"weight_bytes", weight_bytes},
-          {"peak_bytes", be.peak_used_bytes()},
+          {"peak_bytes", peak},
           {"fill_s", fill_s},
           {"compact_s", compact_s},
           {"allocated_during_decode", grew}};
@@ -279,6 +319,7 @@ json prefill_case(kvp::Model& model, kvp::cuda::CudaBackend& be, int64_t T, cons
   if (press_name) {
     press = kvp::make_press(press_name, ratio, {});
     hook = std::make_unique<kvp::PressHook>(*press, 64);
+    hook->time_phases(true);
   }
   kvp::KVCache cache = model.make_cache(T + 64);
   be.synchronize();
@@ -296,16 +337,20 @@ json prefill_case(kvp::Model& model, kvp::cuda::CudaBackend& be, int64_t T, cons
                        2.0 * 2 * c.n_layers * c.n_heads * c.head_dim * static_cast<double>(T) *
                            static_cast<double>(T) / 2;
   const double compress = hook ? hook->seconds() : 0;
+  const double plan = hook ? hook->plan_seconds() : 0;
   std::printf(
-      "prefill T %6lld %-10s %8.3f s  %6.1f TFLOP/s  compression %.3f s (%.2f%%)  peak %.2f GiB\n",
+      "prefill T %6lld %-10s %8.3f s  %6.1f TFLOP/s  compression %.3f s (%.2f%%; plan %.3f, "
+      "compaction %.3f)  peak %.2f GiB\n",
       static_cast<long long>(T), press_name ? press_name : "none", s, flops / s / 1e12, compress,
-      100 * compress / s, static_cast<double>(be.peak_used_bytes()) / (1 << 30));
+      100 * compress / s, plan, compress - plan,
+      static_cast<double>(be.peak_used_bytes()) / (1 << 30));
   return {{"tokens", T},
           {"press", press_name ? press_name : "none"},
           {"ratio", ratio},
           {"seconds", s},
           {"tflops", flops / s / 1e12},
           {"compress_s", compress},
+          {"plan_s", plan},
           {"peak_bytes", be.peak_used_bytes()}};
 }
 

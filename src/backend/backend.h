@@ -113,6 +113,27 @@ class Backend {
   // compaction are this one op, so a backend moves cache rows without the host.
   virtual void copy_rows(const Tensor& src, const int64_t* src_rows, Tensor& dst,
                          const int64_t* dst_rows, int64_t n) = 0;
+  // A re-pack of K and V in one op (the cache's compaction and growth): for each segment
+  // and i < count, row dst_offset + i of k_dst and v_dst = row src_offset + rows[i] of k_src
+  // and v_src (rows null: src_offset + i). Rows are checked as copy_rows checks them. The
+  // default expands the lists for copy_rows; a device can move the short int32 lists
+  // instead (a compaction moves hundreds of thousands of rows).
+  struct SegmentRows {
+    int64_t src_offset = 0, dst_offset = 0, count = 0;
+    const int32_t* rows = nullptr;
+  };
+  virtual void gather_rows(const Tensor& k_src, const Tensor& v_src,
+                           std::span<const SegmentRows> segs, Tensor& k_dst, Tensor& v_dst) {
+    std::vector<int64_t> from, to;
+    for (const SegmentRows& g : segs)
+      for (int64_t i = 0; i < g.count; ++i) {
+        from.push_back(g.src_offset + (g.rows ? g.rows[i] : i));
+        to.push_back(g.dst_offset + i);
+      }
+    const auto n = static_cast<int64_t>(from.size());
+    copy_rows(k_src, from.data(), k_dst, to.data(), n);
+    copy_rows(v_src, from.data(), v_dst, to.data(), n);
+  }
 
   // y[t, o] = sum_i x[t, i] * w[o, i]. x: [T, in] F32; w: [out, in] any DType; y: [T, out] F32.
   virtual void matmul(const Tensor& x, const Tensor& w, Tensor& y) = 0;
@@ -125,6 +146,13 @@ class Backend {
   };
   virtual void matmul_multi(const Tensor& x, std::span<const MatmulOut> outs) {
     for (const MatmulOut& o : outs) matmul(x, *o.w, *o.y);
+  }
+  // y += x w^T, a projection and the residual add after it: a backend may add in the
+  // product's epilogue. The default computes the product into scratch (the shape of y) and
+  // adds it, which is also the arithmetic any override must give (y + the product).
+  virtual void matmul_add(const Tensor& x, const Tensor& w, Tensor& y, Tensor& scratch) {
+    matmul(x, w, scratch);
+    add(y, scratch);
   }
   // Per row t, argmax_o y[t, o] of matmul(x, w) (the first index on ties): the token greedy
   // decoding takes. It must pick exactly what argmax over this backend's matmul picks; a

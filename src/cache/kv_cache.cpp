@@ -47,14 +47,6 @@ size_t KVCache::bytes_for_rows(int64_t rows) const {
          row_bytes(dtype_, head_dim_);
 }
 
-void KVCache::move_rows(const Tensor& k_src, const Tensor& v_src,
-                        const std::vector<int64_t>& src_rows, Layer& layer,
-                        const std::vector<int64_t>& dst_rows) {
-  const auto n = static_cast<int64_t>(src_rows.size());
-  backend_->copy_rows(k_src, src_rows.data(), layer.k, dst_rows.data(), n);
-  backend_->copy_rows(v_src, src_rows.data(), layer.v, dst_rows.data(), n);
-}
-
 void KVCache::reallocate(Layer& layer, const Layer& source, const std::vector<int64_t>& new_cap,
                          const std::vector<std::vector<int32_t>>* keep) {
   int64_t total = 0;
@@ -70,31 +62,20 @@ void KVCache::reallocate(Layer& layer, const Layer& source, const std::vector<in
   }
   std::unique_ptr<int32_t[]> pos(total > 0 ? new int32_t[static_cast<size_t>(total)] : nullptr);
   allocations_ += 2;
-  // Every row that stays, as one list of moves for the backend (in buffers kept between
-  // calls: fresh ones of a few MB cost more in page faults than the moves take).
-  std::vector<int64_t>& from = append_from_;
-  std::vector<int64_t>& to = append_to_;
-  size_t n_moves = 0;
-  for (size_t s = 0; s < new_cap.size(); ++s)
-    n_moves += keep ? (*keep)[s].size() : static_cast<size_t>(layer.own_len(s));
-  from.resize(n_moves);
-  to.resize(n_moves);
-  int64_t* f = from.data();
-  int64_t* t = to.data();
+  // Every row that stays, segment by segment, as one op for the backend.
+  std::vector<Backend::SegmentRows> moves(new_cap.size());
+  int64_t moved = 0;
   for (size_t s = 0; s < new_cap.size(); ++s) {
-    const int32_t* src_pos = source.pos.get() + source.offset[s];
-    int32_t* dst_pos = pos.get() + new_offset[s];
     const int64_t n = keep ? static_cast<int64_t>((*keep)[s].size()) : layer.own_len(s);
     const int32_t* rows = keep ? (*keep)[s].data() : nullptr;
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t r = rows ? rows[i] : i;
-      *f++ = source.offset[s] + r;
-      *t++ = new_offset[s] + i;
-      dst_pos[i] = src_pos[r];
-    }
+    moves[s] = {source.offset[s], new_offset[s], n, rows};
+    const int32_t* src_pos = source.pos.get() + source.offset[s];
+    int32_t* dst_pos = pos.get() + new_offset[s];
+    for (int64_t i = 0; i < n; ++i) dst_pos[i] = src_pos[rows ? rows[i] : i];
     if (keep) layer.len[s] = n;
+    moved += n;
   }
-  if (!from.empty()) move_rows(source.k, source.v, from, fresh, to);
+  if (moved > 0) backend_->gather_rows(source.k, source.v, moves, fresh.k, fresh.v);
   layer.k = std::move(fresh.k);
   layer.v = std::move(fresh.v);
   layer.pos = std::move(pos);
@@ -142,7 +123,8 @@ void KVCache::append(int layer_index, const Tensor& k, const Tensor& v, const in
   }
   const Tensor k_rows = k.reshaped({T * n_segments_, head_dim_});
   const Tensor v_rows = v.reshaped({T * n_segments_, head_dim_});
-  move_rows(k_rows, v_rows, from, layer, to);
+  backend_->copy_rows(k_rows, from.data(), layer.k, to.data(), static_cast<int64_t>(from.size()));
+  backend_->copy_rows(v_rows, from.data(), layer.v, to.data(), static_cast<int64_t>(from.size()));
 }
 
 KvSegments KVCache::view(int layer_index) const {

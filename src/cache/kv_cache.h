@@ -110,16 +110,11 @@ class KVCache {
   std::vector<int64_t> kept_capacity(const Layer& source, const KeepPlan& keep,
                                      int64_t reserve) const;
 
-  // Rows src_rows[i] of k_src and v_src to rows dst_rows[i] of the layer's K and V.
-  void move_rows(const Tensor& k_src, const Tensor& v_src, const std::vector<int64_t>& src_rows,
-                 Layer& layer, const std::vector<int64_t>& dst_rows);
-
   // The layer's segment rows [first, first + n), checked (no borrowed prefix).
   const Layer& segment_rows(int layer, int segment, int64_t first, int64_t n) const;
 
   Backend* backend_;
-  // The row lists of append() and reallocate(), kept between calls so that a decode step
-  // allocates nothing and a compaction reuses their memory.
+  // The row lists of append(), kept between calls so that a decode step allocates nothing.
   std::vector<int64_t> append_from_, append_to_;
   int n_segments_;
   int head_dim_;

@@ -192,14 +192,12 @@ const Tensor& Model::run(const std::vector<ForwardGroup>& groups, LayerHook* hoo
       view.backend = &be;
       hook->after_attention(view);
     }
-    be.matmul(attn, w.wo, proj);
-    be.add(x, proj);
+    be.matmul_add(attn, w.wo, x, proj);
     be.rms_norm(x, w.ffn_norm, c.rms_eps, normed);
     const Backend::MatmulOut gate_up[] = {{&w.w_gate, &gate}, {&w.w_up, &up}};
     be.matmul_multi(normed, gate_up);
     be.silu_mul(gate, up);
-    be.matmul(gate, w.w_down, proj);
-    be.add(x, proj);
+    be.matmul_add(gate, w.w_down, x, proj);
   }
   // The last token of each group goes on to the output norm and the vocabulary projection.
   Tensor last = rows_view(s_.last, {G, c.hidden});

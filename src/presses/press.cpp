@@ -105,10 +105,18 @@ void PressHook::after_attention(LayerView& view) {
   // On a device the layer's own work may still be running: wait for it, so that the time
   // counted is the press's alone (and its last kernels are counted too).
   if (view.backend) view.backend->synchronize();
-  const auto t0 = std::chrono::steady_clock::now();
-  press_.compress(view, reserve_);
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  if (time_phases_) {
+    const KeepPlan keep = press_.plan(view);
+    if (view.backend) view.backend->synchronize();
+    plan_seconds_ += std::chrono::duration<double>(clock::now() - t0).count();
+    view.cache->compact(view.layer, keep, reserve_);
+  } else {
+    press_.compress(view, reserve_);
+  }
   if (view.backend) view.backend->synchronize();
-  seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  seconds_ += std::chrono::duration<double>(clock::now() - t0).count();
 }
 
 }  // namespace kvp

@@ -122,11 +122,17 @@ class PressHook : public LayerHook {
   PressHook(Press& press, int64_t reserve) : press_(press), reserve_(reserve) {}
   void after_attention(LayerView& view) override;
   double seconds() const { return seconds_; }
+  // Benchmarks: time the plan (scores and top-k) apart from the compaction, with a wait for
+  // the device between them. Only for presses whose compress() is plan() then compact().
+  void time_phases(bool on) { time_phases_ = on; }
+  double plan_seconds() const { return plan_seconds_; }
 
  private:
   Press& press_;
   int64_t reserve_;
   double seconds_ = 0;
+  bool time_phases_ = false;
+  double plan_seconds_ = 0;
 };
 
 }  // namespace kvp

@@ -92,6 +92,49 @@ TEST_P(BackendMemory, CopyRowsRefusesBadIndicesAndShapes) {
   EXPECT_THROW(be_->copy_rows(q8, ok.data(), f32, ok.data(), 1), Error);
 }
 
+// gather_rows re-packs K and V segment by segment, from row lists or whole runs, in every
+// cache row type (BF16 rows of 8 values take the device's 16-byte path, F32 rows of 3 the
+// fallback), and refuses rows outside either tensor.
+TEST_P(BackendMemory, GatherRowsRepacksSegments) {
+  for (const auto& [t, cols] : {std::pair{DType::BF16, int64_t{8}}, std::pair{DType::F32, int64_t{3}},
+                                std::pair{DType::F16, int64_t{16}}}) {
+    const int64_t n_src = 9, n_dst = 7;
+    std::vector<float> host(static_cast<size_t>(n_src * cols));
+    std::iota(host.begin(), host.end(), 1.f);  // small integers: exact in every type
+    Tensor f = be_->alloc(DType::F32, {n_src, cols});
+    be_->upload(host.data(), f, 0, f.nbytes());
+    std::vector<int64_t> all(static_cast<size_t>(n_src));
+    std::iota(all.begin(), all.end(), 0);
+    Tensor k = be_->alloc(t, {n_src, cols}), v = be_->alloc(t, {n_src, cols});
+    be_->copy_rows(f, all.data(), k, all.data(), n_src);
+    be_->copy_rows(f, all.data(), v, all.data(), n_src);
+    Tensor k2 = be_->alloc(t, {n_dst, cols}), v2 = be_->alloc(t, {n_dst, cols});
+    // Segment 0: rows 0..3 of the source keep rows {3, 1}; segment 1 (rows 4..8) keeps its
+    // first three in order (no list) at dst rows 4..6.
+    const std::vector<int32_t> keep0 = {3, 1};
+    const Backend::SegmentRows segs[] = {{0, 0, 2, keep0.data()}, {4, 4, 3, nullptr}};
+    be_->gather_rows(k, v, segs, k2, v2);
+    Tensor out = be_->alloc(DType::F32, {n_dst, cols});
+    std::vector<int64_t> dst_all(static_cast<size_t>(n_dst));
+    std::iota(dst_all.begin(), dst_all.end(), 0);
+    const int64_t want_rows[] = {3, 1, -1, -1, 4, 5, 6};  // -1: never written (zero)
+    for (Tensor* kv : {&k2, &v2}) {
+      be_->copy_rows(*kv, dst_all.data(), out, dst_all.data(), n_dst);
+      const std::vector<float> got = download_f32(out);
+      for (int64_t r = 0; r < n_dst; ++r)
+        for (int64_t c = 0; c < cols; ++c)
+          EXPECT_EQ(got[static_cast<size_t>(r * cols + c)],
+                    want_rows[r] < 0 ? 0.f : host[static_cast<size_t>(want_rows[r] * cols + c)])
+              << dtype_name(t) << " row " << r << " col " << c;
+    }
+    const std::vector<int32_t> past = {5};
+    const Backend::SegmentRows bad_src[] = {{4, 0, 1, past.data()}};  // source row 9 of 9
+    const Backend::SegmentRows bad_dst[] = {{0, 5, 3, nullptr}};       // dst rows 5..7 of 7
+    EXPECT_THROW(be_->gather_rows(k, v, bad_src, k2, v2), Error);
+    EXPECT_THROW(be_->gather_rows(k, v, bad_dst, k2, v2), Error);
+  }
+}
+
 // F32 -> F16/BF16 -> F32 against the scalar conversions of core/half.h: rounding to nearest
 // even, infinities, NaN, values past F16's range and F16 subnormals.
 TEST_P(BackendMemory, CopyRowsConvertsHalfTypesLikeTheScalarReference) {

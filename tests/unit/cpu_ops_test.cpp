@@ -329,6 +329,34 @@ TEST_P(Ops, MatmulEveryType) {
   }
 }
 
+// y += x w^T (a projection and its residual add): y's old value plus what matmul's bound
+// allows for the product, whether the backend adds in the product's epilogue (a few rows)
+// or computes the product apart and adds it (many rows, rows the vector kernel cannot take).
+TEST_P(Ops, MatmulAdd) {
+  for (DType t : kAllTypes) {
+    for (int64_t K : {7, 256}) {
+      if (t != DType::F32 && K % 32 != 0) continue;  // quantised rows come in blocks of 32
+      for (int64_t T : {1, 3, 17}) {
+        const int64_t N = 130;
+        Tensor w = random_weight(rng_, t, N, K);
+        Tensor x = random_f32(rng_, {T, K});
+        Tensor y0 = random_f32(rng_, {T, N});
+        Tensor yd = dev(y0), scratch = dev_zeros(DType::F32, {T, N});
+        be_->matmul_add(dev(x), weight(w), yd, scratch);
+        Tensor y = host(yd), prod = Tensor::empty(DType::F32, {T, N});
+        ref::matmul(x, w, prod);
+        const std::vector<float> wf = dequantized(w);
+        for (int64_t i = 0; i < y.numel(); ++i) {
+          const float want = y0.ptr<float>()[i] + prod.ptr<float>()[i];
+          ASSERT_NEAR(y.ptr<float>()[i], want,
+                      matmul_bound(x, wf, t, N, i) + 1e-6f * std::fabs(want))
+              << dtype_name(t) << " K=" << K << " T=" << T << " at " << i;
+        }
+      }
+    }
+  }
+}
+
 // Several matrices over one x (a layer's q, k and v): each y as matmul's bound allows,
 // whether the backend streams them in one pass (a few rows of x, up to three matrices of one
 // type) or falls back to one matmul each (many rows, four matrices, mixed types, odd K).
@@ -424,7 +452,10 @@ TEST_P(Ops, MatmulRejectsBadShapes) {
 // Bound: |diff| <= 1e-5 * |ref| + 1e-6 (the sum of squares differs in order only).
 TEST_P(Ops, RmsNorm) {
   for (int64_t T : {1, 3, 17, 300}) {
-    for (int64_t D : {64, 576, 100}) {
+    // 4096 and 5124: the GPU's register path for wide rows (a whole number of float4s per
+    // thread and not).
+    for (int64_t D : {64, 576, 100, 4096, 5124}) {
+      if (T == 300 && D > 576) continue;
       Tensor x = random_f32(rng_, {T, D}, -3.f, 3.f), w = random_f32(rng_, {D});
       Tensor y = Tensor::empty(DType::F32, {T, D}), yr = Tensor::empty(DType::F32, {T, D});
       Tensor xd = dev(x), wd = dev(w), yd = dev(y);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what the device runs, built here: the GPU test binaries, kvpress and cuda_bench
-# (.dev/bins.tar.xz), and the default model in four parts (.dev/model_a..d) that travel over
-# three calls: the bins with part a, then b and c, then d (the working tree may carry 64 MiB a
+# (.dev/bins.tar.xz), and the default model in five parts (.dev/model_a..e) that travel over
+# three calls: the bins with part a, then b and c, then d and e (the working tree may carry 64 MiB a
 # call, the tracked tree itself about 17 MB). Run from the repo root.
 set -euo pipefail
 mkdir -p .dev
@@ -15,6 +15,6 @@ ldd build/tests/cuda_model_test build/kvpress | awk '/=> \//{print $3}' | sort -
   xz -T2 -6 > ../.dev/bins.tar.xz)
 if [ "${1:-}" = "--model" ]; then
   rm -f .dev/model_*
-  split -n 4 -a 1 models/SmolLM2-135M-Instruct.Q4_1.gguf .dev/model_
+  split -n 5 -a 1 models/SmolLM2-135M-Instruct.Q4_1.gguf .dev/model_
 fi
 ls -la .dev

@@ -18,6 +18,7 @@
 #include "backend/cuda/attention_util.cuh"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/op_checks.h"
 
 namespace kvp::cuda {
@@ -38,6 +39,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   constexpr int RPW = 32 / LPR;
   constexpr int NSG = kWarps * RPW;  // sub-groups of LPR lanes in the block
   constexpr int NR = kRowsPerLane;
+  wait_for_predecessor();
+  release_dependents();
   const WorkItem it = items[blockIdx.x];
   const JobDesc job = jobs[it.job];
   const SegDesc sd = segs[job.seg_begin + it.seg];
@@ -170,47 +173,53 @@ __global__ void __launch_bounds__(kWarps * 32)
 constexpr int kMaxItems = 2048;  // work items one query group may be split into
 
 // Merges a query group's items for query vector blockIdx.y: the attention output, or (lse !=
-// null) only log2-sum-exp. The items' weights go to shared memory once; then each warp sums
-// every fourth item over all dims (independent loads) and the warps' sums are added.
-__global__ void __launch_bounds__(128)
+// null) only log2-sum-exp. The items' weights go to shared memory once; then each of the
+// kCombineWarps warps sums every kCombineWarps-th item over all dims and the warps' sums are
+// added. Many warps, since a decode step's few blocks wait on these loads one item at a time.
+constexpr int kCombineWarps = 16;
+__global__ void __launch_bounds__(kCombineWarps * 32)
     attn_combine_kernel(const JobDesc* jobs, const CombineItem* combines, int qb, int D,
                         const float* part_acc, const float* part_ml, float* lse,
                         int64_t lse_stride) {
+  wait_for_predecessor();
+  release_dependents();
   const CombineItem ci = combines[blockIdx.x];
   const int qi = blockIdx.y;
   if (qi >= ci.qv_count) return;
   const JobDesc job = jobs[ci.job];
   __shared__ float w_s[kMaxItems];
-  __shared__ float red[4];
-  __shared__ float acc_s[4][256];
+  __shared__ float red[kCombineWarps];
+  __shared__ float acc_s[kCombineWarps][256];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   auto slot = [&](int i) { return static_cast<int64_t>(ci.item_begin + i) * qb + qi; };
+  auto block_sum = [&](float v, bool max) {
+    v = max ? warp_max(v) : warp_sum(v);
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float r = red[0];
+    for (int w = 1; w < kCombineWarps; ++w) r = max ? fmaxf(r, red[w]) : r + red[w];
+    __syncthreads();
+    return r;
+  };
   float mx = -INFINITY;
   for (int i = threadIdx.x; i < ci.item_count; i += blockDim.x)
     mx = fmaxf(mx, part_ml[slot(i) * 2]);
-  mx = warp_max(mx);
-  if (lane == 0) red[warp] = mx;
-  __syncthreads();
-  mx = fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3]));
+  mx = block_sum(mx, true);
   const float ref = mx == -INFINITY ? 0.f : mx;
-  __syncthreads();
   float lsum = 0.f;
   for (int i = threadIdx.x; i < ci.item_count; i += blockDim.x) {
     const float w = exp2f(part_ml[slot(i) * 2] - ref);
     w_s[i] = w;
     lsum += part_ml[slot(i) * 2 + 1] * w;
   }
-  lsum = warp_sum(lsum);
-  if (lane == 0) red[warp] = lsum;
-  __syncthreads();
-  lsum = red[0] + red[1] + red[2] + red[3];
+  lsum = block_sum(lsum, false);  // its barrier also publishes w_s
   const int qv = ci.qv_begin + qi;
   if (lse) {
     if (threadIdx.x == 0) lse[(job.seg_begin + ci.seg) * lse_stride + qv] = ref + log2f(lsum);
     return;
   }
   float a[8] = {};  // dims lane + 32 j (D <= 256)
-  for (int i = warp; i < ci.item_count; i += 4) {
+  for (int i = warp; i < ci.item_count; i += kCombineWarps) {
     const float* row = part_acc + slot(i) * D;
     const float w = w_s[i];
 #pragma unroll
@@ -224,7 +233,8 @@ __global__ void __launch_bounds__(128)
   const int64_t t = qv / job.group;
   const int64_t h = static_cast<int64_t>(ci.seg) * job.group + qv % job.group;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    const float sum = acc_s[0][d] + acc_s[1][d] + acc_s[2][d] + acc_s[3][d];
+    float sum = acc_s[0][d];
+    for (int w = 1; w < kCombineWarps; ++w) sum += acc_s[w][d];
     job.out[(t * job.hq + h) * D + d] = lsum > 0.f ? sum / lsum : 0.f;
   }
 }
@@ -508,11 +518,11 @@ template <typename T, int D, int QB>
 void launch_split(const AttentionPlan::Device& d, unsigned n_items, bool with_v, float scale_log2,
                   float* part_acc, float* part_ml, cudaStream_t st) {
   if (with_v)
-    attn_split_kernel<T, D, QB, true><<<n_items, kWarps * 32, 0, st>>>(
-        d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
+    launch(attn_split_kernel<T, D, QB, true>, n_items, kWarps * 32, 0, st, "attention (split)",
+           d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
   else
-    attn_split_kernel<T, D, QB, false><<<n_items, kWarps * 32, 0, st>>>(
-        d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
+    launch(attn_split_kernel<T, D, QB, false>, n_items, kWarps * 32, 0, st, "attention (split)",
+           d.jobs, d.segs, d.items, d.prefix, scale_log2, part_acc, part_ml);
 }
 
 template <typename T>
@@ -530,8 +540,9 @@ template <typename T, int D, int ST>
 void launch_split_mma(const AttentionPlan& plan, const AttentionPlan::Device& d, unsigned n_items,
                       float scale_log2, float* part_acc, float* part_ml, cudaStream_t st) {
   allow_smem<attn_split_mma_kernel<T, D, ST>>(kSplitSmem<D, ST>);
-  attn_split_mma_kernel<T, D, ST><<<n_items, kSplitWarps * 32, kSplitSmem<D, ST>, st>>>(
-      d.jobs, d.segs, d.items, d.prefix, scale_log2, plan.qb, part_acc, part_ml);
+  launch(attn_split_mma_kernel<T, D, ST>, n_items, kSplitWarps * 32, kSplitSmem<D, ST>, st,
+         "attention (split)", d.jobs, d.segs, d.items, d.prefix, scale_log2, plan.qb, part_acc,
+         part_ml);
 }
 
 template <typename T, int D>
@@ -587,9 +598,10 @@ void run_attention(CudaBackend& be, AttentionPlan& plan, float scale, float* lse
     launch_split<T>(plan.D, plan.qb, d, n_items, with_v, scale_log2, part_acc, part_ml, st);
   });
   check_launch("attention (split)");
-  attn_combine_kernel<<<dim3(static_cast<unsigned>(plan.combines.size()), plan.qb), 128, 0, st>>>(
-      d.jobs, d.combines, plan.qb, plan.D, part_acc, part_ml, lse, lse_stride);
-  check_launch("attention (combine)");
+  launch(attn_combine_kernel, dim3(static_cast<unsigned>(plan.combines.size()), plan.qb),
+         kCombineWarps * 32, 0,
+         st, "attention (combine)", d.jobs, d.combines, plan.qb, plan.D, part_acc, part_ml, lse,
+         lse_stride);
 }
 
 void CudaBackend::attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) {

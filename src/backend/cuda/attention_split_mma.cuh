@@ -9,6 +9,7 @@
 // at the end and write the item's partial (m, l, acc) for attn_combine_kernel.
 #include "backend/cuda/attention_mma.cuh"
 #include "backend/cuda/attention_util.cuh"
+#include "backend/cuda/launch.cuh"
 
 namespace kvp::cuda {
 
@@ -124,6 +125,8 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
                           float* part_ml) {
   extern __shared__ __align__(128) uint8_t smem[];
   constexpr int kStage = 2 * kTileBytes<D>;
+  wait_for_predecessor();
+  release_dependents();
   const WorkItem it = items[blockIdx.x];
   const JobDesc job = jobs[it.job];
   const SegDesc sd = segs[job.seg_begin + it.seg];

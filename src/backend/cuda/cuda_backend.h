@@ -50,9 +50,12 @@ class CudaBackend final : public Backend {
   Tensor load_weight(const Tensor& host) override;
   void copy_rows(const Tensor& src, const int64_t* src_rows, Tensor& dst, const int64_t* dst_rows,
                  int64_t n) override;
+  void gather_rows(const Tensor& k_src, const Tensor& v_src, std::span<const SegmentRows> segs,
+                   Tensor& k_dst, Tensor& v_dst) override;
 
   void matmul(const Tensor& x, const Tensor& w, Tensor& y) override;
   void matmul_multi(const Tensor& x, std::span<const MatmulOut> outs) override;
+  void matmul_add(const Tensor& x, const Tensor& w, Tensor& y, Tensor& scratch) override;
   std::vector<int32_t> matmul_argmax(const Tensor& x, const Tensor& w) override;
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override;
   void rope(Tensor& x, const int32_t* positions, const RopeParams& params) override;
@@ -121,6 +124,8 @@ class CudaBackend final : public Backend {
   std::vector<StagedCopy> staged_;
   // copy_rows' index pairs, kept between calls (a compaction's lists are megabytes).
   std::vector<int64_t> row_lists_;
+  // gather_rows' segment table and int32 rows, kept between calls likewise.
+  std::vector<uint8_t> gather_staging_;
 };
 
 }  // namespace kvp::cuda

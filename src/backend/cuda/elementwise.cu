@@ -5,6 +5,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_util.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/op_checks.h"
 #include "backend/rope_freq.h"
 
@@ -20,6 +21,8 @@ struct InvFreq {
 
 // One block per row: y = x / rms(x) * w.
 __global__ void rms_norm_kernel(const float* x, const float* w, float eps, float* y, int64_t D) {
+  wait_for_predecessor();
+  release_dependents();
   const float* xr = x + blockIdx.x * D;
   float* yr = y + blockIdx.x * D;
   float ss = 0.f;
@@ -38,9 +41,48 @@ __global__ void rms_norm_kernel(const float* x, const float* w, float eps, float
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) yr[i] = (xr[i] * inv) * w[i];
 }
 
+// The same for rows of D % 4 == 0, D <= 4 * 256 * kNormVecs: 256 threads hold their part of
+// the row (and of w) in registers, so the row is read once and w's loads overlap the sum.
+constexpr int kNormVecs = 8;
+__global__ void __launch_bounds__(256)
+    rms_norm_vec_kernel(const float4* x, const float4* w, float eps, float4* y, int64_t D) {
+  wait_for_predecessor();
+  release_dependents();
+  const int64_t n4 = D / 4;
+  const float4* xr = x + blockIdx.x * n4;
+  float4 xv[kNormVecs], wv[kNormVecs];
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < kNormVecs; ++j) {
+    const int64_t i = threadIdx.x + 256 * j;
+    if (i < n4) {
+      xv[j] = xr[i];
+      wv[j] = w[i];
+      ss += xv[j].x * xv[j].x + xv[j].y * xv[j].y + xv[j].z * xv[j].z + xv[j].w * xv[j].w;
+    }
+  }
+  __shared__ float partial[8];
+  ss = warp_sum(ss);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
+  __syncthreads();
+  float total = 0.f;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) total += partial[k];
+  const float inv = rsqrtf(total / static_cast<float>(D) + eps);
+#pragma unroll
+  for (int j = 0; j < kNormVecs; ++j) {
+    const int64_t i = threadIdx.x + 256 * j;
+    if (i < n4)
+      y[blockIdx.x * n4 + i] = make_float4((xv[j].x * inv) * wv[j].x, (xv[j].y * inv) * wv[j].y,
+                                           (xv[j].z * inv) * wv[j].z, (xv[j].w * inv) * wv[j].w);
+  }
+}
+
 // x: [T, heads, D]; one thread per (t, head, i < D/2) pair of rotated values.
 __global__ void rope_kernel(float* x, const int32_t* pos, const __grid_constant__ InvFreq f,
                             int64_t T, int64_t heads, int64_t D) {
+  wait_for_predecessor();
+  release_dependents();
   const int64_t half = D / 2, n = T * heads * half;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < n;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -55,12 +97,16 @@ __global__ void rope_kernel(float* x, const int32_t* pos, const __grid_constant_
 }
 
 __global__ void silu_mul_kernel(float* g, const float* u, int64_t n) {
+  wait_for_predecessor();
+  release_dependents();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 __global__ void add_kernel(float* y, const float* x, int64_t n, int64_t period) {
+  wait_for_predecessor();
+  release_dependents();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     y[i] += x[i % period];
@@ -68,6 +114,8 @@ __global__ void add_kernel(float* y, const float* x, int64_t n, int64_t period) 
 
 template <typename T>
 __global__ void embed_kernel(const T* table, const int32_t* ids, int64_t D, float* out) {
+  wait_for_predecessor();
+  release_dependents();
   const T* row = table + static_cast<int64_t>(ids[blockIdx.x]) * D;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) out[blockIdx.x * D + i] = to_f32(row[i]);
 }
@@ -82,10 +130,15 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, Ten
   check(D > 0 && x.numel() % D == 0 && y.numel() == x.numel(), "rms_norm: shapes do not match");
   const int64_t rows = x.numel() / D;
   if (rows == 0) return;
+  const auto aligned = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data()) % 16 == 0; };
+  if (D % 4 == 0 && D <= 4 * 256 * kNormVecs && D >= 1024 && aligned(x) && aligned(y) &&
+      aligned(weight))
+    return launch(rms_norm_vec_kernel, static_cast<unsigned>(rows), 256, 0, stream(), "rms_norm",
+                  static_cast<const float4*>(x.data()), static_cast<const float4*>(weight.data()),
+                  eps, static_cast<float4*>(y.data()), D);
   const int threads = D >= 1024 ? 1024 : (D >= 256 ? 256 : 64);
-  rms_norm_kernel<<<static_cast<unsigned>(rows), threads, 0, stream()>>>(
-      x.ptr<float>(), weight.ptr<float>(), eps, y.ptr<float>(), D);
-  check_launch("rms_norm");
+  launch(rms_norm_kernel, static_cast<unsigned>(rows), threads, 0, stream(), "rms_norm",
+         x.ptr<float>(), weight.ptr<float>(), eps, y.ptr<float>(), D);
 }
 
 void CudaBackend::rope(Tensor& x, const int32_t* positions, const RopeParams& params) {
@@ -99,9 +152,8 @@ void CudaBackend::rope(Tensor& x, const int32_t* positions, const RopeParams& pa
   rope_inv_freq(params, f.v);
   const auto* pos = static_cast<const int32_t*>(stage(positions, T * sizeof(int32_t)));
   const int64_t heads = x.rows() / T;
-  rope_kernel<<<blocks_for(T * heads * D / 2), 256, 0, stream()>>>(x.ptr<float>(), pos, f, T, heads,
-                                                                   D);
-  check_launch("rope");
+  launch(rope_kernel, blocks_for(T * heads * D / 2), 256, 0, stream(), "rope", x.ptr<float>(), pos,
+         f, T, heads, D);
 }
 
 void CudaBackend::silu_mul(Tensor& gate, const Tensor& up) {
@@ -109,9 +161,8 @@ void CudaBackend::silu_mul(Tensor& gate, const Tensor& up) {
   check_f32(this, up, "silu_mul up");
   check(gate.numel() == up.numel(), "silu_mul: gate and up differ in size");
   if (gate.numel() == 0) return;
-  silu_mul_kernel<<<blocks_for(gate.numel()), 256, 0, stream()>>>(gate.ptr<float>(),
-                                                                  up.ptr<float>(), gate.numel());
-  check_launch("silu_mul");
+  launch(silu_mul_kernel, blocks_for(gate.numel()), 256, 0, stream(), "silu_mul", gate.ptr<float>(),
+         up.ptr<float>(), gate.numel());
 }
 
 void CudaBackend::add(Tensor& y, const Tensor& x) {
@@ -119,9 +170,8 @@ void CudaBackend::add(Tensor& y, const Tensor& x) {
   check_f32(this, x, "add x");
   check(y.numel() == x.numel(), "add: sizes differ");
   if (y.numel() == 0) return;
-  add_kernel<<<blocks_for(y.numel()), 256, 0, stream()>>>(y.ptr<float>(), x.ptr<float>(), y.numel(),
-                                                          y.numel());
-  check_launch("add");
+  launch(add_kernel, blocks_for(y.numel()), 256, 0, stream(), "add", y.ptr<float>(), x.ptr<float>(),
+         y.numel(), y.numel());
 }
 
 void CudaBackend::add_bias(Tensor& y, const Tensor& bias) {
@@ -130,9 +180,8 @@ void CudaBackend::add_bias(Tensor& y, const Tensor& bias) {
   const int64_t n = bias.numel();
   check(n > 0 && y.numel() % n == 0, "add_bias: bias does not divide y");
   if (y.numel() == 0) return;
-  add_kernel<<<blocks_for(y.numel()), 256, 0, stream()>>>(y.ptr<float>(), bias.ptr<float>(),
-                                                          y.numel(), n);
-  check_launch("add_bias");
+  launch(add_kernel, blocks_for(y.numel()), 256, 0, stream(), "add_bias", y.ptr<float>(),
+         bias.ptr<float>(), y.numel(), n);
 }
 
 void CudaBackend::embed(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out) {
@@ -149,10 +198,9 @@ void CudaBackend::embed(const Tensor& table, const int32_t* ids, int64_t n, Tens
   const auto* d_ids = static_cast<const int32_t*>(stage(ids, n * sizeof(int32_t)));
   with_row_type(table.dtype(), [&](auto p) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
-    embed_kernel<T><<<static_cast<unsigned>(n), 256, 0, stream()>>>(
-        static_cast<const T*>(table.data()), d_ids, D, out.ptr<float>());
+    launch(embed_kernel<T>, static_cast<unsigned>(n), 256, 0, stream(), "embed",
+           static_cast<const T*>(table.data()), d_ids, D, out.ptr<float>());
   });
-  check_launch("embed");
 }
 
 }  // namespace kvp::cuda

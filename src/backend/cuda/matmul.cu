@@ -7,6 +7,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_util.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/op_checks.h"
 
 namespace kvp::cuda {
@@ -38,11 +39,13 @@ struct GemvMats {
   int64_t n[kGemvMaxMats];
   unsigned first_block[kGemvMaxMats + 1];
   int count;
+  bool accumulate;  // y += x w^T (matmul_add) instead of y = x w^T
 };
 
 // SPLIT warps per output row o: y[t, o] = sum_i x[t, i] w[o, i] for the NT rows of x, eight
 // 16-byte loads in flight per lane. A matrix with few rows splits each row's columns over
-// several warps, so that enough blocks keep enough loads in flight.
+// several warps, so that enough blocks keep enough loads in flight. The first loads are of
+// weights, which no kernel writes: they go out before the wait for the kernel that writes x.
 template <typename W, int NT, int SPLIT>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     gemv_kernel(const float* __restrict__ x, const GemvMats<W> mats, int64_t K) {
@@ -57,33 +60,38 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
   const unsigned first = m == 0 ? 0u : m == 1 ? mats.first_block[1] : mats.first_block[2];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t o = static_cast<int64_t>(blockIdx.x - first) * (kGemvWarps / SPLIT) + warp / SPLIT;
+  const W* row = (m == 0 ? mats.w[0] : m == 1 ? mats.w[1] : mats.w[2]) + (o < N ? o : 0) * K;
+  int64_t i = ((warp % SPLIT) * 32 + lane) * V;
+  uint4 u[kLoads];
+  auto load = [&] {
+#pragma unroll
+    for (int h = 0; h < kLoads; ++h)
+      if (i + h * kStride < K) u[h] = __ldg(reinterpret_cast<const uint4*>(row + i + h * kStride));
+  };
+  if (o < N) load();
+  wait_for_predecessor();
+  release_dependents();
   float acc[NT] = {};
-  if (o < N) {
-    const W* row = (m == 0 ? mats.w[0] : m == 1 ? mats.w[1] : mats.w[2]) + o * K;
-    for (int64_t i = ((warp % SPLIT) * 32 + lane) * V; i < K; i += kLoads * kStride) {
-      uint4 u[kLoads];
+  while (o < N && i < K) {
 #pragma unroll
-      for (int h = 0; h < kLoads; ++h)
-        if (i + h * kStride < K)
-          u[h] = __ldg(reinterpret_cast<const uint4*>(row + i + h * kStride));
+    for (int h = 0; h < kLoads; ++h) {
+      if (i + h * kStride >= K) break;
+      float wf[V];
+      unpack16(u[h], static_cast<const W*>(nullptr), wf);
+      const int64_t base = i + h * kStride;
 #pragma unroll
-      for (int h = 0; h < kLoads; ++h) {
-        if (i + h * kStride >= K) break;
-        float wf[V];
-        unpack16(u[h], static_cast<const W*>(nullptr), wf);
-        const int64_t base = i + h * kStride;
+      for (int t = 0; t < NT; ++t) {
+        const float4* xp = reinterpret_cast<const float4*>(x + t * K + base);
 #pragma unroll
-        for (int t = 0; t < NT; ++t) {
-          const float4* xp = reinterpret_cast<const float4*>(x + t * K + base);
-#pragma unroll
-          for (int j = 0; j < V / 4; ++j) {
-            const float4 xv = xp[j];
-            acc[t] += wf[4 * j] * xv.x + wf[4 * j + 1] * xv.y + wf[4 * j + 2] * xv.z +
-                      wf[4 * j + 3] * xv.w;
-          }
+        for (int j = 0; j < V / 4; ++j) {
+          const float4 xv = xp[j];
+          acc[t] += wf[4 * j] * xv.x + wf[4 * j + 1] * xv.y + wf[4 * j + 2] * xv.z +
+                    wf[4 * j + 3] * xv.w;
         }
       }
     }
+    i += kLoads * kStride;
+    if (i < K) load();
   }
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t] = warp_sum(acc[t]);
@@ -101,7 +109,12 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
   float* y = m == 0 ? mats.y[0] : m == 1 ? mats.y[1] : mats.y[2];
   if (lane == 0 && o < N)
 #pragma unroll
-    for (int t = 0; t < NT; ++t) y[t * N + o] = acc[t];
+    for (int t = 0; t < NT; ++t) {
+      if (mats.accumulate)
+        y[t * N + o] += acc[t];
+      else
+        y[t * N + o] = acc[t];
+    }
 }
 
 // Rows of any length (no vector loads): one warp per output row, x kept in f32.
@@ -141,7 +154,8 @@ void launch_gemv(const float* x, GemvMats<W> mats, int64_t K, cudaStream_t s) {
     mats.first_block[m + 1] =
         mats.first_block[m] +
         static_cast<unsigned>((mats.n[m] + kGemvWarps / SPLIT - 1) / (kGemvWarps / SPLIT));
-  gemv_kernel<W, NT, SPLIT><<<mats.first_block[mats.count], kGemvWarps * 32, 0, s>>>(x, mats, K);
+  launch(gemv_kernel<W, NT, SPLIT>, mats.first_block[mats.count], kGemvWarps * 32, 0, s, "gemv",
+         x, mats, K);
 }
 
 template <typename W, int NT>
@@ -191,6 +205,8 @@ __global__ void narrow_kernel(const float* x, T* out, int64_t n) {
 
 // One block per row of y: the first index of the largest value.
 __global__ void argmax_kernel(const float* y, int64_t N, int32_t* out) {
+  wait_for_predecessor();
+  release_dependents();
   const float* row = y + blockIdx.x * N;
   float best = -INFINITY;
   int64_t at = N;
@@ -260,25 +276,38 @@ void CudaBackend::matmul_multi(const Tensor& x, std::span<const MatmulOut> outs)
   check_launch("gemv");
 }
 
+// The matrix-vector path: y = x w^T, or y += x w^T when accumulating (matmul_add). False
+// when x has too many rows for it (or, accumulating, rows the vector kernel cannot take).
+static bool try_gemv(const Tensor& x, const Tensor& w, Tensor& y, bool accumulate, int sms,
+                     cudaStream_t s) {
+  const int64_t T = x.rows(), K = x.cols(), N = w.rows();
+  if (T > kGemvMaxRows || (accumulate && !gemv_fits(x, w))) return false;
+  with_row_type(w.dtype(), [&](auto p) {
+    using W = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
+    const auto* wp = static_cast<const W*>(w.data());
+    if (gemv_fits(x, w)) {
+      GemvMats<W> mats{{wp}, {y.ptr<float>()}, {N}, {}, 1, accumulate};
+      return gemv<W>(T, x.ptr<float>(), mats, K, sms, s);
+    }
+    gemv_scalar_kernel<W><<<static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps),
+                            kGemvWarps * 32, 0, s>>>(x.ptr<float>(), wp, y.ptr<float>(), T, N, K);
+  });
+  check_launch("gemv");
+  return true;
+}
+
+void CudaBackend::matmul_add(const Tensor& x, const Tensor& w, Tensor& y, Tensor& scratch) {
+  check_matmul(x, w, y);
+  if (x.rows() == 0 || w.rows() == 0) return;
+  if (!try_gemv(x, w, y, true, sm_count(), stream())) Backend::matmul_add(x, w, y, scratch);
+}
+
 void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& y) {
   check_matmul(x, w, y);
   const int64_t T = x.rows(), K = x.cols(), N = w.rows();
   if (T == 0 || N == 0) return;
   const size_t wsize = w.dtype() == DType::F32 ? 4 : 2;
-  if (T <= kGemvMaxRows) {
-    with_row_type(w.dtype(), [&](auto p) {
-      using W = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
-      const auto* wp = static_cast<const W*>(w.data());
-      if (gemv_fits(x, w)) {
-        GemvMats<W> mats{{wp}, {y.ptr<float>()}, {N}, {}, 1};
-        return gemv<W>(T, x.ptr<float>(), mats, K, sm_count(), stream());
-      }
-      gemv_scalar_kernel<W>
-          <<<static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps), kGemvWarps * 32, 0,
-             stream()>>>(x.ptr<float>(), wp, y.ptr<float>(), T, N, K);
-    });
-    return check_launch("gemv");
-  }
+  if (try_gemv(x, w, y, false, sm_count(), stream())) return;
   check(T <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX, "matmul: dims above 2^31");
   const float one = 1.f, zero = 0.f;
   const int m = static_cast<int>(N), n = static_cast<int>(T), k = static_cast<int>(K);
@@ -313,8 +342,8 @@ std::vector<int32_t> CudaBackend::matmul_argmax(const Tensor& x, const Tensor& w
           .adopted_by(*this, Device::CUDA);
   matmul(x, w, logits);
   auto* idx = reinterpret_cast<int32_t*>(logits.ptr<float>() + T * N);
-  argmax_kernel<<<static_cast<unsigned>(T), 1024, 0, stream()>>>(logits.ptr<float>(), N, idx);
-  check_launch("argmax");
+  launch(argmax_kernel, static_cast<unsigned>(T), 1024, 0, stream(), "argmax",
+         logits.ptr<float>(), N, idx);
   check_cuda(cudaMemcpyAsync(out.data(), idx, static_cast<size_t>(T) * 4, cudaMemcpyDeviceToHost,
                              stream()),
              "matmul_argmax");

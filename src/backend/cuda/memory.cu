@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <thread>
 #include <vector>
 
@@ -10,6 +11,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_util.cuh"
+#include "backend/cuda/launch.cuh"
 #include "core/half.h"
 
 namespace kvp::cuda {
@@ -31,6 +33,8 @@ bool is_row_type(DType t) {
 template <typename S, typename D>
 __global__ void copy_rows_kernel(const S* src, const int64_t* idx, D* dst, int64_t n,
                                  int64_t cols) {
+  wait_for_predecessor();
+  release_dependents();
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (warp >= n) return;
@@ -42,12 +46,34 @@ __global__ void copy_rows_kernel(const S* src, const int64_t* idx, D* dst, int64
 // The same-type case in 16-byte words.
 __global__ void copy_rows_words(const uint4* src, const int64_t* idx, uint4* dst, int64_t n,
                                 int64_t words) {
+  wait_for_predecessor();
+  release_dependents();
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (warp >= n) return;
   const uint4* from = src + idx[warp] * words;
   uint4* to = dst + idx[n + warp] * words;
   for (int64_t c = lane; c < words; c += 32) to[c] = from[c];
+}
+
+// gather_rows: one warp per kept row of segment blockIdx.y, its K and V rows in 16-byte words.
+struct GatherSeg {
+  int64_t src_offset, dst_offset, count, first;  // first: into the rows array, -1 for i
+};
+__global__ void gather_rows_kernel(const uint4* k_src, const uint4* v_src, const GatherSeg* segs,
+                                   const int32_t* rows, uint4* k_dst, uint4* v_dst,
+                                   int64_t words) {
+  wait_for_predecessor();
+  release_dependents();
+  const GatherSeg g = segs[blockIdx.y];
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (i >= g.count) return;
+  const int64_t from = (g.src_offset + (g.first >= 0 ? rows[g.first + i] : i)) * words;
+  const int64_t to = (g.dst_offset + i) * words;
+  for (int64_t c = threadIdx.x % 32; c < words; c += 32) {
+    k_dst[to + c] = k_src[from + c];
+    v_dst[to + c] = v_src[from + c];
+  }
 }
 
 // A host weight dequantised to `to` (BF16 or F32) on the host, several threads at once.
@@ -81,6 +107,14 @@ DeviceState::~DeviceState() {
     cudaStreamSynchronize(stream);
     cudaStreamDestroy(stream);
   }
+}
+
+bool dependent_launch_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("KVP_PDL");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
 }
 
 CudaBackend::CudaBackend() : state_(std::make_shared<DeviceState>()) {
@@ -322,10 +356,9 @@ void CudaBackend::copy_rows(const Tensor& src, const int64_t* src_rows, Tensor& 
   const unsigned blocks = static_cast<unsigned>((n + 7) / 8);
   const size_t rb = src.row_bytes();
   if (src.dtype() == dst.dtype() && rb % 16 == 0) {
-    copy_rows_words<<<blocks, 256, 0, stream()>>>(static_cast<const uint4*>(src.data()), d_idx,
-                                                  static_cast<uint4*>(dst.data()), n,
-                                                  static_cast<int64_t>(rb / 16));
-    return check_launch("copy_rows");
+    return launch(copy_rows_words, blocks, 256, 0, stream(), "copy_rows",
+                  static_cast<const uint4*>(src.data()), d_idx, static_cast<uint4*>(dst.data()), n,
+                  static_cast<int64_t>(rb / 16));
   }
   check(is_row_type(src.dtype()),
         "copy_rows: " + dtype_name(src.dtype()) + " rows must be a multiple of 16 bytes");
@@ -333,11 +366,59 @@ void CudaBackend::copy_rows(const Tensor& src, const int64_t* src_rows, Tensor& 
     using S = std::remove_const_t<std::remove_pointer_t<decltype(s)>>;
     with_row_type(dst.dtype(), [&](auto d) {
       using D = std::remove_const_t<std::remove_pointer_t<decltype(d)>>;
-      copy_rows_kernel<S, D><<<blocks, 256, 0, stream()>>>(
-          static_cast<const S*>(src.data()), d_idx, static_cast<D*>(dst.data()), n, src.cols());
+      launch(copy_rows_kernel<S, D>, blocks, 256, 0, stream(), "copy_rows",
+             static_cast<const S*>(src.data()), d_idx, static_cast<D*>(dst.data()), n, src.cols());
     });
   });
-  check_launch("copy_rows");
+}
+
+void CudaBackend::gather_rows(const Tensor& k_src, const Tensor& v_src,
+                              std::span<const SegmentRows> segs, Tensor& k_dst, Tensor& v_dst) {
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&k_src, &v_src, &k_dst, &v_dst})
+    check_mine(*t, "gather_rows");
+  const size_t rb = k_src.row_bytes();
+  const bool words = k_src.dtype() == k_dst.dtype() && v_src.dtype() == k_src.dtype() &&
+                     v_dst.dtype() == k_src.dtype() && rb % 16 == 0 && v_src.row_bytes() == rb &&
+                     k_dst.row_bytes() == rb && v_dst.row_bytes() == rb;
+  if (!words || segs.empty()) return Backend::gather_rows(k_src, v_src, segs, k_dst, v_dst);
+  const int64_t src_n = std::min(k_src.rows(), v_src.rows());
+  const int64_t dst_n = std::min(k_dst.rows(), v_dst.rows());
+  // The segment table, then every segment's rows (int32), staged as one host buffer.
+  std::vector<GatherSeg> table(segs.size());
+  int64_t n_rows = 0, longest = 0;
+  for (size_t s = 0; s < segs.size(); ++s) {
+    const SegmentRows& g = segs[s];
+    int64_t lo = 0, hi = g.count - 1;
+    if (g.rows && g.count > 0) {
+      const auto [a, b] = std::minmax_element(g.rows, g.rows + g.count);
+      lo = *a, hi = *b;
+    }
+    if (g.count < 0 || (g.count > 0 && (g.src_offset + lo < 0 || g.src_offset + hi >= src_n ||
+                                        g.dst_offset < 0 || g.dst_offset + g.count > dst_n)))
+      throw Error("gather_rows: segment " + std::to_string(s) + " moves rows outside " +
+                  std::to_string(src_n) + " -> " + std::to_string(dst_n) + " rows");
+    table[s] = {g.src_offset, g.dst_offset, g.count, g.rows ? n_rows : -1};
+    if (g.rows) n_rows += g.count;
+    longest = std::max(longest, g.count);
+  }
+  if (longest == 0) return;
+  check(segs.size() <= 65535, "gather_rows: more than 65535 segments");
+  std::vector<uint8_t>& buf = gather_staging_;
+  const size_t table_bytes = table.size() * sizeof(GatherSeg);
+  buf.resize(table_bytes + static_cast<size_t>(n_rows) * sizeof(int32_t));
+  std::memcpy(buf.data(), table.data(), table_bytes);
+  auto* rows = reinterpret_cast<int32_t*>(buf.data() + table_bytes);
+  for (const SegmentRows& g : segs)
+    if (g.rows) rows = std::copy(g.rows, g.rows + g.count, rows);
+  const auto* d = static_cast<const uint8_t*>(stage(buf.data(), buf.size()));
+  constexpr int kWarps = 8;
+  const dim3 grid(static_cast<unsigned>((longest + kWarps - 1) / kWarps),
+                  static_cast<unsigned>(segs.size()));
+  launch(gather_rows_kernel, grid, kWarps * 32, 0, stream(), "gather_rows",
+         static_cast<const uint4*>(k_src.data()), static_cast<const uint4*>(v_src.data()),
+         reinterpret_cast<const GatherSeg*>(d), reinterpret_cast<const int32_t*>(d + table_bytes),
+         static_cast<uint4*>(k_dst.data()), static_cast<uint4*>(v_dst.data()),
+         static_cast<int64_t>(rb / 16));
 }
 
 }  // namespace kvp::cuda
