@@ -12,11 +12,13 @@
 //   copy,gemv,attention,decode,prefill]
 //              [--contexts 8192,32768] [--ratios 0,0.5,0.75] [--prefill 8192] [--steps 32]
 //              [--json FILE]
+#include <cuda_profiler_api.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -24,8 +26,6 @@
 #include <vector>
 
 #include "../bench_util.h"
-#include <cuda_profiler_api.h>
-
 #include "backend/cuda/cuda_backend.h"
 #include "backend/factory.h"
 #include "model/model.h"
@@ -285,8 +285,9 @@ json decode_case(kvp::Model& model, kvp::cuda::CudaBackend& be, int64_t ctx, dou
       "decode ctx %6lld ratio %.2f %-9s  %7.3f ms/token  %6.0f GB/s  %5.1f%% of copy  "
       "queued %.3f ms (launch share %.1f%%)  peak %.2f GiB  KV %.2f GiB  compact %.1f ms  %s\n",
       static_cast<long long>(ctx), ratio, headwise ? "headwise" : "uniform", med, gbs,
-      100 * gbs / copy_gbs, gpu_ms, 100 * (med - gpu_ms) / med, static_cast<double>(peak) / (1 << 30),
-      kv_bytes / (1 << 30), compact_s * 1e3, grew ? "ALLOCATED during decode" : "no allocation");
+      100 * gbs / copy_gbs, gpu_ms, 100 * (med - gpu_ms) / med,
+      static_cast<double>(peak) / (1 << 30), kv_bytes / (1 << 30), compact_s * 1e3,
+      grew ? "ALLOCATED during decode" : "no allocation");
   return {{"context", ctx},
           {"ratio", ratio},
           {"headwise", headwise},

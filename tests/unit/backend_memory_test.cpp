@@ -96,8 +96,9 @@ TEST_P(BackendMemory, CopyRowsRefusesBadIndicesAndShapes) {
 // cache row type (BF16 rows of 8 values take the device's 16-byte path, F32 rows of 3 the
 // fallback), and refuses rows outside either tensor.
 TEST_P(BackendMemory, GatherRowsRepacksSegments) {
-  for (const auto& [t, cols] : {std::pair{DType::BF16, int64_t{8}}, std::pair{DType::F32, int64_t{3}},
-                                std::pair{DType::F16, int64_t{16}}}) {
+  for (const auto& [t, cols] :
+       {std::pair{DType::BF16, int64_t{8}}, std::pair{DType::F32, int64_t{3}},
+        std::pair{DType::F16, int64_t{16}}}) {
     const int64_t n_src = 9, n_dst = 7;
     std::vector<float> host(static_cast<size_t>(n_src * cols));
     std::iota(host.begin(), host.end(), 1.f);  // small integers: exact in every type
@@ -129,7 +130,7 @@ TEST_P(BackendMemory, GatherRowsRepacksSegments) {
     }
     const std::vector<int32_t> past = {5};
     const Backend::SegmentRows bad_src[] = {{4, 0, 1, past.data()}};  // source row 9 of 9
-    const Backend::SegmentRows bad_dst[] = {{0, 5, 3, nullptr}};       // dst rows 5..7 of 7
+    const Backend::SegmentRows bad_dst[] = {{0, 5, 3, nullptr}};      // dst rows 5..7 of 7
     EXPECT_THROW(be_->gather_rows(k, v, bad_src, k2, v2), Error);
     EXPECT_THROW(be_->gather_rows(k, v, bad_dst, k2, v2), Error);
   }

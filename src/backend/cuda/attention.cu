@@ -599,9 +599,8 @@ void run_attention(CudaBackend& be, AttentionPlan& plan, float scale, float* lse
   });
   check_launch("attention (split)");
   launch(attn_combine_kernel, dim3(static_cast<unsigned>(plan.combines.size()), plan.qb),
-         kCombineWarps * 32, 0,
-         st, "attention (combine)", d.jobs, d.combines, plan.qb, plan.D, part_acc, part_ml, lse,
-         lse_stride);
+         kCombineWarps * 32, 0, st, "attention (combine)", d.jobs, d.combines, plan.qb, plan.D,
+         part_acc, part_ml, lse, lse_stride);
 }
 
 void CudaBackend::attention(const Tensor& q, const KvSegments& kv, float scale, Tensor& out) {

@@ -130,7 +130,9 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, Ten
   check(D > 0 && x.numel() % D == 0 && y.numel() == x.numel(), "rms_norm: shapes do not match");
   const int64_t rows = x.numel() / D;
   if (rows == 0) return;
-  const auto aligned = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data()) % 16 == 0; };
+  const auto aligned = [](const Tensor& t) {
+    return reinterpret_cast<uintptr_t>(t.data()) % 16 == 0;
+  };
   if (D % 4 == 0 && D <= 4 * 256 * kNormVecs && D >= 1024 && aligned(x) && aligned(y) &&
       aligned(weight))
     return launch(rms_norm_vec_kernel, static_cast<unsigned>(rows), 256, 0, stream(), "rms_norm",

@@ -85,8 +85,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 #pragma unroll
         for (int j = 0; j < V / 4; ++j) {
           const float4 xv = xp[j];
-          acc[t] += wf[4 * j] * xv.x + wf[4 * j + 1] * xv.y + wf[4 * j + 2] * xv.z +
-                    wf[4 * j + 3] * xv.w;
+          acc[t] +=
+              wf[4 * j] * xv.x + wf[4 * j + 1] * xv.y + wf[4 * j + 2] * xv.z + wf[4 * j + 3] * xv.w;
         }
       }
     }
@@ -154,8 +154,8 @@ void launch_gemv(const float* x, GemvMats<W> mats, int64_t K, cudaStream_t s) {
     mats.first_block[m + 1] =
         mats.first_block[m] +
         static_cast<unsigned>((mats.n[m] + kGemvWarps / SPLIT - 1) / (kGemvWarps / SPLIT));
-  launch(gemv_kernel<W, NT, SPLIT>, mats.first_block[mats.count], kGemvWarps * 32, 0, s, "gemv",
-         x, mats, K);
+  launch(gemv_kernel<W, NT, SPLIT>, mats.first_block[mats.count], kGemvWarps * 32, 0, s, "gemv", x,
+         mats, K);
 }
 
 template <typename W, int NT>
@@ -289,8 +289,9 @@ static bool try_gemv(const Tensor& x, const Tensor& w, Tensor& y, bool accumulat
       GemvMats<W> mats{{wp}, {y.ptr<float>()}, {N}, {}, 1, accumulate};
       return gemv<W>(T, x.ptr<float>(), mats, K, sms, s);
     }
-    gemv_scalar_kernel<W><<<static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps),
-                            kGemvWarps * 32, 0, s>>>(x.ptr<float>(), wp, y.ptr<float>(), T, N, K);
+    gemv_scalar_kernel<W>
+        <<<static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps), kGemvWarps * 32, 0, s>>>(
+            x.ptr<float>(), wp, y.ptr<float>(), T, N, K);
   });
   check_launch("gemv");
   return true;
@@ -342,8 +343,8 @@ std::vector<int32_t> CudaBackend::matmul_argmax(const Tensor& x, const Tensor& w
           .adopted_by(*this, Device::CUDA);
   matmul(x, w, logits);
   auto* idx = reinterpret_cast<int32_t*>(logits.ptr<float>() + T * N);
-  launch(argmax_kernel, static_cast<unsigned>(T), 1024, 0, stream(), "argmax",
-         logits.ptr<float>(), N, idx);
+  launch(argmax_kernel, static_cast<unsigned>(T), 1024, 0, stream(), "argmax", logits.ptr<float>(),
+         N, idx);
   check_cuda(cudaMemcpyAsync(out.data(), idx, static_cast<size_t>(T) * 4, cudaMemcpyDeviceToHost,
                              stream()),
              "matmul_argmax");

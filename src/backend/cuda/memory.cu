@@ -61,8 +61,7 @@ struct GatherSeg {
   int64_t src_offset, dst_offset, count, first;  // first: into the rows array, -1 for i
 };
 __global__ void gather_rows_kernel(const uint4* k_src, const uint4* v_src, const GatherSeg* segs,
-                                   const int32_t* rows, uint4* k_dst, uint4* v_dst,
-                                   int64_t words) {
+                                   const int32_t* rows, uint4* k_dst, uint4* v_dst, int64_t words) {
   wait_for_predecessor();
   release_dependents();
   const GatherSeg g = segs[blockIdx.y];
