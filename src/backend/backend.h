@@ -13,6 +13,7 @@
 #include <span>
 #include <vector>
 
+#include "core/error.h"
 #include "core/tensor.h"
 
 namespace kvp {
@@ -124,7 +125,14 @@ class Backend {
   };
   virtual void gather_rows(const Tensor& k_src, const Tensor& v_src,
                            std::span<const SegmentRows> segs, Tensor& k_dst, Tensor& v_dst) {
+    int64_t total = 0;
+    for (const SegmentRows& g : segs) {
+      check(g.count >= 0, "gather_rows: a negative row count");
+      total += g.count;
+    }
     std::vector<int64_t> from, to;
+    from.reserve(static_cast<size_t>(total));
+    to.reserve(static_cast<size_t>(total));
     for (const SegmentRows& g : segs)
       for (int64_t i = 0; i < g.count; ++i) {
         from.push_back(g.src_offset + (g.rows ? g.rows[i] : i));
